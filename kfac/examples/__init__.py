@@ -1,0 +1,1 @@
+"""Runnable K-FAC examples (MLP, convnet, deep autoencoder, distributed)."""

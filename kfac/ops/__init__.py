@@ -1,0 +1,1 @@
+"""K-FAC graph-building modules (the layout of the original `kfac.python.ops`)."""

@@ -1,0 +1,1 @@
+"""curvature_matrix_vector_products (work in progress)."""

@@ -1,0 +1,1 @@
+"""fisher_blocks (work in progress)."""

@@ -1,0 +1,1 @@
+"""layer_collection (work in progress)."""

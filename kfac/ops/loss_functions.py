@@ -1,0 +1,1 @@
+"""loss_functions (work in progress)."""

@@ -1,0 +1,1 @@
+"""op_queue (work in progress)."""

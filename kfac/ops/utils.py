@@ -1,0 +1,1 @@
+"""utils (work in progress)."""
