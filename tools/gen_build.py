@@ -6,6 +6,7 @@ checks that the committed BUILD equals this output.
 """
 
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +21,17 @@ licenses(["notice"])
 
 
 def _python_files(directory):
-    """Sorted .py files below `directory`, relative to the repo root."""
+    """Sorted .py files below `directory`, relative to the repo root.
+
+    With `--from-index`, only the files in git's index (what the next commit
+    holds), so BUILD can be generated while other work is still uncommitted.
+    """
+    if "--from-index" in sys.argv:
+        listed = subprocess.run(
+            ["git", "ls-files", "--", directory], cwd=ROOT, check=True,
+            capture_output=True, text=True).stdout.split()
+        return sorted(p for p in listed if p.endswith(".py")
+                      and os.path.exists(os.path.join(ROOT, p)))
     found = []
     for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, directory)):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
