@@ -592,3 +592,17 @@ def test_partitioned_tensor_conversion_errors(graph):
         partitioned.as_tensor(dtype=tf.float64)
     with pytest.raises(ValueError, match="reference"):
         partitioned.as_tensor(as_ref=True)
+
+
+def test_convert_to_dtype_casts_a_float32_resource_variable_to_float64(tf_behavior):
+    # A float32 damping variable must reach a float64 factor's inverse.
+    with tf.Graph().as_default():
+        damping = tf.get_variable("damping", initializer=0.25)
+        converted = utils.convert_to_dtype(damping, tf.float64)
+        inverse = utils.posdef_inv(tf.constant(np.eye(2)), damping)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            value, inverse_value = sess.run([converted, inverse])
+    assert converted.dtype == tf.float64
+    np.testing.assert_allclose(value, 0.25)
+    np.testing.assert_allclose(inverse_value, np.eye(2) / 1.25, rtol=1e-6)

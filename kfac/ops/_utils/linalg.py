@@ -33,7 +33,7 @@ def convert_to_dtype(value, dtype):
     Python/numpy numbers are therefore converted directly at `dtype`, while
     Tensors and Variables are cast.
     """
-    if isinstance(value, (tf.Tensor, tf.Variable)):
+    if isinstance(value, (tf.Tensor, tf.compat.v2.Variable)):
         return tf.cast(value, dtype)
     return tf.convert_to_tensor(value, dtype=dtype)
 

@@ -1,0 +1,385 @@
+"""Factors of convolutional layers (Grosse & Martens 2016, "KFC").
+
+Notation: a patch `p̃` is the input window one output location sees, flattened
+in filter order `(spatial filter…, cin)` (matching `reshape(W, [-1, cout])`),
+with a trailing 1 when the layer has a bias; `ds` is the pre-activation
+gradient at one output location. `B` = batch, `T` = output locations.
+
+* `ConvDiagonalFactor`: diagonal Fisher, mean over examples of the squared
+  per-example weight gradient `Σ_loc p̃ dsᵀ`;
+* `ConvInputKroneckerFactor`: `Ω̂ = (1/(B·T)) Σ_{b,loc} p̃ p̃ᵀ` (KFC eq. 14);
+* `ConvOutputKroneckerFactor`: `Γ̂ = (1/(B·T)) Σ_{b,loc} ds dsᵀ`.
+"""
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from kfac.ops import utils
+from kfac.ops._factors import base
+from kfac.ops._factors import naming
+
+_PATCH_FNS = (
+    None,
+    "extract_convolution_patches",
+    "extract_image_patches",
+    "extract_pointwise_conv2d_patches",
+)
+
+
+def _int_tuple(values):
+    """A list/tuple of ints (numpy ints and Dimensions included) → tuple of ints."""
+    if values is None:
+        return None
+    return tuple(naming.to_python_scalar(value) for value in values)
+
+
+def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
+    """2-D patches `[B, H', W', kh·kw·cin]` (the op `tf.extract_image_patches`)."""
+    return tf.image.extract_patches(
+        inputs,
+        sizes=[1, filter_shape[0], filter_shape[1], 1],
+        strides=list(strides),
+        rates=list(rates),
+        padding=padding,
+    )
+
+
+class ConvDiagonalFactor(base.DiagonalFactor):
+    """Diagonal Fisher of a 2-D convolution, shape `[kh·kw·cin + has_bias, cout]`.
+
+    With per-example weight gradient `G_b = Σ_loc p̃_{b,loc} ds_{b,loc}ᵀ`:
+    `Ĉ = (1/B) Σ_b G_b ∘ G_b` (normalised by the batch, not the locations).
+
+    Args:
+      inputs: per tower, the layer inputs `[B, H, W, cin]`.
+      outputs_grads: per source, per tower, the gradients `[B, H', W', cout]`.
+      filter_shape: `(kh, kw, cin, cout)`.
+      strides: 4 entries, as for `tf.nn.conv2d`.
+      padding: `"SAME"` or `"VALID"`.
+      data_format: None or a channels-last format.
+      dilations: None or 4 entries.
+      has_bias: whether the layer has a bias.
+
+    Raises:
+      ValueError: channels not last; inputs or gradients not 4-D or with
+        channels disagreeing with `filter_shape`; `strides` / `dilations` not
+        of length 4.
+    """
+
+    def __init__(
+        self,
+        inputs,
+        outputs_grads,
+        filter_shape,
+        strides,
+        padding,
+        data_format=None,
+        dilations=None,
+        has_bias=False,
+    ):
+        filter_shape = _int_tuple(filter_shape)
+        if not utils.is_data_format_channel_last(data_format):
+            raise ValueError(
+                "ConvDiagonalFactor: data_format must be channels-last, got %r."
+                % (data_format,)
+            )
+        if len(filter_shape) != 4:
+            raise ValueError(
+                "ConvDiagonalFactor: filter_shape must have 4 entries "
+                "(kh, kw, cin, cout), got %s." % (filter_shape,)
+            )
+        for input_ in inputs:
+            if input_.shape.ndims != 4:
+                raise ValueError(
+                    "ConvDiagonalFactor: inputs must be 4-D Tensors, got shape %s."
+                    % (input_.shape,)
+                )
+            if input_.shape.as_list()[-1] != filter_shape[-2]:
+                raise ValueError(
+                    "ConvDiagonalFactor: inputs and filter_shape must agree on "
+                    "in_channels: inputs have %s, filter_shape[-2] is %s."
+                    % (input_.shape.as_list()[-1], filter_shape[-2])
+                )
+        for i, outputs_grad in enumerate(outputs_grads):
+            for output_grad in outputs_grad:
+                if output_grad.shape.ndims != 4:
+                    raise ValueError(
+                        "ConvDiagonalFactor: outputs_grads[%d] must be 4-D "
+                        "Tensors, got shape %s." % (i, output_grad.shape)
+                    )
+                if output_grad.shape.as_list()[-1] != filter_shape[-1]:
+                    raise ValueError(
+                        "ConvDiagonalFactor: outputs_grads[%d] and filter_shape "
+                        "must agree on out_channels: gradients have %s, "
+                        "filter_shape[-1] is %s."
+                        % (i, output_grad.shape.as_list()[-1], filter_shape[-1])
+                    )
+        if len(strides) != 4:
+            raise ValueError(
+                "ConvDiagonalFactor: strides must be a length-4 list of ints, "
+                "got %s." % (strides,)
+            )
+        if dilations is not None and len(dilations) != 4:
+            raise ValueError(
+                "ConvDiagonalFactor: dilations must be a length-4 list of ints, "
+                "got %s." % (dilations,)
+            )
+
+        self._inputs = inputs
+        self._outputs_grads = outputs_grads
+        self._filter_shape = filter_shape
+        self._strides = _int_tuple(strides)
+        self._padding = padding
+        self._data_format = data_format
+        self._dilations = _int_tuple(dilations)
+        self._has_bias = has_bias
+        self._patches = None
+        super(ConvDiagonalFactor, self).__init__()
+
+    @property
+    def _var_scope(self):
+        return "ff_convdiag_" + naming.scope_string_from_params(
+            tuple(self._inputs) + tuple(base.flatten(self._outputs_grads))
+        )
+
+    @property
+    def _cov_shape(self):
+        filter_height, filter_width, in_channels, out_channels = self._filter_shape
+        return [
+            filter_height * filter_width * in_channels + int(self._has_bias),
+            out_channels,
+        ]
+
+    @property
+    def _num_sources(self):
+        return len(self._outputs_grads)
+
+    @property
+    def _num_towers(self):
+        return len(self._inputs)
+
+    @property
+    def _dtype(self):
+        return self._inputs[0].dtype
+
+    def make_covariance_update_op(self, ema_decay):
+        # The patches are shared by every source of a tower.
+        rates = self._dilations if self._dilations is not None else (1, 1, 1, 1)
+        self._patches = []
+        for tower in range(self._num_towers):
+            with base.place_on_device(self._get_data_device(tower)):
+                patches = _extract_image_patches(
+                    tf.convert_to_tensor(self._inputs[tower]),
+                    self._filter_shape,
+                    self._strides,
+                    rates,
+                    self._padding,
+                )
+                if self._has_bias:
+                    patches = base.append_homog(patches)
+                self._patches.append(patches)
+        return super(ConvDiagonalFactor, self).make_covariance_update_op(ema_decay)
+
+    def _compute_new_cov(self, source, tower):
+        patches = self._patches[tower]
+        outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
+        # Per-example gradients [B, K, cout]; fine for the small layers a
+        # diagonal approximation is used on.
+        per_example_grads = tf.einsum("bijk,bijl->bkl", patches, outputs_grad)
+        new_cov = tf.reduce_sum(tf.square(per_example_grads), axis=0)
+        return new_cov / tf.cast(tf.shape(patches)[0], new_cov.dtype)
+
+    def _get_data_device(self, tower):
+        return self._inputs[tower].device
+
+
+class ConvInputKroneckerFactor(base.InverseProvidingFactor):
+    """Input factor `Ω̂ = (1/(B·T)) Σ_{b,loc} p̃ p̃ᵀ` of an N-D convolution.
+
+    Shape `[prod(filter_shape[:-2])·cin + has_bias]²`.
+
+    Args:
+      inputs: per tower, the layer inputs `[B, *spatial, cin]`.
+      filter_shape: `[*spatial_filter, cin, cout]`.
+      padding: `"SAME"` or `"VALID"`.
+      strides, dilation_rate: spatial-only lists for the default patch
+        extractor; 4 entries for `"extract_image_patches"`.
+      data_format: None or a channels-last format.
+      extract_patches_fn: None / `"extract_convolution_patches"` (N-D,
+        `utils.extract_convolution_patches`), `"extract_image_patches"` (2-D,
+        `tf.extract_image_patches`) or `"extract_pointwise_conv2d_patches"`
+        (1×1 conv2d, `utils.extract_pointwise_conv2d_patches`); any other value
+        raises NotImplementedError when the update op is built.
+      has_bias: append a homogeneous coordinate to every patch.
+    """
+
+    def __init__(
+        self,
+        inputs,
+        filter_shape,
+        padding,
+        strides=None,
+        dilation_rate=None,
+        data_format=None,
+        extract_patches_fn=None,
+        has_bias=False,
+    ):
+        self._inputs = inputs
+        self._filter_shape = _int_tuple(filter_shape)
+        self._strides = _int_tuple(strides)
+        self._padding = padding
+        self._dilation_rate = _int_tuple(dilation_rate)
+        self._data_format = data_format
+        self._extract_patches_fn = extract_patches_fn
+        self._has_bias = has_bias
+        super(ConvInputKroneckerFactor, self).__init__()
+
+    @property
+    def _var_scope(self):
+        return "ff_convinkron_" + naming.scope_string_from_params(
+            tuple(self._inputs)
+            + (
+                self._filter_shape,
+                self._strides,
+                self._padding,
+                self._dilation_rate,
+                self._data_format,
+                self._has_bias,
+            )
+        )
+
+    @property
+    def _cov_shape(self):
+        size = int(np.prod(self._filter_shape[:-2])) * self._filter_shape[-2] + int(
+            self._has_bias
+        )
+        return [size, size]
+
+    @property
+    def _num_sources(self):
+        return 1
+
+    @property
+    def _num_towers(self):
+        return len(self._inputs)
+
+    @property
+    def _dtype(self):
+        return self._inputs[0].dtype
+
+    def _extract_patches(self, inputs):
+        """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
+        patches_fn = self._extract_patches_fn
+        if patches_fn in (None, "extract_convolution_patches"):
+            return utils.extract_convolution_patches(
+                inputs,
+                self._filter_shape,
+                padding=self._padding,
+                strides=self._strides,
+                dilation_rate=self._dilation_rate,
+                data_format=self._data_format,
+            )
+        if patches_fn == "extract_image_patches":
+            if inputs.shape.ndims != 4 or len(self._filter_shape) != 4:
+                raise ValueError(
+                    "extract_image_patches needs 4-D inputs and a 4-entry "
+                    "filter_shape, got inputs of shape %s and filter_shape %s."
+                    % (inputs.shape, self._filter_shape)
+                )
+            if self._strides is None or len(self._strides) != 4:
+                raise ValueError(
+                    "extract_image_patches needs 4-entry strides, got %s."
+                    % (self._strides,)
+                )
+            rates = self._dilation_rate
+            if rates is None:
+                rates = (1, 1, 1, 1)
+            elif len(rates) != 4 or rates[0] != 1 or rates[-1] != 1:
+                raise ValueError(
+                    "extract_image_patches needs dilation_rate None or "
+                    "[1, r1, r2, 1], got %s." % (rates,)
+                )
+            return _extract_image_patches(
+                inputs, self._filter_shape, self._strides, rates, self._padding
+            )
+        if patches_fn == "extract_pointwise_conv2d_patches":
+            if self._strides not in (None, (1, 1, 1, 1)):
+                raise ValueError(
+                    "extract_pointwise_conv2d_patches needs strides None or "
+                    "[1, 1, 1, 1], got %s." % (self._strides,)
+                )
+            if tuple(self._filter_shape[:2]) != (1, 1):
+                raise ValueError(
+                    "extract_pointwise_conv2d_patches needs a 1x1 filter, got "
+                    "filter_shape %s." % (self._filter_shape,)
+                )
+            return utils.extract_pointwise_conv2d_patches(
+                inputs, self._filter_shape, data_format=None
+            )
+        raise NotImplementedError(
+            "ConvInputKroneckerFactor: extract_patches_fn must be one of %s, got %r."
+            % (_PATCH_FNS, patches_fn)
+        )
+
+    def _compute_new_cov(self, source, tower):
+        del source  # One source: the layer inputs.
+        patches = self._extract_patches(tf.convert_to_tensor(self._inputs[tower]))
+        # Rows: one patch per example and output location (B·T rows).
+        patches_flat = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
+        if self._has_bias:
+            patches_flat = base.append_homog(patches_flat)
+        return base.compute_cov(patches_flat)
+
+    def _get_data_device(self, tower):
+        return self._inputs[tower].device
+
+
+class ConvOutputKroneckerFactor(base.InverseProvidingFactor):
+    """Output factor `Γ̂ = (1/(B·T)) Σ_{b,loc} ds dsᵀ`, shape `[cout, cout]`.
+
+    Args:
+      outputs_grads: per source, per tower, gradients `[B, *spatial_out, cout]`.
+      data_format: None or a channels-last format.
+
+    Raises:
+      ValueError: `data_format` is not channels-last.
+    """
+
+    def __init__(self, outputs_grads, data_format=None):
+        if not utils.is_data_format_channel_last(data_format):
+            raise ValueError(
+                "ConvOutputKroneckerFactor: data_format must be channels-last, "
+                "got %r." % (data_format,)
+            )
+        self._out_channels = tf.compat.dimension_value(outputs_grads[0][0].shape[-1])
+        self._outputs_grads = outputs_grads
+        super(ConvOutputKroneckerFactor, self).__init__()
+
+    @property
+    def _var_scope(self):
+        return "ff_convoutkron_" + naming.scope_string_from_params(
+            base.flatten(self._outputs_grads)
+        )
+
+    @property
+    def _cov_shape(self):
+        return [self._out_channels, self._out_channels]
+
+    @property
+    def _num_sources(self):
+        return len(self._outputs_grads)
+
+    @property
+    def _num_towers(self):
+        return len(self._outputs_grads[0])
+
+    @property
+    def _dtype(self):
+        return self._outputs_grads[0][0].dtype
+
+    def _compute_new_cov(self, source, tower):
+        outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
+        return base.compute_cov(tf.reshape(outputs_grad, [-1, self._out_channels]))
+
+    def _get_data_device(self, tower):
+        return self._outputs_grads[0][tower].device

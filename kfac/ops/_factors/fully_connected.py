@@ -1,0 +1,139 @@
+"""Factors of fully connected layers `s = Wᵀ ã` (Martens & Grosse 2015, §3).
+
+With `ã` the layer input (a trailing 1 appended when the layer has a bias) and
+`g = ∂L/∂s` the per-example pre-activation gradient, the weight gradient of
+one example is the outer product `ã gᵀ`.
+
+* `FullyConnectedDiagonalFactor`: the diagonal Fisher, mean of `(ã gᵀ)²`;
+* `FullyConnectedKroneckerFactor`: one Kronecker factor, `E[ã ãᵀ]` (A) or
+  `E[g gᵀ]` (G).
+"""
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops._factors import base
+from kfac.ops._factors import naming
+
+
+def _static_dim(tensor, index: int) -> int:
+    return tf.compat.dimension_value(tensor.shape[index])
+
+
+class FullyConnectedDiagonalFactor(base.DiagonalFactor):
+    """Diagonal Fisher of a fully connected layer, shape `[in + has_bias, out]`.
+
+    `Ĉ = (1/B) Σ_b (ã_b ∘ ã_b)(g_b ∘ g_b)ᵀ`, the mean squared per-example weight
+    gradient (the square of an outer product is the outer product of squares).
+
+    Args:
+      inputs: per tower, the layer inputs `[B, in]`.
+      outputs_grads: per source, per tower, the pre-activation gradients `[B, out]`.
+      has_bias: whether the layer has a bias (an extra input row of ones).
+    """
+
+    def __init__(self, inputs, outputs_grads, has_bias=False):
+        self._inputs = inputs
+        self._outputs_grads = outputs_grads
+        self._has_bias = has_bias
+        self._squared_inputs = None
+        super(FullyConnectedDiagonalFactor, self).__init__()
+
+    @property
+    def _var_scope(self):
+        return "ff_diagfc_" + naming.scope_string_from_params(
+            tuple(self._inputs) + tuple(base.flatten(self._outputs_grads))
+        )
+
+    @property
+    def _cov_shape(self):
+        input_size = _static_dim(self._inputs[0], 1) + int(self._has_bias)
+        output_size = _static_dim(self._outputs_grads[0][0], 1)
+        return [input_size, output_size]
+
+    @property
+    def _num_sources(self):
+        return len(self._outputs_grads)
+
+    @property
+    def _num_towers(self):
+        return len(self._inputs)
+
+    @property
+    def _dtype(self):
+        return self._outputs_grads[0][0].dtype
+
+    def make_covariance_update_op(self, ema_decay):
+        # The squared inputs are shared by every source of a tower.
+        self._squared_inputs = []
+        for tower in range(self._num_towers):
+            with base.place_on_device(self._get_data_device(tower)):
+                inputs = tf.convert_to_tensor(self._inputs[tower])
+                if self._has_bias:
+                    inputs = base.append_homog(inputs)
+                self._squared_inputs.append(tf.square(inputs))
+        return super(FullyConnectedDiagonalFactor, self).make_covariance_update_op(
+            ema_decay
+        )
+
+    def _compute_new_cov(self, source, tower):
+        squared_inputs = self._squared_inputs[tower]
+        outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
+        new_cov = tf.matmul(squared_inputs, tf.square(outputs_grad), transpose_a=True)
+        return new_cov / tf.cast(tf.shape(squared_inputs)[0], new_cov.dtype)
+
+    def _get_data_device(self, tower):
+        return self._inputs[tower].device
+
+
+class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
+    """Kronecker factor `E[ã ãᵀ]` of a fully connected layer, `[n + has_bias]²`.
+
+    `Ĉ = compute_cov(ã) = (1/N) Σ_rows ã ãᵀ` for each source and tower. Used for
+    both the input factor A (tensors = layer inputs, one source) and the output
+    factor G (tensors = pre-activation gradients, one per source).
+
+    Args:
+      tensors: per source, per tower, a `[B, n]` Tensor (or PartitionedTensor).
+      has_bias: append a homogeneous coordinate (input factor with bias).
+    """
+
+    def __init__(self, tensors, has_bias=False):
+        self._tensors = tensors
+        self._has_bias = has_bias
+        super(FullyConnectedKroneckerFactor, self).__init__()
+
+    @property
+    def _var_scope(self):
+        return "ff_fckron_" + naming.scope_string_from_params(
+            tuple(base.flatten(self._tensors)) + (self._has_bias,)
+        )
+
+    @property
+    def _cov_shape(self):
+        size = _static_dim(self._tensors[0][0], 1) + int(self._has_bias)
+        return [size, size]
+
+    @property
+    def _num_sources(self):
+        return len(self._tensors)
+
+    @property
+    def _num_towers(self):
+        return len(self._tensors[0])
+
+    @property
+    def _dtype(self):
+        return self._tensors[0][0].dtype
+
+    def _rows(self, source, tower) -> tf.Tensor:
+        """The `[N, n (+1)]` rows `ã` of one source and tower."""
+        tensor = tf.convert_to_tensor(self._tensors[source][tower])
+        if self._has_bias:
+            tensor = base.append_homog(tensor)
+        return tensor
+
+    def _compute_new_cov(self, source, tower):
+        return base.compute_cov(self._rows(source, tower))
+
+    def _get_data_device(self, tower):
+        return self._tensors[0][tower].device
