@@ -12,8 +12,7 @@ assigning it (the original's constants were plain module globals);
 `set_global_constants` is the documented way to change them.
 """
 
-import sys
-import types
+from kfac.ops import _forwarding
 
 from kfac.ops._factors import config as _config
 from kfac.ops._factors.base import DiagonalFactor
@@ -43,28 +42,7 @@ from kfac.ops._factors.naming import scope_string_from_name
 from kfac.ops._factors.naming import scope_string_from_params
 
 
-class _FisherFactorsModule(types.ModuleType):
-    """Forwards reads and writes of the module constants to `_factors.config`."""
-
-    def __getattr__(self, name):
-        if name in _config.CONSTANT_NAMES:
-            return getattr(_config, name)
-        raise AttributeError("module %r has no attribute %r" % (self.__name__, name))
-
-    def __setattr__(self, name, value):
-        if name in _config.CONSTANT_NAMES:
-            setattr(_config, name, value)
-        else:
-            super(_FisherFactorsModule, self).__setattr__(name, value)
-
-    def __dir__(self):
-        return sorted(
-            set(super(_FisherFactorsModule, self).__dir__())
-            | set(_config.CONSTANT_NAMES)
-        )
-
-
-sys.modules[__name__].__class__ = _FisherFactorsModule
+_forwarding.forward_constants(__name__, _config, _config.CONSTANT_NAMES)
 
 __all__ = [
     "INIT_COVARIANCES_AT_ZERO",  # noqa: F822 (served by the module __getattr__)

@@ -1,0 +1,162 @@
+"""Kronecker-factored blocks (Martens & Grosse 2015, §3): the base and the FC block.
+
+A Kronecker block is `F ≈ c·(A ⊗ G)`: `A` the second moment of the layer inputs
+(with a ones column for the bias), `G` that of the output gradients, `c` a
+renormalisation (`_renorm_coeff`, the number of locations/uses). It acts on the
+mat2d form `X` (`[in(+1), out]`, row-major `vec`): `(A ⊗ G) vec(X) = vec(A X G)`.
+"""
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops import fisher_factors
+from kfac.ops import utils
+from kfac.ops._blocks import damping as damping_lib
+from kfac.ops._blocks.base import FisherBlock
+from kfac.ops._blocks.towers import InputOutputMultiTower
+
+
+def scale_vector(vector, coeff: float):
+    """`coeff · vector` for a dense Tensor or an `IndexedSlices` (values scaled).
+
+    `coeff` is a Python number, converted straight to the vector's dtype (a
+    `tf.cast` of a Python float would round it to float32 first).
+    """
+    if isinstance(vector, tf.IndexedSlices):
+        return tf.IndexedSlices(
+            vector.values * coeff, vector.indices, vector.dense_shape
+        )
+    return vector * coeff
+
+
+class KroneckerProductFB(FisherBlock):
+    """Block `c·(A ⊗ G)` with damped powers `c^e (A + d_A I)^e ⊗ (G + d_G I)^e`.
+
+    Subclasses set `_input_factor` (A, acting on the left of the mat2d form) and
+    `_output_factor` (G, on the right) in `instantiate_factors` and then call
+    `_setup_damping`.
+    """
+
+    def _setup_damping(self, damping, normalization=None):
+        """Creates `_input_damping_func` and `_output_damping_func` (the pi split).
+
+        With `d' = normalize_damping(damping, normalization)` (or `damping` when
+        no normalization is given), `(d_A, d_G) = compute_pi_adjusted_damping(
+        A, G, sqrt(d'))`, i.e. `d_A = π√d'`, `d_G = √d'/π`. π is recomputed from
+        the factors' current covariances each time a function is called (inside
+        every inverse update). With `c = normalization`, the damped block is
+        `c(A + d_A I) ⊗ (G + d_G I) ≈ c(A ⊗ G) + damping·I`.
+
+        Args:
+            damping: Python float, scalar Tensor or `tf.Variable`.
+            normalization: number of locations/uses the damping is shared by, or
+                None.
+        """
+        if normalization is not None:
+            normalization = damping_lib.plain_scalar(normalization)
+
+        def compute_damping():
+            if normalization is not None:
+                scaled_damping = damping_lib.normalize_damping(damping, normalization)
+            else:
+                scaled_damping = damping
+            return damping_lib.compute_pi_adjusted_damping(
+                self._input_cov_for_pi(),
+                self._output_factor.get_cov(),
+                scaled_damping**0.5,
+            )
+
+        if normalization is not None:
+            scaled_damping_id = ("normalize_damping", damping, normalization)
+        else:
+            scaled_damping_id = (damping,)
+        damping_id = (
+            (
+                "compute_pi_adjusted_damping",
+                "cov",
+                self._input_factor.name,
+                "cov",
+                self._output_factor.name,
+            )
+            + scaled_damping_id
+            + ("power", 0.5)
+        )
+        self._input_damping_func = damping_lib.PackagedFunc(
+            lambda: compute_damping()[0], damping_id + ("ref", 0)
+        )
+        self._output_damping_func = damping_lib.PackagedFunc(
+            lambda: compute_damping()[1], damping_id + ("ref", 1)
+        )
+
+    def _input_cov_for_pi(self):
+        """The input factor's covariance as used for its trace in the pi split."""
+        return self._input_factor.get_cov()
+
+    def register_matpower(self, exp):
+        self._input_factor.register_matpower(exp, self._input_damping_func)
+        self._output_factor.register_matpower(exp, self._output_damping_func)
+
+    @property
+    def _renorm_coeff(self):
+        """`c` in `F ≈ c·(A ⊗ G)`."""
+        return 1.0
+
+    def _left_multiply_input_factor(self, mat, exp):
+        """`(A + d_A I)^exp · mat`."""
+        return self._input_factor.left_multiply_matpower(
+            mat, exp, self._input_damping_func
+        )
+
+    def multiply_matpower(self, vector, exp):
+        """`c^exp (A + d_A I)^exp · X · (G + d_G I)^exp`, `X` = mat2d form of `vector`.
+
+        Args:
+            vector: parameter-format vector: weights-shaped Tensor, a
+                `(weights, bias)` tuple, or `IndexedSlices` (embeddings).
+            exp: the matrix power (a registered one, or 1).
+
+        Returns:
+            The product in the format of `vector`.
+        """
+        mat = utils.layer_params_to_mat2d(vector)
+        mat = self._output_factor.right_multiply_matpower(
+            mat, exp, self._output_damping_func
+        )
+        mat = self._left_multiply_input_factor(mat, exp)
+        renorm_coeff = self._renorm_coeff
+        if renorm_coeff != 1.0:
+            mat = scale_vector(mat, float(renorm_coeff) ** exp)
+        return utils.mat2d_to_layer_params(vector, mat)
+
+    def full_fisher_block(self):
+        """Undamped `c·kron(A, G)` as a dense matrix (row-major `vec` of mat2d)."""
+        left_factor = self._input_factor.get_cov()
+        right_factor = self._output_factor.get_cov()
+        return self._renorm_coeff * utils.kronecker_product(left_factor, right_factor)
+
+
+class FullyConnectedKFACBasicFB(InputOutputMultiTower, KroneckerProductFB):
+    """K-FAC block of a fully connected layer (Martens & Grosse 2015, §3).
+
+    `A = E[ã ãᵀ]` (`ã` the input row with a trailing 1 when there is a bias),
+    `G = E[g gᵀ]` (`g` the gradient w.r.t. the pre-activations), `F ≈ A ⊗ G`.
+    """
+
+    def __init__(self, layer_collection, has_bias=False):
+        """Creates the block.
+
+        Args:
+            layer_collection: owner that builds/shares the factors.
+            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
+        """
+        self._has_bias = has_bias
+        super(FullyConnectedKFACBasicFB, self).__init__(layer_collection)
+
+    def instantiate_factors(self, grads_list, damping):
+        inputs, grads_list = self._process_data(grads_list)
+        self._input_factor = self._layer_collection.make_or_get_factor(
+            fisher_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
+        )
+        self._output_factor = self._layer_collection.make_or_get_factor(
+            fisher_factors.FullyConnectedKroneckerFactor, (grads_list,)
+        )
+        self._setup_damping(damping)

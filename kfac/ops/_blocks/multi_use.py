@@ -1,0 +1,85 @@
+"""Multi-use Kronecker blocks with independent uses (RNN steps, shared layers).
+
+The uses of a layer within one example are treated as independent: the factor
+statistics are averaged over uses and batch, and the block is
+`F ≈ num_uses·(A ⊗ G)` (Martens, Ba & Grosse 2018, "independence" baseline);
+the damping is normalised by the number of uses (and locations, for convs).
+"""
+
+from kfac.ops import fisher_factors
+from kfac.ops._blocks.conv import ConvKFCMixin
+from kfac.ops._blocks.kronecker import KroneckerProductFB
+from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+
+
+class FullyConnectedMultiIndepFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
+    """Fully connected layer used `num_uses` times per example: `F ≈ n·(A ⊗ G)`.
+
+    `A`, `G` are the FC Kronecker factors averaged over all uses and examples.
+    """
+
+    def __init__(self, layer_collection, has_bias=False, num_uses=None):
+        """Creates the block.
+
+        Args:
+            layer_collection: owner that builds/shares the factors.
+            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
+            num_uses: uses per example; inferred from list inputs/outputs when None.
+        """
+        self._has_bias = has_bias
+        super(FullyConnectedMultiIndepFB, self).__init__(
+            layer_collection=layer_collection, num_uses=num_uses
+        )
+
+    def instantiate_factors(self, grads_list, damping):
+        inputs, grads_list = self._process_data(grads_list)
+        self._input_factor = self._layer_collection.make_or_get_factor(
+            fisher_factors.FullyConnectedMultiKF,
+            ((inputs,), self._num_uses, self._has_bias),
+        )
+        self._output_factor = self._layer_collection.make_or_get_factor(
+            fisher_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
+        )
+        self._setup_damping(damping, normalization=self._num_uses)
+
+    @property
+    def _renorm_coeff(self):
+        return float(self._num_uses)
+
+
+class ConvKFCBasicMultiIndepFB(
+    InputOutputMultiTowerMultiUse, ConvKFCMixin, KroneckerProductFB
+):
+    """Convolution used `num_uses` times per example: `F ≈ T·n·(Ω ⊗ Γ)`.
+
+    `T` is the number of locations, taken from the first processed input (the
+    original read `.shape` of the whole tuple and crashed; fixed here).
+    """
+
+    def __init__(
+        self,
+        layer_collection,
+        params,
+        padding,
+        strides=None,
+        dilation_rate=None,
+        data_format=None,
+        extract_patches_fn=None,
+        num_uses=None,
+    ):
+        """Creates the block (arguments as `ConvKFCBasicFB`, plus `num_uses`)."""
+        self._set_conv_config(
+            params, padding, strides, dilation_rate, data_format, extract_patches_fn
+        )
+        super(ConvKFCBasicMultiIndepFB, self).__init__(
+            layer_collection=layer_collection, num_uses=num_uses
+        )
+
+    def instantiate_factors(self, grads_list, damping):
+        inputs, grads_list = self._process_data(grads_list)
+        self._make_conv_factors(inputs, grads_list)
+        self._setup_damping(damping, normalization=self._num_locations * self._num_uses)
+
+    @property
+    def _renorm_coeff(self):
+        return self._num_locations * self._num_uses

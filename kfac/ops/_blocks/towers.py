@@ -1,0 +1,185 @@
+"""Per-tower bookkeeping for blocks fed by layer inputs and output gradients.
+
+A tower is one registered mini-batch slice. Factors receive their data as
+`inputs[tower]` and `grads_list[source][tower]`; how towers are merged is the
+factors' `TOWER_STRATEGY` (read here once, when the data is packed):
+
+* `"concat"`: all towers become one `PartitionedTensor` (factors see 1 tower);
+* `"separate"`: tuples of per-tower tensors (factors average per-tower estimates).
+
+Everything handed to factors is a tuple, so `(FactorClass, args)` is hashable and
+two blocks on the same tensors share a factor.
+"""
+
+import itertools
+
+from kfac.ops import utils
+from kfac.ops._factors import config as factors_config
+
+_CONCAT = "concat"
+_SEPARATE = "separate"
+
+
+def _tower_strategy():
+    strategy = factors_config.TOWER_STRATEGY
+    if strategy not in (_CONCAT, _SEPARATE):
+        raise ValueError(
+            "TOWER_STRATEGY (fisher_factors) must be 'concat' or 'separate', "
+            "got %r." % (strategy,)
+        )
+    return strategy
+
+
+class InputOutputMultiTower(object):
+    """Mixin for blocks fed by layer inputs and output (pre-activation) gradients.
+
+    Keeps one `(inputs, outputs)` pair per tower and packs them for the factors.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._tower_inputs = []
+        self._tower_outputs = []
+        super(InputOutputMultiTower, self).__init__(*args, **kwargs)
+
+    @property
+    def _inputs(self):
+        """List over towers of the layer inputs."""
+        return self._tower_inputs
+
+    @property
+    def _outputs(self):
+        """List over towers of the layer outputs (pre-activations)."""
+        return self._tower_outputs
+
+    def register_additional_tower(self, inputs, outputs):
+        """Appends one tower: the layer's `inputs` and pre-activation `outputs`."""
+        self._tower_inputs.append(inputs)
+        self._tower_outputs.append(outputs)
+
+    @property
+    def num_registered_towers(self):
+        result = len(self._tower_inputs)
+        assert result == len(self._tower_outputs)
+        return result
+
+    def tensors_to_compute_grads(self):
+        """`tuple(self._outputs)`: gradients are taken w.r.t. each tower's outputs."""
+        return tuple(self._outputs)
+
+    def _process_data(self, grads_list):
+        """Packs inputs and gradients in the factors' `[source][tower]` format.
+
+        Args:
+            grads_list: tuple over sources of tuples over towers of gradients.
+
+        Returns:
+            `(inputs, grads_list)`: with `"concat"`,
+            `((PartitionedTensor(towers),), ((PartitionedTensor(grads),), ...))`;
+            with `"separate"`, the per-tower tuples unchanged.
+
+        Raises:
+            ValueError: for an unknown `TOWER_STRATEGY`.
+        """
+        strategy = _tower_strategy()
+        inputs = self._inputs
+        if strategy == _CONCAT:
+            inputs = (utils.PartitionedTensor(inputs),)
+            grads_list = tuple(
+                (utils.PartitionedTensor(grads),) for grads in grads_list
+            )
+        else:
+            inputs = tuple(inputs)
+            grads_list = tuple(tuple(grads) for grads in grads_list)
+        return inputs, grads_list
+
+
+class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
+    """Tower mixin for layers applied several times per example (RNN steps, sharing).
+
+    Per tower, the inputs (and, independently, each source's gradients) come
+    either as a list over uses of `[B, ...]` tensors, or "folded" as one tensor
+    whose rows are `num_uses·B`, use-major (a reshape of `[num_uses, B, ...]`).
+    """
+
+    def __init__(self, num_uses=None, *args, **kwargs):
+        if num_uses is not None and (
+            isinstance(num_uses, bool) or int(num_uses) != num_uses or num_uses < 1
+        ):
+            raise ValueError(
+                "num_uses must be None or a positive integer, got %r." % (num_uses,)
+            )
+        self._num_uses = None if num_uses is None else int(num_uses)
+        super(InputOutputMultiTowerMultiUse, self).__init__(*args, **kwargs)
+
+    def _infer_num_uses(self, per_tower_lists, what):
+        """Checks the use lists' lengths against each other and `num_uses`."""
+        num_uses = len(per_tower_lists[0])
+        if self._num_uses is not None and self._num_uses != num_uses:
+            raise ValueError(
+                "num_uses (%d) does not match the number of uses in the %s (%d)."
+                % (self._num_uses, what, num_uses)
+            )
+        lengths = [len(uses) for uses in per_tower_lists]
+        if any(length != num_uses for length in lengths):
+            raise ValueError(
+                "The number of uses in the %s differs between towers: %s."
+                % (what, lengths)
+            )
+        self._num_uses = num_uses
+
+    @staticmethod
+    def _merge_uses(per_tower_lists, strategy):
+        """List-of-lists (tower, use) → factor format for one kind of tensor.
+
+        "concat": one `PartitionedTensor` ordered use-major, tower-minor, so its
+        rows are a reshape of `[num_uses, total_batch, ...]`; "separate": one
+        `PartitionedTensor` over uses per tower.
+        """
+        if strategy == _CONCAT:
+            use_major = itertools.chain.from_iterable(zip(*per_tower_lists))
+            return (utils.PartitionedTensor(list(use_major)),)
+        return tuple(utils.PartitionedTensor(uses) for uses in per_tower_lists)
+
+    def _process_data(self, grads_list):
+        """Packs multi-use inputs and gradients in the factors' format.
+
+        Folded tensors are passed through as tuples over towers (the original left
+        a list, an unhashable factor key; fixed here).
+
+        Args:
+            grads_list: tuple over sources of tuples over towers, each either a
+                list over uses or one folded tensor.
+
+        Returns:
+            `(inputs, grads_list)` as for `InputOutputMultiTower._process_data`.
+
+        Raises:
+            ValueError: for an unknown `TOWER_STRATEGY`; if the number of uses in
+                the lists disagrees with `num_uses` or between towers; if
+                `num_uses` cannot be inferred (folded format without `num_uses`).
+        """
+        strategy = _tower_strategy()
+        inputs = self._inputs
+        if isinstance(inputs[0], (list, tuple)):
+            self._infer_num_uses(inputs, "inputs")
+            inputs = self._merge_uses(inputs, strategy)
+        else:
+            inputs = tuple(inputs)
+
+        if isinstance(grads_list[0][0], (list, tuple)):
+            self._infer_num_uses(
+                [grads for source in grads_list for grads in source], "outputs"
+            )
+            grads_list = tuple(
+                self._merge_uses(source, strategy) for source in grads_list
+            )
+        else:
+            grads_list = tuple(tuple(source) for source in grads_list)
+
+        if self._num_uses is None:
+            raise ValueError(
+                "num_uses must be given when it cannot be inferred from the inputs "
+                "or outputs (both were single folded Tensors instead of lists over "
+                "uses)."
+            )
+        return inputs, grads_list
