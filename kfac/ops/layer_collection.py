@@ -1,1 +1,632 @@
-"""layer_collection (work in progress)."""
+"""Registry of layers, their Fisher blocks, shared factors and losses (API.md §6).
+
+A `LayerCollection` records, for one estimator/optimizer:
+* which parameters form a layer and how its Fisher block is approximated
+  (`register_fully_connected`, `register_conv2d`, ...; one call per tower),
+* the predictive distributions whose Fisher is estimated (loss registrations),
+* the factors built by the blocks, cached by `(class, args)` so that blocks
+  reading the same tensors share statistics (`make_or_get_factor`).
+Registration creates no variables; the estimator builds everything later.
+"""
+
+import collections
+import contextlib
+import math
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops import loss_functions
+from kfac.ops import utils
+from kfac.ops._registration import validation
+from kfac.ops._registration.approximations import APPROX_DIAGONAL_NAME  # noqa: F401
+from kfac.ops._registration.approximations import APPROX_FULL_NAME  # noqa: F401
+from kfac.ops._registration.approximations import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
+from kfac.ops._registration.approximations import APPROX_KRONECKER_NAME  # noqa: F401
+from kfac.ops._registration.approximations import APPROX_KRONECKER_SERIES_1_NAME  # noqa: F401
+from kfac.ops._registration.approximations import APPROX_KRONECKER_SERIES_2_NAME  # noqa: F401
+from kfac.ops._registration.approximations import CONV2D
+from kfac.ops._registration.approximations import DEFAULT_APPROXIMATIONS
+from kfac.ops._registration.approximations import EMBEDDING
+from kfac.ops._registration.approximations import FULLY_CONNECTED
+from kfac.ops._registration.approximations import FULLY_CONNECTED_MULTI
+from kfac.ops._registration.approximations import GENERIC
+from kfac.ops._registration.approximations import VARIABLE_SCOPE
+from kfac.ops._registration.approximations import bad_approximation_message
+from kfac.ops._registration.approximations import block_types
+from kfac.ops._registration.approximations import check_approximation
+from kfac.ops._registration.layers import LayerRegistrationMethods
+
+_DEFAULT_LAYER_COLLECTION = None
+
+
+def get_default_layer_collection() -> "LayerCollection":
+    """The collection installed by `set_default_layer_collection`/`as_default`.
+
+    Raises:
+      ValueError: if no default collection is set.
+    """
+    if _DEFAULT_LAYER_COLLECTION is None:
+        raise ValueError(
+            "Attempted to retrieve default LayerCollection when none is set. Use "
+            "LayerCollection.as_default()."
+        )
+    return _DEFAULT_LAYER_COLLECTION
+
+
+def set_default_layer_collection(layer_collection) -> None:
+    """Installs `layer_collection` as the default; None clears it.
+
+    Raises:
+      ValueError: if a default is already set and `layer_collection` is not None.
+    """
+    global _DEFAULT_LAYER_COLLECTION
+    if _DEFAULT_LAYER_COLLECTION is not None and layer_collection is not None:
+        raise ValueError("Default LayerCollection is already set.")
+    _DEFAULT_LAYER_COLLECTION = layer_collection
+
+
+def _canonical_key(key):
+    return tuple(key) if isinstance(key, (tuple, list)) else key
+
+
+def _name(value) -> str:
+    return getattr(value, "name", None) or repr(value)
+
+
+def _key_names(key) -> str:
+    if isinstance(key, (tuple, list)):
+        return "({})".format(", ".join(_name(part) for part in key))
+    return _name(key)
+
+
+class LayerParametersDict(collections.OrderedDict):
+    """An OrderedDict keyed by a Tensor/Variable or a tuple of them.
+
+    No single tensor may belong to two keys. Keys are canonicalised (list ->
+    tuple). Deleting a key forgets every tensor in it (the original failed on
+    tuple keys, API.md §12).
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._tensors = set()
+        super().__init__(*args, **kwargs)
+
+    def __setitem__(self, key, value):
+        key = _canonical_key(key)
+        if not super().__contains__(key):
+            tensors = utils.ensure_sequence(key)
+            collisions = self._tensors.intersection(tensors)
+            if collisions:
+                raise ValueError(
+                    "Key(s) already present: {}".format(
+                        ", ".join(_name(t) for t in collisions)
+                    )
+                )
+            self._tensors.update(tensors)
+        super().__setitem__(key, value)
+
+    def __getitem__(self, key):
+        return super().__getitem__(_canonical_key(key))
+
+    def __contains__(self, key):
+        return super().__contains__(_canonical_key(key))
+
+    def __delitem__(self, key):
+        key = _canonical_key(key)
+        super().__delitem__(key)
+        self._tensors.difference_update(utils.ensure_sequence(key))
+
+    def pop(self, key, *default):
+        key = _canonical_key(key)
+        if super().__contains__(key):
+            value = super().__getitem__(key)
+            del self[key]
+            return value
+        return super().pop(key, *default)
+
+    def popitem(self, last=True):
+        key, value = super().popitem(last=last)
+        self._tensors.difference_update(utils.ensure_sequence(key))
+        return key, value
+
+    def clear(self):
+        super().clear()
+        self._tensors.clear()
+
+
+class LayerCollection(LayerRegistrationMethods):
+    """Registry of layers (Fisher blocks), factors and losses for one estimator.
+
+    Attributes:
+      fisher_blocks: `LayerParametersDict` {params key -> FisherBlock}, in
+        registration order (which fixes the order of factors and update ops).
+      fisher_factors: OrderedDict {(factor class, args) -> FisherFactor}.
+      loss_colocation_ops: {loss -> tensor its evaluation is colocated with}.
+
+    The layer `register_*` methods come from `LayerRegistrationMethods`.
+    """
+
+    def __init__(self, graph=None, name: str = "LayerCollection"):
+        self.fisher_blocks = LayerParametersDict()
+        self.fisher_factors = collections.OrderedDict()
+        self.loss_colocation_ops = {}
+        self._graph = graph if graph is not None else tf.get_default_graph()
+        self._loss_dict = collections.OrderedDict()  # name -> [loss per tower]
+        self._linked_parameters = {}  # frozenset(vars) -> approximation or None
+        self._subgraph = None
+        self._vars_to_uses = collections.defaultdict(int)
+        for layer_kind, approx in DEFAULT_APPROXIMATIONS.items():
+            setattr(self, "_default_{}_approximation".format(layer_kind), approx)
+        # Reserve a unique scope name ("LayerCollection", "LayerCollection_1", ...)
+        # under which factors are constructed.
+        with self._graph.as_default():
+            with tf.variable_scope(None, default_name=name) as scope:
+                self._var_scope = scope.name
+
+    # --------------------------------------------------------------------
+    # Read-only views.
+
+    @property
+    def losses(self) -> list:
+        """All registered loss objects, by name then tower."""
+        return [loss for towers in self._loss_dict.values() for loss in towers]
+
+    @property
+    def towers_by_loss(self) -> tuple:
+        """Tuple over loss names of tuples over towers."""
+        return tuple(tuple(towers) for towers in self._loss_dict.values())
+
+    @property
+    def registered_variables(self) -> tuple:
+        """Every variable appearing in a block key, in registration order."""
+        return tuple(
+            var for key in self.fisher_blocks for var in utils.ensure_sequence(key)
+        )
+
+    @property
+    def linked_parameters(self) -> dict:
+        """{frozenset of variables -> approximation name or None}."""
+        return self._linked_parameters
+
+    @property
+    def graph(self):
+        return self._graph
+
+    @property
+    def subgraph(self):
+        """The `utils.SubGraph` of the loss inputs (None until `create_subgraph`)."""
+        return self._subgraph
+
+    def get_blocks(self):
+        return self.fisher_blocks.values()
+
+    def get_factors(self):
+        return self.fisher_factors.values()
+
+    # --------------------------------------------------------------------
+    # Default approximations.
+
+    @property
+    def default_generic_approximation(self) -> str:
+        return self._default_generic_approximation
+
+    @property
+    def default_embedding_approximation(self) -> str:
+        return self._default_embedding_approximation
+
+    @property
+    def default_fully_connected_approximation(self) -> str:
+        return self._default_fully_connected_approximation
+
+    @property
+    def default_conv2d_approximation(self) -> str:
+        return self._default_conv2d_approximation
+
+    @property
+    def default_fully_connected_multi_approximation(self) -> str:
+        return self._default_fully_connected_multi_approximation
+
+    @property
+    def default_conv2d_multi_approximation(self) -> str:
+        return self._default_conv2d_multi_approximation
+
+    @property
+    def default_embedding_multi_approximation(self) -> str:
+        return self._default_embedding_multi_approximation
+
+    def _set_default_approximation(self, layer_kind: str, value: str) -> None:
+        check_approximation(layer_kind, value)
+        setattr(self, "_default_{}_approximation".format(layer_kind), value)
+
+    def set_default_generic_approximation(self, value: str) -> None:
+        """ "full" or "diagonal" (ValueError otherwise)."""
+        self._set_default_approximation(GENERIC, value)
+
+    def set_default_embedding_approximation(self, value: str) -> None:
+        """Only "kron" is accepted (ValueError otherwise)."""
+        self._set_default_approximation(EMBEDDING, value)
+
+    def set_default_fully_connected_approximation(self, value: str) -> None:
+        """ "kron" or "diagonal" (ValueError otherwise)."""
+        self._set_default_approximation(FULLY_CONNECTED, value)
+
+    def set_default_conv2d_approximation(self, value: str) -> None:
+        """ "kron" or "diagonal" (ValueError otherwise)."""
+        self._set_default_approximation(CONV2D, value)
+
+    def set_default_fully_connected_multi_approximation(self, value: str) -> None:
+        """ "kron_indep", "kron_series_1" or "kron_series_2" (ValueError otherwise)."""
+        self._set_default_approximation(FULLY_CONNECTED_MULTI, value)
+
+    # --------------------------------------------------------------------
+    # Blocks, factors and linked parameters.
+
+    @staticmethod
+    def _resolve_reuse(reuse):
+        """`VARIABLE_SCOPE` -> the current variable scope's reuse flag."""
+        if isinstance(reuse, str) and reuse == VARIABLE_SCOPE:
+            return tf.get_variable_scope().reuse
+        return reuse
+
+    def register_block(self, layer_key, fisher_block, reuse=VARIABLE_SCOPE):
+        """Inserts `fisher_block` under `layer_key`; returns the block in effect.
+
+        Args:
+          layer_key: a variable (or tensor) or a tuple/list of them.
+          fisher_block: the new block (any object; its type is compared on reuse).
+          reuse: True to add a tower to the existing block, False to require a new
+            key, `tf.AUTO_REUSE` for "reuse if present", or `VARIABLE_SCOPE` to
+            take the current variable scope's reuse flag.
+
+        Returns:
+          The existing block when reusing, else `fisher_block`.
+
+        Raises:
+          KeyError: reuse requested but no block is registered under `layer_key`.
+          ValueError: reuse with a block of another type; the key is "already in
+            LayerCollection" without reuse; or one of its variables "was already
+            registered" under another key.
+        """
+        layer_key = _canonical_key(layer_key)
+        reuse = self._resolve_reuse(reuse)
+        if reuse is tf.AUTO_REUSE:
+            reuse = layer_key in self.fisher_blocks
+        if reuse:
+            if layer_key not in self.fisher_blocks:
+                raise KeyError(
+                    "No FisherBlock registered for {} to reuse; register it with "
+                    "reuse=False first.".format(_key_names(layer_key))
+                )
+            existing = self.fisher_blocks[layer_key]
+            if type(existing) is not type(fisher_block):
+                raise ValueError(
+                    "Attempted to register FisherBlock of type {} for {} when the "
+                    "existing FisherBlock has type {}.".format(
+                        type(fisher_block).__name__,
+                        _key_names(layer_key),
+                        type(existing).__name__,
+                    )
+                )
+            return existing
+        if layer_key in self.fisher_blocks:
+            raise ValueError(
+                "FisherBlock for {} is already in LayerCollection; pass reuse=True "
+                "to register another tower.".format(_key_names(layer_key))
+            )
+        new_variables = set(utils.ensure_sequence(layer_key))
+        for key, block in self.fisher_blocks.items():
+            for variable in utils.ensure_sequence(key):
+                if variable in new_variables:
+                    raise ValueError(
+                        "Attempted to register layer_key {} with block {}, but "
+                        "variable {} was already registered in key {} with block "
+                        "{}.".format(
+                            _key_names(layer_key),
+                            fisher_block,
+                            _name(variable),
+                            _key_names(key),
+                            block,
+                        )
+                    )
+        self.fisher_blocks[layer_key] = fisher_block
+        return fisher_block
+
+    def make_or_get_factor(self, cls, args):
+        """The factor `cls(*args)`, built once (in this collection's scope) and cached.
+
+        Tensors compare by identity, so blocks fed the same tensors share factors.
+
+        Raises:
+          TypeError: if `args` cannot be hashed.
+        """
+        try:
+            hash(args)
+        except TypeError as error:
+            raise TypeError(
+                "Unable to use (cls, args) = ({}, {}) as a key in "
+                "LayerCollection.fisher_factors. The pair cannot be hashed "
+                "({}).".format(cls, args, error)
+            ) from error
+        key = (cls, args)
+        if key not in self.fisher_factors:
+            with self._graph.as_default(), tf.variable_scope(self._var_scope):
+                self.fisher_factors[key] = cls(*args)
+        return self.fisher_factors[key]
+
+    def define_linked_parameters(self, params, approximation=None) -> None:
+        """Declares `params` a group, optionally with the approximation to use.
+
+        A layer later registered with exactly this group and no explicit `approx`
+        uses `approximation`.
+
+        Raises:
+          ValueError: if a variable of the group is registered under a different
+            key, or already belongs to a linked group.
+        """
+        group = frozenset(utils.ensure_sequence(params))
+        for key, block in self.fisher_blocks.items():
+            registered = frozenset(utils.ensure_sequence(key))
+            shared = group & registered
+            if shared and registered != group:
+                raise ValueError(
+                    "Can't link parameters {}: variable {} was already registered "
+                    "in group {} with layer {}.".format(
+                        _key_names(params),
+                        _name(next(iter(shared))),
+                        _key_names(key),
+                        block,
+                    )
+                )
+        for other in self._linked_parameters:
+            shared = group & other
+            if shared:
+                raise ValueError(
+                    "Can't link parameters {}: variable {} was already linked in "
+                    "group {}.".format(
+                        _key_names(params),
+                        _name(next(iter(shared))),
+                        _key_names(tuple(other)),
+                    )
+                )
+        self._linked_parameters[group] = approximation
+
+    def _get_linked_approx(self, params):
+        """The approximation linked to exactly this group of params, else None."""
+        return self._linked_parameters.get(frozenset(utils.ensure_sequence(params)))
+
+    def _get_block_type(self, params, approx, default, approx_to_type):
+        """`(block class, approx)`: explicit approx, then linked one, then default.
+
+        Raises:
+          ValueError: ("Bad value ... for approx") if not in `approx_to_type`.
+        """
+        if approx is None:
+            approx = self._get_linked_approx(params)
+            if approx is None:
+                approx = default
+        if approx not in approx_to_type:
+            raise ValueError(bad_approximation_message(approx, approx_to_type))
+        return approx_to_type[approx], approx
+
+    def _resolve_block_type(self, layer_kind, params, approx):
+        default = getattr(self, "_default_{}_approximation".format(layer_kind))
+        return self._get_block_type(params, approx, default, block_types(layer_kind))
+
+    def _get_use_count_map(self):
+        """{variable -> number of registered uses} (inf for generic layers)."""
+        return self._vars_to_uses
+
+    def _add_uses(self, params, uses) -> None:
+        """Adds `uses` registered uses to every variable of `params`."""
+        for var in utils.ensure_sequence(params):
+            self._vars_to_uses[var] += uses
+
+    def _register_layer(self, params, block, reuse, tower_args, uses) -> None:
+        """register_block, then add a tower to the block in effect, then the uses."""
+        block = self.register_block(params, block, reuse=reuse)
+        block.register_additional_tower(*tower_args)
+        self._add_uses(params, uses)
+
+    # --------------------------------------------------------------------
+    # Losses.
+
+    def register_loss_function(
+        self, loss, colocation_op, base_name, name=None, reuse=VARIABLE_SCOPE
+    ) -> None:
+        """Registers `loss` as a new loss, or as another tower of loss `name`.
+
+        Args:
+          loss: a `loss_functions.LossFunction`.
+          colocation_op: tensor its evaluation is colocated with.
+          base_name: base of the generated name when `name` is None.
+          name: the loss name; towers of one loss share it.
+          reuse: truthy: append a tower to the existing loss `name`; falsy: start
+            a new loss; `tf.AUTO_REUSE`: append if `name` exists, else start it
+            (the original treated AUTO_REUSE as True); `VARIABLE_SCOPE`: the
+            current variable scope's reuse flag.
+
+        Raises:
+          KeyError: reuse without an existing loss `name`, or a new loss whose
+            `name` is taken.
+        """
+        name = name or self._graph.unique_name(base_name)
+        reuse = self._resolve_reuse(reuse)
+        if reuse is tf.AUTO_REUSE:
+            reuse = name in self._loss_dict
+        if reuse:
+            if name not in self._loss_dict:
+                raise KeyError(
+                    "Unable to find loss function named {}. Register a new loss "
+                    "function with reuse=False.".format(name)
+                )
+            self._loss_dict[name].append(loss)
+        else:
+            if name in self._loss_dict:
+                raise KeyError(
+                    "Loss function named {} already exists. Set reuse=True to "
+                    "append another tower.".format(name)
+                )
+            self._loss_dict[name] = [loss]
+        self.loss_colocation_ops[loss] = colocation_op
+
+    def register_categorical_predictive_distribution(
+        self, logits, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+    ) -> None:
+        """Registers p(y|x) = softmax(logits) (`CategoricalLogitsNegativeLogProbLoss`).
+
+        Args:
+          logits: `[batch, num_classes]` logits.
+          seed: seed for sampling targets ("gradients" estimation mode).
+          targets: integer class ids `[batch]`, for `total_loss` / "empirical".
+          name, reuse: see `register_loss_function`.
+        """
+        loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
+            logits, targets=targets, seed=seed
+        )
+        self.register_loss_function(
+            loss, logits, "categorical_predictive_distribution", name=name, reuse=reuse
+        )
+
+    def register_normal_predictive_distribution(
+        self, mean, var=0.5, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+    ) -> None:
+        """Registers p(y|x) = N(mean, var·I) (`NormalMeanNegativeLogProbLoss`).
+
+        `var=0.5` matches the loss Σ(target − mean)²; use `var=1.0` for
+        ½Σ(target − mean)².
+
+        Args:
+          mean: `[batch, dim]` predicted means.
+          var: positive scalar variance (ValueError otherwise).
+          seed, targets, name, reuse: as for the categorical distribution
+            (targets are real `[batch, dim]`).
+        """
+        validation.check_variance("register_normal_predictive_distribution", var)
+        loss = loss_functions.NormalMeanNegativeLogProbLoss(
+            mean, var, targets=targets, seed=seed
+        )
+        self.register_loss_function(
+            loss, mean, "normal_predictive_distribution", name=name, reuse=reuse
+        )
+
+    def register_multi_bernoulli_predictive_distribution(
+        self, logits, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+    ) -> None:
+        """Registers independent Bernoullis p = sigmoid(logits) per output.
+
+        Args:
+          logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
+          seed, targets, name, reuse: as for the categorical distribution.
+        """
+        loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
+            logits, targets=targets, seed=seed
+        )
+        self.register_loss_function(
+            loss,
+            logits,
+            "multi_bernoulli_predictive_distribution",
+            name=name,
+            reuse=reuse,
+        )
+
+    def _loss_colocation(self, loss):
+        """Context placing new ops next to `loss_colocation_ops[loss]` (if any)."""
+        colocation_op = self.loss_colocation_ops.get(loss)
+        if colocation_op is None:
+            return contextlib.nullcontext()
+        # Graph.colocate_with: `tf.colocate_with` is a deprecated alias of it.
+        return tf.get_default_graph().colocate_with(colocation_op)
+
+    def _colocated_evaluations(self, evaluate) -> list:
+        evaluations = []
+        for loss in self.losses:
+            with self._loss_colocation(loss):
+                evaluations.append(evaluate(loss))
+        return evaluations
+
+    def eval_losses(self) -> list:
+        """`loss.evaluate()` (data targets) of every loss, colocated with its input."""
+        return self._colocated_evaluations(lambda loss: loss.evaluate())
+
+    def eval_losses_on_samples(self) -> list:
+        """`loss.evaluate_on_sample()` of every loss (targets sampled by the model)."""
+        return self._colocated_evaluations(lambda loss: loss.evaluate_on_sample())
+
+    def total_loss(self):
+        """Sum of all losses evaluated on their data targets."""
+        return tf.add_n(self.eval_losses())
+
+    def total_sampled_loss(self):
+        """Sum of all losses evaluated on targets sampled from the model."""
+        return tf.add_n(self.eval_losses_on_samples())
+
+    # --------------------------------------------------------------------
+    # Checking the registration against the graph.
+
+    def create_subgraph(self) -> None:
+        """Records the `utils.SubGraph` of all loss inputs.
+
+        Raises:
+          ValueError: if no loss is registered.
+        """
+        if not self.losses:
+            raise ValueError("Must have at least one registered loss.")
+        inputs = tf.nest.flatten([loss.inputs for loss in self.losses])
+        self._subgraph = utils.SubGraph(inputs)
+
+    def check_registration(self, variables) -> None:
+        """Checks that `variables` are exactly the registered ones, with all uses.
+
+        Creates the subgraph first if needed. Generic registrations count as
+        infinitely many uses. Unlike the original, registered variables missing
+        from `variables` are found by a set difference and named (API.md §12).
+
+        Raises:
+          ValueError: listing every problem found: a variable not registered; a
+            registered use count different from `subgraph.variable_uses(var)`;
+            registered variables missing from `variables`.
+        """
+        variables = list(variables)
+        if self._subgraph is None:
+            self.create_subgraph()
+        use_counts = self._get_use_count_map()
+        problems = []
+        for var in variables:
+            registered = use_counts.get(var, 0)
+            if registered == 0:
+                problems.append("Variable {} is not registered.".format(_name(var)))
+            elif not math.isinf(registered):
+                used = self.subgraph.variable_uses(var)
+                if registered != used:
+                    problems.append(
+                        "Variable {} registered with wrong number of uses ({} "
+                        "registrations vs {} uses).".format(
+                            _name(var), registered, used
+                        )
+                    )
+        listed = set(variables)
+        missing = [
+            var for var, count in use_counts.items() if count and var not in listed
+        ]
+        if missing:
+            problems.append(
+                "{} registered variables were not included in the list: {}.".format(
+                    len(missing), ", ".join(_name(var) for var in missing)
+                )
+            )
+        if problems:
+            raise ValueError(
+                "\n\t".join(
+                    ["Found the following errors with variable registration:"]
+                    + problems
+                )
+            )
+
+    @contextlib.contextmanager
+    def as_default(self):
+        """Sets this collection as the default for the duration of the block."""
+        set_default_layer_collection(self)
+        try:
+            yield self
+        finally:
+            set_default_layer_collection(None)

@@ -1,0 +1,1 @@
+"""Pieces of `kfac.ops.layer_collection`: approximation names and argument checks."""

@@ -1,0 +1,525 @@
+"""Argument checks run when a layer or a loss is registered (API.md §6).
+
+A wrong registration otherwise surfaces much later, as a shape error inside a
+factor's covariance op. These checks compare the static shapes and dtypes of
+`params`, `inputs` and `outputs` and name the offending argument, the shape
+that arrived and the one expected. Unknown dimensions (e.g. a `None` batch
+size) and objects without a static shape are never an error.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+_PADDINGS = ("SAME", "VALID")
+_CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def static_shape(value) -> tf.TensorShape:
+    """Static shape of a Tensor/Variable/array/PartitionedTensor, else unknown."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return tf.TensorShape(None)
+    try:
+        return tf.TensorShape(shape)
+    except (TypeError, ValueError):
+        return tf.TensorShape(None)
+
+
+def _dims(shape: tf.TensorShape, rank: int) -> list:
+    """The dimensions of `shape` (None where unknown), `rank` Nones if unknown."""
+    return [None] * rank if shape.rank is None else shape.as_list()
+
+
+def _describe(shape: tf.TensorShape) -> str:
+    return "unknown" if shape.rank is None else str(tuple(shape.as_list()))
+
+
+def _error(method: str, message: str) -> ValueError:
+    return ValueError("{}: {}".format(method, message))
+
+
+def _check_rank(method, argument, value, ranks, layout) -> tf.TensorShape:
+    """Returns the static shape of `value` after checking its rank is in `ranks`."""
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    shape = static_shape(value)
+    if shape.rank is not None and shape.rank not in ranks:
+        raise _error(
+            method,
+            "`{}` must have rank {} (shape {}); got shape {}.".format(
+                argument, " or ".join(map(str, ranks)), layout, _describe(shape)
+            ),
+        )
+    return shape
+
+
+def _check_dim(method, argument, shape, axis, expected, layout, reason) -> None:
+    """Checks `shape[axis] == expected` when both are known."""
+    if shape.rank is None or expected is None:
+        return
+    actual = shape.as_list()[axis]
+    if actual is not None and actual != expected:
+        raise _error(
+            method,
+            "`{}` has shape {}; expected shape {} {}.".format(
+                argument, _describe(shape), layout, reason
+            ),
+        )
+
+
+def _check_same_batch(method, first, second) -> None:
+    """`first`/`second` are (argument name, shape) pairs that share dimension 0."""
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    if shape_a.rank and shape_b.rank:
+        batch_a, batch_b = shape_a.as_list()[0], shape_b.as_list()[0]
+        if batch_a is not None and batch_b is not None and batch_a != batch_b:
+            raise _error(
+                method,
+                "`{}` (shape {}) and `{}` (shape {}) must have the same batch "
+                "size (dimension 0).".format(
+                    name_a, _describe(shape_a), name_b, _describe(shape_b)
+                ),
+            )
+
+
+def base_dtype(value):
+    """The base dtype of `value` (ref dtypes stripped), or None."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    try:
+        return tf.as_dtype(dtype).base_dtype
+    except TypeError:
+        return None
+
+
+def check_same_dtype(method: str, named_values) -> None:
+    """ValueError unless all `(argument, value)` pairs with a dtype share it."""
+    dtypes = [(name, base_dtype(value)) for name, value in named_values]
+    dtypes = [(name, dtype) for name, dtype in dtypes if dtype is not None]
+    if len({dtype for _, dtype in dtypes}) > 1:
+        raise _error(
+            method,
+            "params, inputs and outputs must share one dtype; got {}.".format(
+                ", ".join("`{}` {}".format(name, dtype.name) for name, dtype in dtypes)
+            ),
+        )
+
+
+def split_params(method: str, params):
+    """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
+
+    A 1-tuple `(w,)` is accepted: the blocks decide bias presence by
+    `isinstance(params, (tuple, list))` (API.md §1), and original code uses it.
+    """
+    if not isinstance(params, (tuple, list)):
+        return params, None
+    if len(params) not in (1, 2):
+        raise _error(
+            method,
+            "`params` must be a weight tensor or a (weights, bias) pair; got a "
+            "{} of length {}.".format(type(params).__name__, len(params)),
+        )
+    return params[0], (params[1] if len(params) == 2 else None)
+
+
+def _check_bias(method, bias, num_outputs, weights_shape) -> None:
+    if bias is None:
+        return
+    shape = _check_rank(method, "params[1]", bias, 1, "[out]")
+    _check_dim(
+        method,
+        "params[1]",
+        shape,
+        0,
+        num_outputs,
+        "[{}]".format(num_outputs),
+        "to match weights of shape {}".format(_describe(weights_shape)),
+    )
+
+
+# ----------------------------------------------------------------------------
+# Fully connected layers.
+
+
+def check_fully_connected_params(method: str, params):
+    """Checks weights `[in, out]` (+ bias `[out]`); returns `(in, out, shape)`."""
+    weights, bias = split_params(method, params)
+    argument = "params[0]" if isinstance(params, (tuple, list)) else "params"
+    shape = _check_rank(method, argument, weights, 2, "[in, out]")
+    fan_in, fan_out = _dims(shape, 2)
+    _check_bias(method, bias, fan_out, shape)
+    return fan_in, fan_out, shape
+
+
+def check_fully_connected_io(
+    method, params, inputs, outputs, names=("inputs", "outputs")
+):
+    """Checks inputs `[B, in]` and outputs `[B, out]` (pre-activations) vs params.
+
+    Either of `inputs`/`outputs` may be None to skip it.
+    """
+    fan_in, fan_out, weights_shape = check_fully_connected_params(method, params)
+    reason = "to match weights of shape {}".format(_describe(weights_shape))
+    checked = []
+    for name, value, size, symbol in (
+        (names[0], inputs, fan_in, "in"),
+        (names[1], outputs, fan_out, "out"),
+    ):
+        if value is None:
+            continue
+        shape = _check_rank(method, name, value, 2, "[batch, {}]".format(symbol))
+        _check_dim(method, name, shape, 1, size, "[batch, {}]".format(size), reason)
+        checked.append((name, shape))
+    if len(checked) == 2:
+        _check_same_batch(method, *checked)
+    weights, bias = split_params(method, params)
+    check_same_dtype(
+        method,
+        [
+            ("params", weights),
+            ("params[1]", bias),
+            (names[0], inputs),
+            (names[1], outputs),
+        ],
+    )
+
+
+def _named_uses(name, values):
+    """`[(argument name, tensor)]` for a list over uses or a single folded tensor."""
+    if isinstance(values, (tuple, list)):
+        return [("{}[{}]".format(name, i), value) for i, value in enumerate(values)]
+    return [(name, values)]
+
+
+def check_each_use(check, inputs, outputs) -> None:
+    """Runs `check(inputs, outputs, names)` on each use of a *_multi registration.
+
+    Inputs and outputs in the same format (both lists over uses, or both single
+    folded tensors) are checked pairwise; otherwise each side on its own.
+    """
+    named_inputs = _named_uses("inputs", inputs)
+    named_outputs = _named_uses("outputs", outputs)
+    if isinstance(inputs, (tuple, list)) == isinstance(outputs, (tuple, list)):
+        for (x_name, x), (y_name, y) in zip(named_inputs, named_outputs):
+            check(x, y, (x_name, y_name))
+        return
+    for x_name, x in named_inputs:
+        check(x, None, (x_name, "outputs"))
+    for y_name, y in named_outputs:
+        check(None, y, ("inputs", y_name))
+
+
+# ----------------------------------------------------------------------------
+# Convolutions.
+
+
+def check_padding(method: str, padding) -> None:
+    if padding not in _PADDINGS:
+        raise _error(
+            method,
+            "`padding` must be one of {}; got {!r}.".format(list(_PADDINGS), padding),
+        )
+
+
+def check_data_format(method: str, data_format, spatial_rank) -> None:
+    """Only channels-last layouts (or None) are supported by the conv factors.
+
+    With `spatial_rank` None any "N...C" layout string is accepted.
+    """
+    expected = _CHANNELS_LAST.get(spatial_rank, "N...C")
+    if spatial_rank is None and isinstance(data_format, str):
+        if data_format.startswith("N") and data_format.endswith("C"):
+            return
+    if data_format is not None and data_format != expected:
+        raise _error(
+            method,
+            "`data_format` must be None or {!r} (channels last); got {!r}.".format(
+                expected, data_format
+            ),
+        )
+
+
+def _is_int_list(values) -> bool:
+    return isinstance(values, (tuple, list)) and all(
+        isinstance(v, (numbers.Integral, np.integer)) and v > 0 for v in values
+    )
+
+
+def check_full_strides(method: str, argument: str, values, allow_none: bool) -> None:
+    """Checks 4-entry strides/dilations `[1, s_h, s_w, 1]` as for `tf.nn.conv2d`."""
+    if values is None and allow_none:
+        return
+    if not (_is_int_list(values) and len(values) == 4 and values[0] == values[3] == 1):
+        raise _error(
+            method,
+            "`{}` must be a list of 4 positive ints [1, h, w, 1]; got {!r}.".format(
+                argument, values
+            ),
+        )
+
+
+def check_spatial_list(method: str, argument: str, values, spatial_rank: int) -> None:
+    """Checks None or `spatial_rank` positive ints (as for `tf.nn.convolution`)."""
+    if values is None:
+        return
+    if not (_is_int_list(values) and len(values) == spatial_rank):
+        raise _error(
+            method,
+            "`{}` must be None or a list of {} positive ints (spatial dimensions "
+            "only); got {!r}.".format(argument, spatial_rank, values),
+        )
+
+
+def conv_spatial_rank(method: str, params, inputs):
+    """Spatial dimensions from the filter (or inputs) rank; None if unknown."""
+    weights, _ = split_params(method, params)
+    for argument, value in (("params", weights), ("inputs", inputs)):
+        shape = static_shape(value)
+        if shape.rank is not None:
+            if shape.rank < 3:
+                raise _error(
+                    method,
+                    "`{}` must have rank >= 3 for a convolution; got shape {}.".format(
+                        argument, _describe(shape)
+                    ),
+                )
+            return shape.rank - 2
+    return None
+
+
+def _expected_output_size(in_size, kernel, stride, dilation, padding):
+    if None in (in_size, kernel):
+        return None
+    if padding == "SAME":
+        return -(-in_size // stride)
+    return -(-(in_size - (kernel - 1) * dilation) // stride)
+
+
+def check_convolution_io(
+    method,
+    params,
+    inputs,
+    outputs,
+    padding,
+    spatial_strides=None,
+    spatial_dilations=None,
+    spatial_rank=None,
+    depthwise=False,
+    names=("inputs", "outputs"),
+) -> None:
+    """Checks a channels-last convolution's filter, bias, inputs and outputs.
+
+    Filter `[*kernel, cin, cout]` (depthwise: `[kh, kw, cin, m]` with `cout =
+    cin·m`), bias `[cout]`, inputs `[B, *spatial, cin]`, outputs
+    `[B, *spatial_out, cout]` with the spatial output size implied by the
+    padding, strides and dilations. `inputs` or `outputs` may be None.
+    `spatial_rank` None means: infer it from the filter or inputs rank.
+    """
+    weights, bias = split_params(method, params)
+    check_same_dtype(
+        method,
+        [
+            ("params", weights),
+            ("params[1]", bias),
+            (names[0], inputs),
+            (names[1], outputs),
+        ],
+    )
+    if spatial_rank is None:
+        spatial_rank = conv_spatial_rank(method, params, inputs)
+        if spatial_rank is None:
+            return
+    rank = spatial_rank + 2
+    argument = "params[0]" if isinstance(params, (tuple, list)) else "params"
+    layout = (
+        "[kh, kw, in_channels, channel_multiplier]"
+        if depthwise
+        else ("[*kernel_size, in_channels, out_channels]")
+    )
+    filter_shape = _check_rank(method, argument, weights, rank, layout)
+    filter_dims = _dims(filter_shape, rank)
+    kernel, in_channels = filter_dims[:spatial_rank], filter_dims[-2]
+    out_channels = filter_dims[-1]
+    if depthwise:
+        out_channels = (
+            None if None in filter_dims[-2:] else in_channels * filter_dims[-1]
+        )
+    _check_bias(method, bias, out_channels, filter_shape)
+    reason = "for a filter of shape {}".format(_describe(filter_shape))
+    strides = spatial_strides or [1] * spatial_rank
+    dilations = spatial_dilations or [1] * spatial_rank
+    input_dims = None
+    checked = []
+    if inputs is not None:
+        shape = _check_rank(
+            method, names[0], inputs, rank, "[batch, *spatial, in_channels]"
+        )
+        _check_dim(
+            method,
+            names[0],
+            shape,
+            -1,
+            in_channels,
+            "[batch, ..., {}]".format(in_channels),
+            reason,
+        )
+        input_dims = _dims(shape, rank)
+        checked.append((names[0], shape))
+    if outputs is not None:
+        shape = _check_rank(
+            method, names[1], outputs, rank, "[batch, *spatial, out_channels]"
+        )
+        expected = [None] * rank
+        expected[-1] = out_channels
+        if input_dims is not None:
+            expected[1:-1] = [
+                _expected_output_size(size, k, s, d, padding)
+                for size, k, s, d in zip(input_dims[1:-1], kernel, strides, dilations)
+            ]
+        for axis in range(1, rank):
+            _check_dim(
+                method,
+                names[1],
+                shape,
+                axis,
+                expected[axis],
+                "[batch, {}]".format(
+                    ", ".join("?" if d is None else str(d) for d in expected[1:])
+                ),
+                "{} and {} of shape {} ({} padding)".format(
+                    reason, names[0], _describe(static_shape(inputs)), padding
+                ),
+            )
+        checked.append((names[1], shape))
+    if len(checked) == 2:
+        _check_same_batch(method, *checked)
+
+
+# ----------------------------------------------------------------------------
+# Embeddings, generic layers, losses.
+
+
+def check_embedding_io(
+    method, params, inputs, outputs, names=("inputs", "outputs")
+) -> int:
+    """Checks params `[vocab, dim]`, int ids, outputs `[..., dim]`; returns vocab."""
+    shape = _check_rank(method, "params", params, 2, "[vocab_size, dim]")
+    vocab_size, dim = _dims(shape, 2)
+    if vocab_size is None:
+        raise _error(
+            method,
+            "`params` must have a static vocabulary size (dimension 0); got shape "
+            "{}.".format(_describe(shape)),
+        )
+    checked = []
+    if inputs is not None:
+        dtype = base_dtype(inputs)
+        if dtype is not None and not dtype.is_integer:
+            raise _error(
+                method,
+                "`{}` must hold integer ids; got dtype {}.".format(
+                    names[0], dtype.name
+                ),
+            )
+        checked.append(
+            (
+                names[0],
+                _check_rank(method, names[0], inputs, (1, 2), "[batch] or [batch, k]"),
+            )
+        )
+    if outputs is not None:
+        out_shape = static_shape(outputs)
+        if out_shape.rank == 0:
+            raise _error(
+                method,
+                "`{}` must have shape [batch, {}]; got a scalar.".format(names[1], dim),
+            )
+        _check_dim(
+            method,
+            names[1],
+            out_shape,
+            -1,
+            dim,
+            "[batch, {}]".format(dim),
+            "for params of shape {}".format(_describe(shape)),
+        )
+        checked.append((names[1], out_shape))
+    if len(checked) == 2:
+        _check_same_batch(method, *checked)
+    check_same_dtype(method, [("params", params), (names[1], outputs)])
+    return int(vocab_size)
+
+
+def check_batch_size(method: str, batch_size) -> None:
+    """A positive number or a scalar Tensor."""
+    if isinstance(batch_size, bool):
+        raise _error(
+            method,
+            "`batch_size` must be a positive number; got {!r}.".format(batch_size),
+        )
+    if isinstance(batch_size, (numbers.Real, np.number)):
+        if not batch_size > 0:
+            raise _error(
+                method, "`batch_size` must be positive; got {!r}.".format(batch_size)
+            )
+        return
+    _check_rank(method, "batch_size", batch_size, 0, "[]")
+
+
+def check_variance(method: str, var) -> None:
+    """The variance of a normal predictive distribution: a positive scalar."""
+    shape = static_shape(var)
+    if shape.rank not in (None, 0):
+        raise _error(
+            method, "`var` must be a scalar; got shape {}.".format(_describe(shape))
+        )
+    if isinstance(var, (numbers.Real, np.number)) and not var > 0:
+        raise _error(method, "`var` must be positive; got {!r}.".format(var))
+
+
+def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> None:
+    """*_multi registrations: the use lists, `num_uses` and folded rows agree.
+
+    With both `inputs` and `outputs` folded, `num_uses` must be given unless
+    `required` is False.
+    """
+    lengths = [
+        (name, len(value))
+        for name, value in (("inputs", inputs), ("outputs", outputs))
+        if isinstance(value, (tuple, list))
+    ]
+    if num_uses is not None:
+        lengths.append(("num_uses", num_uses))
+    if len({length for _, length in lengths}) > 1:
+        raise _error(
+            method,
+            "the number of uses disagrees: {}.".format(
+                ", ".join("{} {}".format(name, length) for name, length in lengths)
+            ),
+        )
+    if not lengths:
+        if not required:
+            return
+        raise _error(
+            method,
+            "`num_uses` is required when `inputs` and `outputs` are single folded "
+            "tensors of shape [num_uses * batch, ...].",
+        )
+    if lengths[0][1] < 1:
+        raise _error(
+            method, "at least one use is required; got {}.".format(lengths[0][1])
+        )
+    uses = lengths[0][1]
+    for name, value in (("inputs", inputs), ("outputs", outputs)):
+        if isinstance(value, (tuple, list)):
+            continue
+        shape = static_shape(value)
+        rows = shape.as_list()[0] if shape.rank else None
+        if rows is not None and rows % uses:
+            raise _error(
+                method,
+                "folded `{}` of shape {} must have num_uses * batch rows with "
+                "num_uses = {}.".format(name, _describe(shape), uses),
+            )
