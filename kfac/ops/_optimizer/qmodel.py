@@ -1,0 +1,151 @@
+"""The 2-D quadratic model of K-FAC (Martens & Grosse 2015, §6.4 and §7).
+
+Given the gradient `g`, the preconditioned gradient `Δ = F̂⁻¹ g` and the previous
+update `δ`, the step is `αΔ + μδ` with `(α, μ)` minimising the local quadratic model
+
+    M(α, μ) = [α, μ] c + ½ [α, μ] M [α, μ]ᵀ,
+    c = [⟨g, Δ⟩, ⟨g, δ⟩],
+    M = [[ΔᵀCΔ, ΔᵀCδ], [δᵀCΔ, δᵀCδ]],   C = JᵀFJ / n + λI,
+
+where `JᵀFJ / n` is the exact Fisher of the mean mini-batch loss (`n` the batch
+size). Products with it are formed as `⟨Bᵀ J x, Bᵀ J y⟩` with `B` the loss's Fisher
+factor (`F = B Bᵀ`), so only `Bᵀ J Δ` and `Bᵀ J δ` are needed.
+"""
+
+from typing import Any
+from typing import List
+from typing import Sequence
+from typing import Tuple
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops._optimizer.vectors import dense
+from kfac.ops._optimizer.vectors import inner_product_list
+
+
+def _loss_inputs(loss) -> Tuple[tf.Tensor, ...]:
+    inputs = loss.inputs
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def fisher_factor_transpose_products(
+        losses: Sequence[Any], variables: Sequence[Any],
+        vectors_list: Sequence[Sequence[Any]],
+        colocate_gradients_with_ops: bool = True) -> List[Tuple[tf.Tensor, ...]]:
+    """`Bᵀ J v` for each list `v` of parameter-shaped vectors in `vectors_list`.
+
+    `J` is the Jacobian of all loss inputs w.r.t. `variables` and `B` each loss's
+    Fisher factor; the same numbers as
+    `CurvatureMatrixVectorProductComputer(losses, variables)
+    .multiply_fisher_factor_transpose(v)`.
+
+    `J v` is formed by forward mode through double backprop (as
+    `utils.fwd_gradients`): backpropagate dummy cotangents `u` to get `Jᵀ u`, then
+    differentiate `⟨Jᵀ u, v⟩` w.r.t. `u`. The backward pass `Jᵀ u` is built once
+    and shared by every `v`; at run time only the forward-mode part is executed
+    (it does not depend on the value of `u`), one pass per vector list.
+
+    Args:
+      losses: the loss objects (`LayerCollection.losses`).
+      variables: the variables `J` is taken with respect to.
+      vectors_list: lists of vectors, each aligned with `variables`.
+      colocate_gradients_with_ops: forwarded to `tf.gradients`.
+
+    Returns:
+      One tuple per entry of `vectors_list`, holding one inner-shaped tensor per loss.
+    """
+    inputs_per_loss = [_loss_inputs(loss) for loss in losses]
+    outputs = [tensor for inputs in inputs_per_loss for tensor in inputs]
+    cotangents = [tf.zeros_like(output) for output in outputs]
+    transposed = tf.gradients(
+        outputs, list(variables), grad_ys=cotangents,
+        colocate_gradients_with_ops=colocate_gradients_with_ops)
+    transposed = [tf.zeros_like(var) if grad is None else dense(grad)
+                  for grad, var in zip(transposed, variables)]
+
+    products = []
+    for vectors in vectors_list:
+        jvps = tf.gradients(transposed, cotangents,
+                            grad_ys=[dense(vector) for vector in vectors])
+        jvps = [tf.zeros_like(cotangent) if jvp is None else jvp
+                for jvp, cotangent in zip(jvps, cotangents)]
+        per_loss = []
+        start = 0
+        for loss, inputs in zip(losses, inputs_per_loss):
+            loss_jvps = jvps[start:start + len(inputs)]
+            start += len(inputs)
+            if not isinstance(loss.inputs, (tuple, list)):
+                loss_jvps = loss_jvps[0]
+            else:
+                loss_jvps = tuple(loss_jvps)
+            per_loss.append(loss.multiply_fisher_factor_transpose(loss_jvps))
+        products.append(tuple(per_loss))
+    return products
+
+
+def two_by_two_solve(m: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
+    """`M⁻¹ c` for a 2×2 matrix `m` and a `[2, k]` right-hand side `c`."""
+    return tf.matmul(tf.linalg.inv(m), c)
+
+
+def quadratic_model_hyperparams(
+        grads: Sequence[Any], precon_grads: Sequence[Any], prev_updates: Any,
+        precon_grads_products: Sequence[tf.Tensor], prev_updates_products: Any,
+        damping: Any, batch_size: Any) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`(α, μ, q)`: the minimiser of the quadratic model and its predicted change.
+
+    With `u = Bᵀ J Δ`, `w = Bᵀ J δ`, `n` the batch size and `λ` the damping:
+    `m11 = ⟨u,u⟩/n + λ⟨Δ,Δ⟩`, `m12 = ⟨w,u⟩/n + λ⟨δ,Δ⟩`, `m22 = ⟨w,w⟩/n + λ⟨δ,δ⟩`.
+    If `m22 == 0` (no previous update; chosen by `tf.cond`): `α = −⟨g,Δ⟩/m11`, `μ = 0`,
+    `q = ½ α ⟨g,Δ⟩`. Otherwise `[α, μ]ᵀ = −M⁻¹ c` and `q = ½ [α, μ]·c`.
+
+    Args:
+      grads: the gradients `g`, aligned with the variables.
+      precon_grads: `Δ`, aligned with the variables.
+      prev_updates: `δ`, aligned with the variables, or None when there is no
+        previous-update direction (then only the `μ = 0` case is built).
+      precon_grads_products: `u`, one tensor per loss.
+      prev_updates_products: `w`, one tensor per loss (None with `prev_updates`).
+      damping: `λ` (number, Tensor or variable).
+      batch_size: `n` (number or Tensor).
+
+    Returns:
+      Scalars `(α, μ, q)` in the dtype of the gradients.
+    """
+    grads = [dense(grad) for grad in grads]
+    precon_grads = [dense(pgrad) for pgrad in precon_grads]
+    dtype = grads[0].dtype.base_dtype
+    batch_size = tf.cast(batch_size, dtype)
+    damping = tf.cast(damping, dtype)
+
+    def model_entry(products1, products2, vectors1, vectors2):
+        fisher_term = tf.cast(inner_product_list(products1, products2), dtype)
+        damping_term = damping * inner_product_list(vectors1, vectors2)
+        return fisher_term / batch_size + damping_term
+
+    m11 = model_entry(precon_grads_products, precon_grads_products,
+                      precon_grads, precon_grads)
+    c1 = inner_product_list(grads, precon_grads)
+
+    def no_previous_update_case():
+        alpha = -c1 / m11
+        return alpha, tf.zeros([], dtype), 0.5 * alpha * c1
+
+    if prev_updates is None:
+        return no_previous_update_case()
+
+    prev_updates = [dense(update) for update in prev_updates]
+    m12 = model_entry(prev_updates_products, precon_grads_products,
+                      prev_updates, precon_grads)
+    m22 = model_entry(prev_updates_products, prev_updates_products,
+                      prev_updates, prev_updates)
+    c2 = inner_product_list(grads, prev_updates)
+
+    def general_case():
+        m = tf.stack([tf.stack([m11, m12]), tf.stack([m12, m22])])
+        c = tf.reshape(tf.stack([c1, c2]), [2, 1])
+        solution = -two_by_two_solve(m, c)
+        alpha, mu = solution[0, 0], solution[1, 0]
+        return alpha, mu, 0.5 * tf.reduce_sum(solution * c)
+
+    return tf.cond(tf.equal(m22, 0.0), no_previous_update_case, general_case)
