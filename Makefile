@@ -45,12 +45,20 @@ test-fast: $(VENV)/.installed
 test-latest: $(VENV_LATEST)/.installed data
 	$(VENV_LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The main job: K-FAC, SGD with momentum and Adam on the deep autoencoder
+# (short version); prints the time-to-target table.
 demo: $(VENV)/.installed data
-	$(VENV)/bin/python -m kfac.examples.quickstart
+	$(VENV)/bin/python -m kfac.examples.autoencoder_mnist --quick
+
+bench: $(VENV)/.installed data
+	$(VENV)/bin/python -m bench.autoencoder
+
+bench-quick: $(VENV)/.installed data
+	$(VENV)/bin/python -m bench.autoencoder --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q ruff
-	$(VENV)/bin/python -m ruff check kfac tests bench
+	$(VENV)/bin/python -m ruff check kfac tests bench tools
 
 # Regenerates BUILD from the files in the tree (tests/test_build_file.py
 # fails when BUILD and the tree disagree).

@@ -1,7 +1,7 @@
 """Figures for the closing notes of the convnet and full-optimizer issues.
 
-  python bench/example_figures.py convnet   # one epoch of Fashion-MNIST: K-FAC vs SGD+momentum
-  python bench/example_figures.py mlp       # MLP: regular momentum vs qmodel + LM damping
+  python bench/example_figures.py convnet  # 1 epoch: K-FAC vs SGD+momentum
+  python bench/example_figures.py mlp      # regular momentum vs qmodel + LM
 
 Both train on the Debian Fashion-MNIST folder with identical minibatch order
 and report the mean training loss/accuracy over the last 50 steps and the
@@ -21,17 +21,25 @@ from kfac.examples import mnist
 
 def _batches(images, labels, batch_size, num_steps, seed=0):
     rng = np.random.RandomState(seed)
-    order = np.concatenate([rng.permutation(len(images))
-                            for _ in range(num_steps * batch_size // len(images) + 1)])
+    order = np.concatenate(
+        [
+            rng.permutation(len(images))
+            for _ in range(num_steps * batch_size // len(images) + 1)
+        ]
+    )
     for step in range(num_steps):
-        index = order[step * batch_size:(step + 1) * batch_size]
+        index = order[step * batch_size : (step + 1) * batch_size]
         yield images[index], labels[index]
 
 
 def _evaluate(sess, loss, accuracy, x, y, images, labels, batch_size=1000):
-    results = [sess.run([loss, accuracy], {x: images[i:i + batch_size],
-                                           y: labels[i:i + batch_size]})
-               for i in range(0, len(images), batch_size)]
+    results = [
+        sess.run(
+            [loss, accuracy],
+            {x: images[i : i + batch_size], y: labels[i : i + batch_size]},
+        )
+        for i in range(0, len(images), batch_size)
+    ]
     return tuple(np.mean(results, axis=0))
 
 
@@ -54,25 +62,36 @@ def run(model_name, config_name, num_steps, batch_size):
             # "sgd@0.01": SGD with momentum 0.9 and that learning rate.
             sgd_learning_rate = float(config_name.partition("@")[2] or 0.03)
             train_op = tf.train.MomentumOptimizer(sgd_learning_rate, 0.9).minimize(
-                loss, global_step)
+                loss, global_step
+            )
         else:
-            common = dict(learning_rate=0.1 if not flatten else 0.03,
-                          cov_ema_decay=0.95, damping=0.01, layer_collection=layers)
+            common = dict(
+                learning_rate=0.1 if not flatten else 0.03,
+                cov_ema_decay=0.95,
+                damping=0.01,
+                layer_collection=layers,
+            )
             if config_name.startswith("kfac@"):
                 # "kfac@0.03,0.01,0.001": learning rate, damping, norm constraint.
                 lr, damping, constraint = map(float, config_name[5:].split(","))
                 common.update(learning_rate=lr, damping=damping)
                 optimizer = kfac.KfacOptimizer(
-                    momentum=0.9, norm_constraint=constraint, **common)
+                    momentum=0.9, norm_constraint=constraint, **common
+                )
             elif config_name == "kfac":
                 optimizer = kfac.KfacOptimizer(
-                    momentum=0.9, norm_constraint=0.01 if not flatten else None,
-                    **common)
+                    momentum=0.9,
+                    norm_constraint=0.01 if not flatten else None,
+                    **common,
+                )
             else:
                 common.update(learning_rate=1.0, damping=0.1)
                 optimizer = kfac.KfacOptimizer(
-                    momentum=0.0, momentum_type="qmodel", batch_size=batch_size,
-                    **common)
+                    momentum=0.0,
+                    momentum_type="qmodel",
+                    batch_size=batch_size,
+                    **common,
+                )
 
                 # minimize() calls loss_fn inside the optimizer's own scope.
                 model_scope = tf.get_variable_scope()
@@ -82,7 +101,8 @@ def run(model_name, config_name, num_steps, batch_size):
                         return build(batch[0], batch[1], 10, kfac.LayerCollection())[0]
 
                 optimizer.set_damping_adaptation_params(
-                    is_chief=True, prev_train_batch=(prev_x, prev_y), loss_fn=loss_fn)
+                    is_chief=True, prev_train_batch=(prev_x, prev_y), loss_fn=loss_fn
+                )
             _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
             train_op = optimizer.minimize(loss, global_step=global_step)
         fetches = [loss, accuracy, train_op]
@@ -92,19 +112,25 @@ def run(model_name, config_name, num_steps, batch_size):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             previous = None
-            for step, (bx, by) in enumerate(_batches(train_x, train_y, batch_size,
-                                                      num_steps)):
+            for step, (bx, by) in enumerate(
+                _batches(train_x, train_y, batch_size, num_steps)
+            ):
                 feed = {x: bx, y: by}
-                feed.update({prev_x: (previous or (bx, by))[0],
-                             prev_y: (previous or (bx, by))[1]})
+                feed.update(
+                    {
+                        prev_x: (previous or (bx, by))[0],
+                        prev_y: (previous or (bx, by))[1],
+                    }
+                )
                 values = sess.run(fetches, feed)
                 # Inverses after the first covariance update, then every 20 steps.
                 if inv_update_op is not None and step % 20 == 0:
                     sess.run(inv_update_op, feed)
                 history.append(values[:2])
                 previous = (bx, by)
-            test_loss, test_accuracy = _evaluate(sess, loss, accuracy, x, y,
-                                                 test_x, test_y)
+            test_loss, test_accuracy = _evaluate(
+                sess, loss, accuracy, x, y, test_x, test_y
+            )
     train_loss, train_accuracy = np.mean(history[-50:], axis=0)
     return train_loss, train_accuracy, test_loss, test_accuracy
 
@@ -117,13 +143,19 @@ def main(argv):
     else:
         configs, num_steps, batch_size = ("kfac", "kfac_qmodel") + sgd_grid, 500, 128
     configs = tuple(argv[2].split(",")) if len(argv) > 2 else configs
-    print("| model | optimizer | steps | train loss (last 50) | train acc | "
-          "test loss | test acc |")
+    print(
+        "| model | optimizer | steps | train loss (last 50) | train acc | "
+        "test loss | test acc |"
+    )
     print("|---|---|---|---|---|---|---|")
     for config in configs:
         figures = run(which, config, num_steps, batch_size)
-        print("| {} | {} | {} | {:.4f} | {:.4f} | {:.4f} | {:.4f} |".format(
-            which, config, num_steps, *figures), flush=True)
+        print(
+            "| {} | {} | {} | {:.4f} | {:.4f} | {:.4f} | {:.4f} |".format(
+                which, config, num_steps, *figures
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ def _build_calls():
     for node in tree.body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             call = node.value
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords
-                      if kw.arg in ("name", "srcs", "main")}
+            kwargs = {
+                kw.arg: ast.literal_eval(kw.value)
+                for kw in call.keywords
+                if kw.arg in ("name", "srcs", "main")
+            }
             calls.append((call.func.id, kwargs))
     return calls
 
@@ -30,8 +33,11 @@ def _tracked_python_files(directory):
     found = set()
     for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, directory)):
         dirnames[:] = [d for d in dirnames if not d.startswith((".", "__"))]
-        found.update(os.path.relpath(os.path.join(dirpath, f), ROOT)
-                     for f in filenames if f.endswith(".py"))
+        found.update(
+            os.path.relpath(os.path.join(dirpath, f), ROOT)
+            for f in filenames
+            if f.endswith(".py")
+        )
     return found
 
 
@@ -45,9 +51,14 @@ def test_every_module_is_in_a_py_library():
 
 
 def test_every_test_file_has_a_py_test():
-    py_tests = {kwargs["srcs"][0] for rule, kwargs in _build_calls() if rule == "py_test"}
-    test_files = {p for p in _tracked_python_files("tests")
-                  if os.path.basename(p).startswith("test_")}
+    py_tests = {
+        kwargs["srcs"][0] for rule, kwargs in _build_calls() if rule == "py_test"
+    }
+    test_files = {
+        p
+        for p in _tracked_python_files("tests")
+        if os.path.basename(p).startswith("test_")
+    }
     missing = sorted(test_files - py_tests)
     assert not missing, "test files without a py_test in BUILD: {}".format(missing)
 
@@ -63,6 +74,9 @@ def test_build_names_only_existing_files():
 def test_build_matches_generator():
     generated = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "gen_build.py")],
-        check=True, capture_output=True, text=True).stdout
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     with open(os.path.join(ROOT, "BUILD")) as f:
         assert f.read() == generated, "BUILD is stale: run `make build-file`"

@@ -26,7 +26,7 @@ def _numpy_same_patches(images, kernel):
     batch, height, width, channels = images.shape
     pad = kernel // 2
     padded = np.zeros((batch, height + 2 * pad, width + 2 * pad, channels))
-    padded[:, pad:pad + height, pad:pad + width] = images
+    padded[:, pad : pad + height, pad : pad + width] = images
     patches = np.zeros((batch, height, width, kernel * kernel * channels))
     for b in range(batch):
         for i in range(height):
@@ -62,8 +62,10 @@ def _numpy_kfc_step(images, labels, filters, bias, lr, damping):
     input_factor = rows.T @ rows / (BATCH * num_locations)
     output_factor = np.mean([np.diag(p) - np.outer(p, p) for p in probs], axis=0)
     normalized_damping = damping / num_locations
-    pi = np.sqrt((np.trace(input_factor) / len(input_factor))
-                 / (np.trace(output_factor) / len(output_factor)))
+    pi = np.sqrt(
+        (np.trace(input_factor) / len(input_factor))
+        / (np.trace(output_factor) / len(output_factor))
+    )
     input_damping = pi * np.sqrt(normalized_damping)
     output_damping = np.sqrt(normalized_damping) / pi
     preconditioned = (
@@ -89,14 +91,19 @@ def test_conv2d_step_equals_numpy_kfc(tf_behavior, damping):
         bias = tf.get_variable("bias", initializer=tf.constant(bias0))
         pre_activations = tf.nn.conv2d(x, filters, [1, 1, 1, 1], "SAME") + bias
         logits = tf.reduce_sum(pre_activations, axis=[1, 2])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.constant(labels), logits=logits))
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.constant(labels), logits=logits
+            )
+        )
         layers = kfac.LayerCollection()
-        layers.register_conv2d((filters, bias), [1, 1, 1, 1], "SAME", x,
-                               pre_activations)
+        layers.register_conv2d(
+            (filters, bias), [1, 1, 1, 1], "SAME", x, pre_activations
+        )
         layers.register_categorical_predictive_distribution(logits)
         optimizer = kfac.KfacOptimizer(
-            lr, 0.0, damping, layers, momentum=0.0, estimation_mode="exact")
+            lr, 0.0, damping, layers, momentum=0.0, estimation_mode="exact"
+        )
         _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
         train_op = optimizer.minimize(loss)
         with tf.Session() as sess:
@@ -106,8 +113,9 @@ def test_conv2d_step_equals_numpy_kfc(tf_behavior, damping):
             sess.run(train_op)
             got_filters, got_bias = sess.run([filters, bias])
 
-    want_filters, want_bias = _numpy_kfc_step(images, labels, filters0, bias0, lr,
-                                              damping)
+    want_filters, want_bias = _numpy_kfc_step(
+        images, labels, filters0, bias0, lr, damping
+    )
     assert np.abs(want_filters - filters0).max() > 1e-2  # a real step
     np.testing.assert_allclose(got_filters, want_filters, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(got_bias, want_bias, rtol=1e-8, atol=1e-10)

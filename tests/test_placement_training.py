@@ -25,15 +25,22 @@ def test_round_robin_optimizer_places_ops_and_reduces_the_loss(tf_behavior):
         hidden = tf.tanh(pre1)
         logits = tf.matmul(hidden, w2)
         loss = tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        )
         layers = kfac.LayerCollection()
         layers.register_fully_connected((w1, b1), x, pre1)
         layers.register_fully_connected(w2, hidden, logits)
         layers.register_categorical_predictive_distribution(logits)
         optimizer = kfac.KfacOptimizer(
-            0.05, 0.9, 0.01, layers, momentum=0.9,
-            placement_strategy="round_robin", cov_devices=DEVICES,
-            inv_devices=DEVICES)
+            0.05,
+            0.9,
+            0.01,
+            layers,
+            momentum=0.9,
+            placement_strategy="round_robin",
+            cov_devices=DEVICES,
+            inv_devices=DEVICES,
+        )
         cov_ops, cov_op, inv_ops, inv_op, _, _ = optimizer.make_ops_and_vars()
         train_op = optimizer.minimize(loss)
 

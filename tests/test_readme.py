@@ -19,8 +19,13 @@ def _readme_snippet():
 
 def _run(code):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -29,8 +34,9 @@ def _run(code):
 def test_readme_snippet_reduces_the_loss(disable_v2):
     code = _readme_snippet()
     if disable_v2:
-        code = ("import tensorflow.compat.v1 as _tf\n"
-                "_tf.disable_v2_behavior()\n") + code
+        code = (
+            "import tensorflow.compat.v1 as _tf\n_tf.disable_v2_behavior()\n"
+        ) + code
     output = _run(code)
     first = float(re.search(r"step 0 loss ([\d.eE+-]+)", output).group(1))
     final = float(re.search(r"final loss ([\d.eE+-]+)", output).group(1))

@@ -15,7 +15,9 @@ def make_data(num_examples=512, input_size=20, num_classes=5, seed=0):
     rng = np.random.RandomState(seed)
     true_weights = rng.randn(input_size, num_classes)
     inputs = rng.randn(num_examples, input_size).astype(np.float32)
-    labels = np.argmax(inputs @ true_weights + 0.5 * rng.randn(num_examples, num_classes), 1)
+    labels = np.argmax(
+        inputs @ true_weights + 0.5 * rng.randn(num_examples, num_classes), 1
+    )
     return inputs, np.eye(num_classes, dtype=np.float32)[labels]
 
 
@@ -34,7 +36,8 @@ def main(num_steps=50, print_every=10):
         b = tf.get_variable("b", [num_classes], initializer=tf.zeros_initializer())
         logits = tf.matmul(x, w) + b
         loss = tf.reduce_mean(
-            tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits))
+            tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits)
+        )
 
         # Register the layer and the model's predictive distribution.
         layer_collection = kfac.LayerCollection()
@@ -43,11 +46,17 @@ def main(num_steps=50, print_every=10):
 
         # Construct the training ops.
         optimizer = kfac.KfacOptimizer(
-            learning_rate=0.1, cov_ema_decay=0.95, damping=0.01,
-            layer_collection=layer_collection, momentum=0.9)
+            learning_rate=0.1,
+            cov_ema_decay=0.95,
+            damping=0.01,
+            layer_collection=layer_collection,
+            momentum=0.9,
+        )
         train_op = optimizer.minimize(loss)
         cov_update_op, inv_update_op = (
-            optimizer.cov_update_op, optimizer.inv_update_op)
+            optimizer.cov_update_op,
+            optimizer.inv_update_op,
+        )
 
         # Minimize the loss.
         with tf.Session() as sess:

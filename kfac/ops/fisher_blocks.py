@@ -13,7 +13,6 @@ them).
 """
 
 from kfac.ops import _forwarding
-
 from kfac.ops._blocks import config as _config
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.config import PI_OFF_NAME

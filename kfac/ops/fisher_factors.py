@@ -13,7 +13,6 @@ assigning it (the original's constants were plain module globals);
 """
 
 from kfac.ops import _forwarding
-
 from kfac.ops._factors import config as _config
 from kfac.ops._factors.base import DiagonalFactor
 from kfac.ops._factors.base import FisherFactor
@@ -40,7 +39,6 @@ from kfac.ops._factors.naming import list_to_string
 from kfac.ops._factors.naming import scalar_or_tensor_to_string
 from kfac.ops._factors.naming import scope_string_from_name
 from kfac.ops._factors.naming import scope_string_from_params
-
 
 _forwarding.forward_constants(__name__, _config, _config.CONSTANT_NAMES)
 
