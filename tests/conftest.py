@@ -23,10 +23,27 @@ def _tf2_behavior_by_default():
 
 @pytest.fixture(params=["v2", "v1"])
 def tf_behavior(request):
-    """Runs the test under both TF2 behaviour and `disable_v2_behavior()`."""
-    if request.param == "v1":
-        tf.disable_v2_behavior()
-    return request.param
+    """Runs the test under both TF2 behaviour and `disable_v2_behavior()`.
+
+    TF refuses to re-enable TF2 behaviour once its global graph exists, and
+    under v1 a session's helper threads (which do not see the test's
+    `tf.Graph().as_default()`: the graph stack is thread-local) create it. The
+    v1 case therefore runs in a fresh default graph and forgets the global one
+    afterwards, so the next test can start in TF2 behaviour again.
+    """
+    if request.param == "v2":
+        yield request.param
+        return
+    tf.disable_v2_behavior()
+    with tf.Graph().as_default():
+        yield request.param
+    _forget_global_default_graph()
+
+
+def _forget_global_default_graph():
+    from tensorflow.python.framework import ops  # test-only private access
+
+    ops._default_graph_stack._global_default_graph = None
 
 
 @pytest.fixture
