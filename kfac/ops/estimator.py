@@ -68,6 +68,11 @@ class FisherEstimator(abc.ABC):
         when ops are first made.
       colocate_gradients_with_ops: forwarded to `tf.gradients`.
       name: default variable scope of the variables and ops.
+      non_finite_policy: (port addition) what a covariance update does when the
+        new estimate has a NaN/Inf: "skip" (default; the factor keeps its value
+        and counts the skip in its `num_skipped_updates` variable), "raise"
+        (the op fails with an InvalidArgumentError naming the factor) or None
+        (no check). Inverse updates never write non-finite values.
     """
 
     def __init__(
@@ -80,7 +85,10 @@ class FisherEstimator(abc.ABC):
         estimation_mode="gradients",
         colocate_gradients_with_ops=True,
         name="FisherEstimator",
+        non_finite_policy="skip",
     ):
+        utils.check_non_finite_policy(non_finite_policy)
+        self._non_finite_policy = non_finite_policy
         self._variables = variables
         self._cov_ema_decay = cov_ema_decay
         self._damping = damping
@@ -121,6 +129,27 @@ class FisherEstimator(abc.ABC):
 
     def made_vars(self) -> bool:
         return self._made_vars
+
+    @property
+    def non_finite_policy(self):
+        """"skip", "raise" or None (see the constructor)."""
+        return self._non_finite_policy
+
+    def num_skipped_factor_updates(self) -> tf.Tensor:
+        """int64 scalar: total of the factors' `num_skipped_updates` counters.
+
+        Non-finite covariance estimates not folded into the moving averages and
+        non-finite inverses not written, since the variables were created (0
+        when no factor has its variables yet).
+        """
+        counters = [
+            factor.num_skipped_updates
+            for factor in self.factors
+            if getattr(factor, "num_skipped_updates", None) is not None
+        ]
+        if not counters:
+            return tf.constant(0, dtype=tf.int64)
+        return tf.add_n([tf.convert_to_tensor(counter) for counter in counters])
 
     @abc.abstractmethod
     def make_ops_and_vars(self, scope=None):
@@ -205,6 +234,7 @@ class FisherEstimator(abc.ABC):
         self._finalize_layer_collection()
         scope = self.name if scope is None else scope
         decay = self._cov_ema_decay
+        policy = self._non_finite_policy
 
         def in_scope(func):
             def thunk():
@@ -217,7 +247,11 @@ class FisherEstimator(abc.ABC):
         return (
             [in_scope(factor.instantiate_cov_variables) for factor in factors],
             [
-                in_scope(lambda f=factor: f.make_covariance_update_op(decay))
+                in_scope(
+                    lambda f=factor: f.make_covariance_update_op(
+                        decay, non_finite_policy=policy
+                    )
+                )
                 for factor in factors
             ],
             [in_scope(factor.instantiate_inv_variables) for factor in factors],

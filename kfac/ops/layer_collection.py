@@ -422,7 +422,13 @@ class LayerCollection(LayerRegistrationMethods):
             self._vars_to_uses[var] += uses
 
     def _register_layer(self, params, block, reuse, tower_args, uses) -> None:
-        """register_block, then add a tower to the block in effect, then the uses."""
+        """register_block, then add a tower to the block in effect, then the uses.
+
+        Raises:
+          ValueError: `params` are not floating or their dtype differs from the
+            layers already registered (before anything is inserted).
+        """
+        validation.check_model_dtype(params, self.registered_variables)
         block = self.register_block(params, block, reuse=reuse)
         block.register_additional_tower(*tower_args)
         self._add_uses(params, uses)

@@ -5,8 +5,13 @@ A `GradientDescentOptimizer` whose step is the K-FAC preconditioned gradient
 momentum ("regular", "adam") or the 2-D quadratic model ("qmodel"), optionally
 KL-clipped (`norm_constraint`) and with optional Levenberg-Marquardt damping
 adaptation. The pieces live in `kfac.ops._optimizer`.
+
+Port addition: a step whose gradient or update has a NaN/Inf never reaches the
+weights, the velocities or the damping state (`non_finite_policy`).
 """
 
+import collections
+import contextlib
 import inspect
 import warnings
 from typing import Any
@@ -19,6 +24,7 @@ from typing import Tuple
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import estimator as est
+from kfac.ops import utils
 from kfac.ops._optimizer import arguments
 from kfac.ops._optimizer import damping_adaptation
 from kfac.ops._optimizer import norm_constraint as clipping
@@ -80,6 +86,7 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
                  colocate_gradients_with_ops: bool = True,
                  batch_size: Any = None,
                  placement_strategy: Optional[str] = None,
+                 non_finite_policy: Optional[str] = "skip",
                  **kwargs: Any) -> None:
         """Builds the optimizer and its (op-less) Fisher estimator.
 
@@ -101,18 +108,35 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
           colocate_gradients_with_ops: forwarded to the estimator's gradients.
           batch_size: mini-batch size, required for "qmodel" and damping adaptation.
           placement_strategy: estimator placement (None or "round_robin").
+          non_finite_policy: (port addition, keyword) what happens when a
+            training step's gradient, preconditioned update or new velocity, or a
+            factor's covariance estimate, has a NaN or Inf:
+            "skip" (default): nothing non-finite is written. The training step
+              leaves the weights, velocities and quadratic-model state unchanged
+              and adds 1 to the int64 variable `skipped_steps`; `global_step`
+              still advances (it counts the batches seen, so learning-rate
+              schedules, `batch_execute` and damping adaptation stay in step with
+              the data). The factor keeps its moving average and counts the skip
+              in its `num_skipped_updates` (total: `skipped_factor_updates`).
+            "raise": the op fails with an InvalidArgumentError naming the
+              variables (or factor) with non-finite values; nothing is written.
+            None: no checks (the original behaviour).
+            Inverse updates never write non-finite values, whatever the policy.
           **kwargs: forwarded to `estimator.make_fisher_estimator` (e.g.
             `cov_devices`, `inv_devices`).
 
         Raises:
-          ValueError: for an unknown momentum_type, norm_constraint or momentum
-            with a momentum_type that does not use them, qmodel without
-            batch_size, or a number out of range (the message names it).
+          ValueError: for an unknown momentum_type, estimation_mode or
+            non_finite_policy, norm_constraint or momentum with a momentum_type
+            that does not use them, qmodel without batch_size, or a number out of
+            range or not finite (the message names it).
         """
         momentum_type = arguments.check_momentum_type(momentum_type)
         arguments.check_optimizer_arguments(
             learning_rate, cov_ema_decay, damping, layer_collection, momentum,
             momentum_type, norm_constraint, batch_size)
+        arguments.check_estimation_mode(estimation_mode, est.ESTIMATION_MODES)
+        utils.check_non_finite_policy(non_finite_policy)
         variables = tf.trainable_variables() if var_list is None else list(var_list)
 
         self._layers = layer_collection
@@ -124,6 +148,11 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._norm_constraint = norm_constraint
         self._batch_size = batch_size
         self._placement_strategy = placement_strategy
+        self._non_finite_policy = non_finite_policy
+        self._num_skipped_steps = None  # created with the first guarded step
+        # While a guarded step is built: the (variable, new value) writes of the
+        # step (velocities, q_model_change), applied only if all are finite.
+        self._deferred_writes = None
 
         # Damping adaptation; defaults until set_damping_adaptation_params.
         self._adapt_damping = False
@@ -149,7 +178,10 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._cov_update_thunks = None
         self._inv_update_thunks = None
 
-        with tf.variable_scope(name):
+        with tf.variable_scope(name) as scope:
+            # Re-entered to create variables later under "<name>/" whatever the
+            # caller's scope then is (minimize adds one of its own).
+            self._variable_scope = scope
             self._fisher_est = est.make_fisher_estimator(
                 placement_strategy=placement_strategy,
                 variables=variables,
@@ -159,6 +191,7 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
                 exps=(-1,),
                 estimation_mode=estimation_mode,
                 colocate_gradients_with_ops=colocate_gradients_with_ops,
+                non_finite_policy=non_finite_policy,
                 **kwargs)
         super(KfacOptimizer, self).__init__(learning_rate, name=name)
 
@@ -272,6 +305,34 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
     def damping_adaptation_interval(self) -> int:
         return self._damping_adaptation_interval
 
+    @property
+    def non_finite_policy(self) -> Optional[str]:
+        """"skip", "raise" or None (see the constructor)."""
+        return self._non_finite_policy
+
+    @property
+    def skipped_steps(self) -> tf.Variable:
+        """int64 variable `<name>/num_skipped_steps`: training steps skipped
+        because their gradient or update had a NaN/Inf ("skip" policy).
+
+        Created with the first training op (whatever the policy) or on first
+        access; a checkpoint saves it with the other optimizer state.
+        """
+        if self._num_skipped_steps is None:
+            with tf.init_scope(), tf.variable_scope(
+                    self._variable_scope, reuse=tf.AUTO_REUSE):
+                self._num_skipped_steps = tf.get_variable(
+                    "num_skipped_steps", shape=(), dtype=tf.int64,
+                    initializer=tf.zeros_initializer(), trainable=False)
+        return self._num_skipped_steps
+
+    @property
+    def skipped_factor_updates(self) -> tf.Tensor:
+        """int64 scalar: non-finite covariance estimates (and inverses) that the
+        factors did not write, summed over factors (their
+        `num_skipped_updates` variables)."""
+        return self._fisher_est.num_skipped_factor_updates()
+
     def _maybe_make_and_save_everything(self) -> None:
         """Implicit op creation: make and cache the estimator's ops once."""
         if not self._fisher_est.made_vars():
@@ -349,13 +410,15 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._check_var_list("var_list", call["var_list"])
         return super(KfacOptimizer, self).compute_gradients(**call)
 
-    def apply_gradients(self, grads_and_vars: Any, *args: Any,
-                        **kwargs: Any) -> tf.Operation:
+    def apply_gradients(self, grads_and_vars: Any, global_step: Any = None,
+                        name: Optional[str] = None) -> tf.Operation:
         """Applies `θ ← θ − η·step` with the K-FAC step of `_compute_update_steps`.
 
         Makes the estimator's ops first if no make method was called yet
-        (implicit, deprecated path). Other arguments (`global_step`, `name`) go to
-        the base `apply_gradients`.
+        (implicit, deprecated path). `global_step` and `name` are used as by the
+        base `apply_gradients`. Unless `non_finite_policy` is None, the step is
+        applied only if every gradient, step and new velocity is finite (see
+        `_apply_if_finite`).
         """
         # A zip object can be iterated only once.
         grads_and_vars = list(grads_and_vars)
@@ -365,9 +428,83 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
             raise ValueError("No gradient for variables {}: K-FAC needs a gradient "
                              "for every variable it optimises.".format(missing))
         self._maybe_make_and_save_everything()
-        steps_and_vars = self._compute_update_steps(grads_and_vars)
-        return super(KfacOptimizer, self).apply_gradients(steps_and_vars, *args,
-                                                          **kwargs)
+        # Whatever the policy, so checkpoints hold the same variables.
+        counter = self.skipped_steps
+        if self._non_finite_policy is None:
+            steps_and_vars = self._compute_update_steps(grads_and_vars)
+            return super(KfacOptimizer, self).apply_gradients(
+                steps_and_vars, global_step=global_step, name=name)
+        return self._apply_if_finite(grads_and_vars, global_step, name, counter)
+
+    @contextlib.contextmanager
+    def _deferring_writes(self):
+        """Collects the step's variable writes instead of making them (yields the
+        list of `(variable, new value)`); see `_update_velocities`."""
+        self._deferred_writes = []
+        try:
+            yield self._deferred_writes
+        finally:
+            self._deferred_writes = None
+
+    def _apply_if_finite(self, grads_and_vars: VarsAndVectors, global_step: Any,
+                         name: Optional[str], counter: tf.Variable) -> tf.Operation:
+        """The training step, applied only when all its values are finite.
+
+        The step is first built without side effects: the new velocities (and
+        the quadratic model's predicted change) are computed but their writes
+        deferred. Then, if every gradient, step, deferred value and the learning
+        rate are finite, the writes and `θ ← θ − η·step` run; otherwise nothing
+        is written and ("skip") `counter` (`skipped_steps`) is incremented, or
+        ("raise") the op fails naming the variables. `global_step` advances in
+        both cases.
+        """
+        with self._deferring_writes() as writes:
+            steps_and_vars = self._compute_update_steps(grads_and_vars)
+        checked = collections.OrderedDict()
+        for (grad, var), (step, _) in zip(grads_and_vars, steps_and_vars):
+            checked[var.op.name] = [grad, step]
+        known = {id(value) for values in checked.values() for value in values}
+        for variable, value in writes:
+            if id(value) not in known:
+                checked.setdefault(variable.op.name, []).append(value)
+        learning_rate = self._call_if_callable(self._learning_rate)
+        if not arguments.is_number(learning_rate):
+            checked["learning_rate"] = [learning_rate]
+        train_ops = tf.get_collection_ref(tf.GraphKeys.TRAIN_OP)
+        train_ops_before = list(train_ops)
+
+        def apply_step():
+            assignments = []
+            for variable, value in writes:
+                with tf.colocate_with(variable):
+                    assignments.append(tf.assign(variable, value).op)
+            with tf.control_dependencies(assignments):
+                update = super(KfacOptimizer, self).apply_gradients(
+                    steps_and_vars, name=name)
+            with tf.control_dependencies([update]):
+                return tf.constant(True)
+
+        def skip_step():
+            increment = counter.assign_add(tf.constant(1, dtype=tf.int64),
+                                           read_value=False)
+            with tf.control_dependencies([increment]):
+                return tf.constant(False)
+
+        applied = utils.update_if_finite(
+            list(checked.items()), apply_step, skip_step, self._non_finite_policy,
+            "the gradient or K-FAC update of")
+        with tf.control_dependencies([applied]):
+            if global_step is None:
+                train_op = tf.group(applied, name=name)
+            else:
+                with tf.colocate_with(global_step):
+                    train_op = global_step.assign_add(
+                        tf.constant(1, dtype=global_step.dtype.base_dtype),
+                        name=name, read_value=False)
+        # The base apply_gradients registered its op (built inside the tf.cond);
+        # the op to run is the one returned here.
+        train_ops[:] = train_ops_before + [train_op]
+        return train_op
 
     def minimize(self, *args: Any, **kwargs: Any) -> tf.Operation:
         """Base `minimize` (same arguments), plus damping adaptation on a chief.
@@ -393,8 +530,11 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
             update_damping_op = self._update_damping(self._prev_train_batch,
                                                      call["global_step"])
             with tf.control_dependencies([update_damping_op]):
-                loss_assign_op = tf.assign(self._prev_loss,
-                                           tf.cast(call["loss"], tf.float32))
+                loss = tf.cast(call["loss"], tf.float32)
+                if self._non_finite_policy is not None:
+                    # A NaN loss would make every later ρ NaN (λ frozen).
+                    loss = tf.where(tf.math.is_finite(loss), loss, self._prev_loss)
+                loss_assign_op = tf.assign(self._prev_loss, loss)
                 train_op = super(KfacOptimizer, self).minimize(**call)
             return tf.group(loss_assign_op, train_op)
 
@@ -452,6 +592,10 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
             with tf.colocate_with(velocity):
                 # Read/modify/write: not safe for asynchronous updates.
                 new_velocity = decay * velocity + vec_coeff * dense(vec)
+                if self._deferred_writes is not None:
+                    # A guarded step writes it only if everything is finite.
+                    self._deferred_writes.append((velocity, new_velocity))
+                    return new_velocity, var
                 return tf.identity(velocity.assign(new_velocity)), var
 
         return [update_velocity(vec, var) for vec, var in vecs_and_vars]
@@ -515,12 +659,13 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
     def _assign_q_model_change(self, alpha: tf.Tensor, mu: tf.Tensor,
                                q_model_change: tf.Tensor) -> Tuple[Any, Any, Any]:
         """`(α, μ, op)` where op stores `q` on an adapting chief (else a no-op)."""
-        if self._adapt_damping and self._is_chief:
-            assign = tf.assign(self._q_model_change,
-                               tf.cast(q_model_change, tf.float32))
-        else:
-            assign = tf.no_op()
-        return alpha, mu, assign
+        if not (self._adapt_damping and self._is_chief):
+            return alpha, mu, tf.no_op()
+        q_model_change = tf.cast(q_model_change, tf.float32)
+        if self._deferred_writes is not None:
+            self._deferred_writes.append((self._q_model_change, q_model_change))
+            return alpha, mu, tf.no_op()
+        return alpha, mu, tf.assign(self._q_model_change, q_model_change)
 
     def _compute_qmodel_hyperparams_wrapper(
             self, grads_and_vars: VarsAndVectors,

@@ -23,11 +23,17 @@ from kfac.ops._utils.graph import on_tpu
 from kfac.ops._utils.linalg import clipped_eig_inverse
 from kfac.ops._utils.linalg import convert_to_dtype
 from kfac.ops._utils.linalg import damped_posdef_inverse
+from kfac.ops._utils.linalg import floor_damped_eigenvalues
 from kfac.ops._utils.linalg import posdef_eig_self_adjoint
 from kfac.ops._utils.linalg import posdef_eig_svd
 from kfac.ops._utils.linalg import posdef_inv_cholesky
 from kfac.ops._utils.linalg import posdef_inv_eig
 from kfac.ops._utils.linalg import posdef_inv_matrix_inverse
+from kfac.ops._utils.non_finite import NON_FINITE_POLICIES
+from kfac.ops._utils.non_finite import all_finite
+from kfac.ops._utils.non_finite import check_non_finite_policy
+from kfac.ops._utils.non_finite import replace_non_finite
+from kfac.ops._utils.non_finite import update_if_finite
 from kfac.ops._utils.partitioned_tensor import PartitionedTensor
 from kfac.ops._utils.reshape import column_to_tensors
 from kfac.ops._utils.reshape import kronecker_product
@@ -118,6 +124,7 @@ __all__ = [
     "posdef_eig_svd",
     "damped_posdef_inverse",
     "clipped_eig_inverse",
+    "floor_damped_eigenvalues",
     "convert_to_dtype",
     "SubGraph",
     "generate_random_signs",
@@ -134,4 +141,9 @@ __all__ = [
     "conv_output_spatial_shape",
     "num_conv_output_locations",
     "PartitionedTensor",
+    "NON_FINITE_POLICIES",
+    "all_finite",
+    "check_non_finite_policy",
+    "replace_non_finite",
+    "update_if_finite",
 ]

@@ -7,6 +7,11 @@
 * `InverseProvidingFactor`: also keeps damped matrix powers `(C + d·I)^e` in
   variables, refreshed by inverse-update ops (Martens & Grosse 2015, §4.2/§6.3);
 * `DiagonalFactor`: one entry per parameter, powers computed on demand.
+
+Non-finite values never enter the factor variables: a covariance estimate with
+a NaN/Inf is not folded into the moving average (`non_finite_policy`), and an
+inverse/matrix power that comes out non-finite is not written. Each skipped
+write is counted in the factor's int64 variable `num_skipped_updates`.
 """
 
 import abc
@@ -198,6 +203,7 @@ class FisherFactor(abc.ABC):
 
     def __init__(self):
         self._cov = None
+        self._num_skipped_updates = None
 
     @property
     @abc.abstractmethod
@@ -233,7 +239,8 @@ class FisherFactor(abc.ABC):
         return covariance_initializer
 
     def instantiate_cov_variables(self) -> None:
-        """Creates the non-trainable variable `<scope>/<_var_scope>/cov`."""
+        """Creates the non-trainable variables `<scope>/<_var_scope>/cov` and
+        `.../num_skipped_updates` (int64 counter of skipped non-finite writes)."""
         if self._cov is not None:
             raise AssertionError(
                 "instantiate_cov_variables: %s already has a cov variable." % self.name
@@ -246,6 +253,67 @@ class FisherFactor(abc.ABC):
                 trainable=False,
                 dtype=self._dtype,
             )
+        self._skipped_updates_counter()
+
+    @property
+    def num_skipped_updates(self):
+        """int64 variable: covariance updates and inverse writes skipped because
+        their new value was not finite (None before the variables exist)."""
+        return getattr(self, "_num_skipped_updates", None)
+
+    def _skipped_updates_counter(self):
+        """The `num_skipped_updates` variable, created next to `cov` on first use.
+
+        Created outside any control flow (`init_scope`), in the current variable
+        scope (the one `cov` was created in), so update ops may be built inside
+        `tf.cond` (e.g. `utils.batch_execute`).
+        """
+        counter = getattr(self, "_num_skipped_updates", None)
+        if counter is None:
+            with tf.init_scope(), tf.variable_scope(self._var_scope):
+                counter = tf.get_variable(
+                    "num_skipped_updates",
+                    shape=(),
+                    dtype=tf.int64,
+                    initializer=tf.zeros_initializer(),
+                    trainable=False,
+                )
+            self._num_skipped_updates = counter
+        return counter
+
+    def _count_skipped_updates(self, num_skipped=1) -> tf.Operation:
+        """Adds `num_skipped` (an int or a bool/int Tensor) to the counter."""
+        counter = self._skipped_updates_counter()
+        increment = tf.cast(num_skipped, tf.int64)
+        return counter.assign_add(increment, use_locking=True, read_value=False)
+
+    def _moving_average_if_finite(
+        self, variable, value, ema_decay, non_finite_policy
+    ) -> tf.Tensor:
+        """`assign_moving_average(variable, value, ema_decay)` unless `value` has a
+        NaN/Inf: then, under "skip", `variable` keeps its value and the skip is
+        counted; under "raise" the op fails naming this factor (see
+        `utils.update_if_finite`). Evaluates to the value of `variable` after."""
+
+        def update():
+            return assign_moving_average(
+                variable, value, ema_decay, zero_debias=config.ZERO_DEBIAS
+            )
+
+        def skip():
+            with tf.control_dependencies([self._count_skipped_updates()]):
+                return tf.identity(variable.read_value())
+
+        new_value = utils.update_if_finite(
+            [(self.name, value)],
+            update,
+            skip,
+            non_finite_policy,
+            "the covariance estimate of factor",
+        )
+        # Control flow may forget the static shape; both branches have it.
+        new_value.set_shape(variable.shape)
+        return new_value
 
     @abc.abstractmethod
     def _compute_new_cov(self, source, tower):
@@ -274,12 +342,19 @@ class FisherFactor(abc.ABC):
             new_value = utils.cross_replica_mean(new_value)
         return new_value
 
-    def make_covariance_update_op(self, ema_decay) -> tf.Tensor:
+    def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
         """`cov ← ema_decay·cov + (1 − ema_decay)·Ĉ`, `Ĉ` summed over sources,
-        averaged over towers; evaluates to the updated cov."""
+        averaged over towers; evaluates to the updated cov.
+
+        Args:
+          ema_decay: decay in [0, 1].
+          non_finite_policy: what to do when `Ĉ` has a NaN/Inf: "skip" (keep
+            `cov`, count it in `num_skipped_updates`), "raise" (the op fails with
+            an InvalidArgumentError naming the factor) or None (no check).
+        """
         new_cov = self._sum_sources_mean_towers(self._compute_new_cov)
-        return assign_moving_average(
-            self._cov, new_cov, ema_decay, zero_debias=config.ZERO_DEBIAS
+        return self._moving_average_if_finite(
+            self._cov, new_cov, ema_decay, non_finite_policy
         )
 
     @abc.abstractmethod
@@ -388,6 +463,18 @@ class InverseProvidingFactor(FisherFactor):
             for damping_id, func in self._damping_funcs_by_id.items()
         }
 
+    def _assign_if_finite(self, variable, value, cov_is_finite) -> tf.Operation:
+        """`variable ← value`, unless `value` (or the covariance it was computed
+        from) has a NaN/Inf: then `variable` keeps its value and the skip is
+        counted in `num_skipped_updates`."""
+        is_finite = tf.logical_and(cov_is_finite, utils.all_finite(value))
+        count = self._count_skipped_updates(tf.logical_not(is_finite))
+        # One op (the assignment itself), which also updates the counter.
+        with tf.control_dependencies([count]):
+            return variable.assign(
+                tf.where(is_finite, value, variable), read_value=False
+            )
+
     def _matpower_update_ops(self, damping_values: dict) -> List[tf.Operation]:
         """Assign ops for all matrix-power variables (see `make_inverse_update_ops`)."""
         matpowers = self._matpower_by_exp_and_damping
@@ -397,30 +484,32 @@ class InverseProvidingFactor(FisherFactor):
             or num_inverses < len(matpowers)
             or num_inverses >= config.EIGENVALUE_DECOMPOSITION_THRESHOLD
         )
+        cov = tf.convert_to_tensor(self._cov)
+        cov_is_finite = utils.all_finite(cov)
         ops = []
         if use_eig:
             eigenvalues, eigenvectors = self.get_eigendecomp()
             for (exp, damping_id), matpower in matpowers.items():
-                powered = (eigenvalues + damping_values[damping_id]) ** exp
-                ops.append(
-                    matpower.assign(
-                        tf.matmul(
-                            eigenvectors * powered, eigenvectors, transpose_b=True
-                        ),
-                        read_value=False,
-                    )
+                damping = damping_values[damping_id]
+                if exp < 0:
+                    # Floored, so that a singular cov with a tiny damping still
+                    # gives finite powers (as the Cholesky path's fallback).
+                    damped = utils.floor_damped_eigenvalues(eigenvalues, damping)
+                else:
+                    damped = eigenvalues + damping
+                value = tf.matmul(
+                    eigenvectors * damped**exp, eigenvectors, transpose_b=True
                 )
+                ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
             # The assignments share one eigendecomposition: one op, one device.
             return [tf.group(*ops)]
+        # A non-finite cov is never written by the guarded updates, but may come
+        # from outside (a restored checkpoint, an assignment); its inverse is not
+        # written, and zeros in its place keep the fallback eigh from failing.
+        finite_cov = utils.replace_non_finite(cov)
         for (_, damping_id), matpower in matpowers.items():  # all exps are -1
-            ops.append(
-                matpower.assign(
-                    utils.posdef_inv(
-                        tf.convert_to_tensor(self._cov), damping_values[damping_id]
-                    ),
-                    read_value=False,
-                )
-            )
+            value = utils.posdef_inv(finite_cov, damping_values[damping_id])
+            ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
         return ops
 
     def make_inverse_update_ops(self) -> List[tf.Operation]:
@@ -434,6 +523,12 @@ class InverseProvidingFactor(FisherFactor):
         `utils.posdef_inv(cov, d)` (a Cholesky inverse that falls back to a
         clipped eigendecomposition when not finite) and one op per inverse is
         returned. The cached eigendecomposition is cleared afterwards.
+
+        Port improvements: negative powers on the eigen path use eigenvalues
+        floored as in `utils.floor_damped_eigenvalues` (finite for a singular
+        cov and zero damping), and a power that still comes out non-finite (or
+        a non-finite cov) leaves its variable unchanged, counted in
+        `num_skipped_updates`.
         """
         ops = self._matpower_update_ops(self._damping_values())
         self._eigendecomp = None
@@ -459,7 +554,11 @@ class InverseProvidingFactor(FisherFactor):
         eigenvalues caused by rounding.
         """
         if not self._eigendecomp:
-            eigenvalues, eigenvectors = tf.linalg.eigh(self._cov)
+            # eigh fails on a NaN/Inf input; a non-finite cov (which guarded
+            # updates never write) gets zeros instead, and the writes of
+            # anything derived from it are skipped by the callers.
+            finite_cov = utils.replace_non_finite(self._cov)
+            eigenvalues, eigenvectors = tf.linalg.eigh(finite_cov)
             clipped = tf.maximum(
                 eigenvalues,
                 cast_scalar(config.EIGENVALUE_CLIPPING_THRESHOLD, eigenvalues.dtype),
@@ -544,7 +643,8 @@ class DiagonalFactor(FisherFactor):
         return tf.linalg.diag(tf.reshape(self._cov, [-1]))
 
     def left_multiply_matpower(self, x, exp, damping_func):
-        """`P ∘ x` with `P = (cov + d)^exp` element-wise.
+        """`P ∘ x` with `P = (cov + d)^exp` element-wise (for `exp < 0` the
+        entries `cov + d` are floored as by `utils.floor_damped_eigenvalues`).
 
         `x` may be an `IndexedSlices` matrix (rows of a `[n, m]` matrix, `P`
         flattened to its diagonal), a dense Tensor of exactly `P`'s shape, or
@@ -555,7 +655,13 @@ class DiagonalFactor(FisherFactor):
           ValueError: a dense `x` of another shape.
         """
         cov = tf.convert_to_tensor(self._cov)
-        matpower = (cov + cast_scalar(damping_func(), cov.dtype)) ** exp
+        damping = cast_scalar(damping_func(), cov.dtype)
+        if exp < 0:
+            # Floored as the eigenvalues of dense factors: zero entries with zero
+            # damping give large finite values, not Inf.
+            matpower = utils.floor_damped_eigenvalues(cov, damping) ** exp
+        else:
+            matpower = (cov + damping) ** exp
         if isinstance(x, tf.IndexedSlices):
             return utils.matmul_diag_sparse(tf.reshape(matpower, [-1]), x)
         x_shape = x.shape.as_list() if x.shape.ndims is not None else None

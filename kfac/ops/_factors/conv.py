@@ -162,7 +162,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
     def _dtype(self):
         return self._inputs[0].dtype
 
-    def make_covariance_update_op(self, ema_decay):
+    def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
         # The patches are shared by every source of a tower.
         rates = self._dilations if self._dilations is not None else (1, 1, 1, 1)
         self._patches = []
@@ -178,7 +178,9 @@ class ConvDiagonalFactor(base.DiagonalFactor):
                 if self._has_bias:
                     patches = base.append_homog(patches)
                 self._patches.append(patches)
-        return super(ConvDiagonalFactor, self).make_covariance_update_op(ema_decay)
+        return super(ConvDiagonalFactor, self).make_covariance_update_op(
+            ema_decay, non_finite_policy=non_finite_policy
+        )
 
     def _compute_new_cov(self, source, tower):
         patches = self._patches[tower]

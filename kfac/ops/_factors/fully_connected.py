@@ -62,7 +62,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
     def _dtype(self):
         return self._outputs_grads[0][0].dtype
 
-    def make_covariance_update_op(self, ema_decay):
+    def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
         # The squared inputs are shared by every source of a tower.
         self._squared_inputs = []
         for tower in range(self._num_towers):
@@ -72,7 +72,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
                     inputs = base.append_homog(inputs)
                 self._squared_inputs.append(tf.square(inputs))
         return super(FullyConnectedDiagonalFactor, self).make_covariance_update_op(
-            ema_decay
+            ema_decay, non_finite_policy=non_finite_policy
         )
 
     def _compute_new_cov(self, source, tower):

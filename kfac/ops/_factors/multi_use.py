@@ -14,7 +14,6 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops import utils
 from kfac.ops._factors import base
-from kfac.ops._factors import config
 from kfac.ops._factors import fully_connected
 from kfac.ops._factors import naming
 
@@ -106,16 +105,17 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
         future = rows[batch_size:]
         return base.compute_cov(future, tensor_right=present, normalizer=total_rows)
 
-    def make_covariance_update_op(self, ema_decay):
-        """The parent's cov update, grouped with the EMA of `cov_dt1` if it exists."""
+    def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
+        """The parent's cov update, grouped with the EMA of `cov_dt1` if it exists
+        (each guarded against non-finite estimates by `non_finite_policy`)."""
         cov_update = super(FullyConnectedMultiKF, self).make_covariance_update_op(
-            ema_decay
+            ema_decay, non_finite_policy=non_finite_policy
         )
         if self._cov_dt1 is None:
             return cov_update
         new_cov_dt1 = self._sum_sources_mean_towers(self._compute_new_cov_dt1)
-        cov_dt1_update = base.assign_moving_average(
-            self._cov_dt1, new_cov_dt1, ema_decay, zero_debias=config.ZERO_DEBIAS
+        cov_dt1_update = self._moving_average_if_finite(
+            self._cov_dt1, new_cov_dt1, ema_decay, non_finite_policy
         )
         # cov and cov_dt1 must stay consistent for the inverse ops: one op.
         return tf.group(cov_update, cov_dt1_update)
@@ -182,17 +182,25 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
           (≤ 1 in exact arithmetic), `Pmat = (S C₁)ᵀ S = C₁ᵀ (C₀ + d·I)⁻¹`,
           `Kmat = S E`.
         Option 1's symmetrisation of `C₁` does not leak into option 2 (it did
-        in the original when both were registered).
+        in the original when both were registered). The damped eigenvalues are
+        floored (`utils.floor_damped_eigenvalues`), and a quantity that is not
+        finite (or comes from a non-finite `C₀`/`C₁`) is not written.
         """
-        cov_dt1 = tf.convert_to_tensor(self.get_cov_dt1())
+        raw_cov_dt1 = tf.convert_to_tensor(self.get_cov_dt1())
+        inputs_are_finite = utils.all_finite([self._cov, raw_cov_dt1])
+        # Zeros for NaN/Inf keep eigh/svd from failing; nothing derived from a
+        # non-finite input is written (`_assign_if_finite`).
+        cov_dt1 = utils.replace_non_finite(raw_cov_dt1)
         eigenvalues, eigenvectors = self.get_eigendecomp()
         ops = []
 
+        def assign(variable, value):
+            ops.append(self._assign_if_finite(variable, value, inputs_are_finite))
+
         def inverse_sqrt(damping):
+            damped = utils.floor_damped_eigenvalues(eigenvalues, damping)
             inv_sqrt = tf.matmul(
-                eigenvectors * (eigenvalues + damping) ** -0.5,
-                eigenvectors,
-                transpose_b=True,
+                eigenvectors * damped**-0.5, eigenvectors, transpose_b=True
             )
             return (inv_sqrt + tf.transpose(inv_sqrt)) / 2.0
 
@@ -201,8 +209,8 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
             symmetric_dt1 = (cov_dt1 + tf.transpose(cov_dt1)) / 2.0
             psi_hat = tf.matmul(tf.matmul(inv_sqrt, symmetric_dt1), inv_sqrt)
             psi_value, eigvecs = utils.posdef_eig(psi_hat)
-            ops.append(lmat.assign(tf.matmul(inv_sqrt, eigvecs), read_value=False))
-            ops.append(psi.assign(psi_value, read_value=False))
+            assign(lmat, tf.matmul(inv_sqrt, eigvecs))
+            assign(psi, psi_value)
 
         for damping_id, (pmat, kmat, mu) in self._option2quants_by_damping.items():
             inv_sqrt = inverse_sqrt(damping_values[damping_id])
@@ -210,18 +218,9 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
             psi_hat = tf.matmul(inv_sqrt_dt1, inv_sqrt)
             # mu are the eigenvalues of Ψᵀ Ψ: square the singular values of Ψ.
             singular_values, _, right_vectors = tf.linalg.svd(psi_hat)
-            ops.append(
-                pmat.assign(
-                    tf.matmul(inv_sqrt_dt1, inv_sqrt, transpose_a=True),
-                    read_value=False,
-                )
-            )
-            ops.append(
-                kmat.assign(tf.matmul(inv_sqrt, right_vectors), read_value=False)
-            )
-            ops.append(
-                mu.assign(tf.minimum(tf.square(singular_values), 1.0), read_value=False)
-            )
+            assign(pmat, tf.matmul(inv_sqrt_dt1, inv_sqrt, transpose_a=True))
+            assign(kmat, tf.matmul(inv_sqrt, right_vectors))
+            assign(mu, tf.minimum(tf.square(singular_values), 1.0))
         return ops
 
     def make_inverse_update_ops(self):

@@ -4,6 +4,7 @@ Range checks apply to Python/numpy numbers only: Tensors (e.g. a decayed learnin
 rate) and variables are accepted as they are, their value being unknown here.
 """
 
+import math
 import numbers
 from typing import Any
 from typing import Sequence
@@ -25,14 +26,23 @@ def check_momentum_type(momentum_type: Any) -> str:
     return momentum_type.lower()
 
 
+def check_estimation_mode(estimation_mode: Any, modes: Sequence[str]) -> None:
+    """ValueError unless `estimation_mode` is one of `modes` (checked here rather
+    than when the first op is made, so the error points at the constructor)."""
+    if not (isinstance(estimation_mode, str) and estimation_mode in modes):
+        raise ValueError("Unrecognized value {!r} for estimation_mode; expected one "
+                         "of {}.".format(estimation_mode, list(modes)))
+
+
 def check_positive(name: str, value: Any) -> None:
-    if is_number(value) and not value > 0:
-        raise ValueError("{} must be > 0; got {!r}.".format(name, value))
+    if is_number(value) and not 0 < value < math.inf:
+        raise ValueError("{} must be > 0 and finite; got {!r}.".format(name, value))
 
 
 def check_non_negative(name: str, value: Any) -> None:
-    if is_number(value) and not value >= 0:
-        raise ValueError("{} must be non-negative; got {!r}.".format(name, value))
+    if is_number(value) and not 0 <= value < math.inf:
+        raise ValueError("{} must be non-negative and finite; got {!r}.".format(
+            name, value))
 
 
 def check_in_unit_interval(name: str, value: Any, include_one: bool) -> None:

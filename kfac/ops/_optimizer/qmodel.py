@@ -84,8 +84,18 @@ def fisher_factor_transpose_products(
 
 
 def two_by_two_solve(m: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
-    """`M⁻¹ c` for a 2×2 matrix `m` and a `[2, k]` right-hand side `c`."""
-    return tf.matmul(tf.linalg.inv(m), c)
+    """`M⁻¹ c` for a 2×2 matrix `m` and a `[2, k]` right-hand side `c`.
+
+    By the closed form `M⁻¹ = [[m₂₂, −m₁₂], [−m₂₁, m₁₁]] / det M` rather than
+    `tf.linalg.inv`, which raises a run-time "Input is not invertible" error for
+    a singular or NaN `M` (e.g. a diverged step): here the result is then
+    non-finite, and the optimizer's non-finite guard skips the step.
+    """
+    m = tf.convert_to_tensor(m)
+    determinant = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    adjugate = tf.stack([tf.stack([m[1, 1], -m[0, 1]]),
+                         tf.stack([-m[1, 0], m[0, 0]])])
+    return tf.matmul(adjugate, c) / determinant
 
 
 def quadratic_model_hyperparams(

@@ -107,6 +107,45 @@ def check_same_dtype(method: str, named_values) -> None:
         )
 
 
+def check_model_dtype(params, registered_variables) -> None:
+    """One floating dtype for every registered parameter of a LayerCollection.
+
+    The optimizer combines all layers in sums (inner products of the quadratic
+    model and of the norm constraint) and every layer's factors follow its
+    parameters' dtype, so float32 and float64 models both work but a mix does
+    not.
+
+    Raises:
+      ValueError: a parameter of `params` is not floating, or its dtype differs
+        from that of the already registered variables (both are named).
+    """
+    for param in params if isinstance(params, (tuple, list)) else (params,):
+        dtype = base_dtype(param)
+        if dtype is None:
+            continue
+        name = getattr(param, "name", repr(param))
+        if not dtype.is_floating:
+            raise ValueError(
+                "LayerCollection: parameters must have a floating dtype; `params` "
+                "{} has dtype {}.".format(name, dtype.name)
+            )
+        for other in registered_variables:
+            other_dtype = base_dtype(other)
+            if other_dtype is None:
+                continue
+            # All registered variables already share one dtype: compare with one.
+            if other_dtype != dtype:
+                raise ValueError(
+                    "LayerCollection: all registered parameters must share one "
+                    "dtype (mixed-precision models are not supported); `params` {} "
+                    "has dtype {} but the already registered {} has dtype {}.".format(
+                        name, dtype.name, getattr(other, "name", other),
+                        other_dtype.name
+                    )
+                )
+            break
+
+
 def split_params(method: str, params):
     """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
 

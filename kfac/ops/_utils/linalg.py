@@ -42,14 +42,40 @@ def _damped(tensor, identity, damping):
     return tensor + convert_to_dtype(damping, tensor.dtype) * identity
 
 
+def floor_damped_eigenvalues(eigenvalues, damping):
+    """`max(max(λ, 0) + d, floor)` with `floor = max(eps·max|λ|, tiny)`.
+
+    The damped eigenvalues whose negative powers are taken. Eigenvalues of a PSD
+    matrix are clipped at 0 (rounding makes tiny ones negative), and the damped
+    ones at `floor` (`eps` the machine epsilon, `tiny` the smallest normal number
+    of the dtype): below it an eigenvalue is rounding noise, and the floor keeps
+    `(λ + d)^e` finite for `e < 0` even with `d = 0` and a singular matrix.
+
+    Args:
+      eigenvalues: `[n]` Tensor (float32 or float64).
+      damping: scalar `d >= 0` (Python number or Tensor), cast to the dtype.
+
+    Returns:
+      `[n]` Tensor of positive damped eigenvalues.
+    """
+    eigenvalues = tf.convert_to_tensor(eigenvalues)
+    finfo = np.finfo(eigenvalues.dtype.as_numpy_dtype)
+    damped = tf.maximum(eigenvalues, 0.0) + convert_to_dtype(
+        damping, eigenvalues.dtype
+    )
+    floor = tf.maximum(
+        float(finfo.eps) * tf.reduce_max(tf.abs(eigenvalues)), float(finfo.tiny)
+    )
+    return tf.maximum(damped, floor)
+
+
 def clipped_eig_inverse(matrix, damping):
     """`V diag(1 / max(λ_clipped + d, floor)) Vᵀ` for `eigh((M + Mᵀ)/2) = V diag(λ) Vᵀ`.
 
-    The inverse of `M + d·I` computed from the eigendecomposition of `M`.
-    Eigenvalues of `M` are clipped from below at 0 (`M` is PSD up to rounding),
-    and the damped eigenvalues at `floor = max(eps·max|λ|, tiny)` (`eps` the
-    machine epsilon, `tiny` the smallest normal number of the dtype), so the
-    result is finite even for `d = 0` and a singular `M`.
+    The inverse of `M + d·I` computed from the eigendecomposition of `M`, with
+    the damped eigenvalues of `floor_damped_eigenvalues` (clipped at 0, floored
+    at `max(eps·max|λ|, tiny)`), so the result is finite even for `d = 0` and a
+    singular `M`.
 
     Args:
       matrix: `[n, n]` symmetric PSD Tensor (float32 or float64).
@@ -59,15 +85,25 @@ def clipped_eig_inverse(matrix, damping):
       `[n, n]` Tensor, the (clipped) inverse of `M + d·I`.
     """
     _check_square(matrix, "matrix", "clipped_eig_inverse")
-    finfo = np.finfo(matrix.dtype.as_numpy_dtype)
     symmetric = (matrix + tf.transpose(matrix)) / 2.0
     eigenvalues, eigenvectors = tf.linalg.eigh(symmetric)
-    damped = tf.maximum(eigenvalues, 0.0) + convert_to_dtype(damping, matrix.dtype)
-    floor = tf.maximum(
-        float(finfo.eps) * tf.reduce_max(tf.abs(eigenvalues)), float(finfo.tiny)
-    )
-    damped = tf.maximum(damped, floor)
+    damped = floor_damped_eigenvalues(eigenvalues, damping)
     return tf.matmul(eigenvectors / damped, eigenvectors, transpose_b=True)
+
+
+def _finite_or_clipped_eig_inverse(inverse, matrix, damping):
+    """`inverse` if all its entries are finite, else `clipped_eig_inverse(M, d)`.
+
+    The eigendecomposition only runs when needed (a `tf.cond`).
+    """
+    result = tf.cond(
+        tf.reduce_all(tf.is_finite(inverse)),
+        lambda: tf.identity(inverse),
+        lambda: clipped_eig_inverse(matrix, damping),
+    )
+    # Control flow may forget the static shape; both branches have it.
+    result.set_shape(matrix.shape)
+    return result
 
 
 def damped_posdef_inverse(matrix, damping, name=None):
@@ -98,22 +134,29 @@ def damped_posdef_inverse(matrix, damping, name=None):
         identity = tf.eye(size, dtype=matrix.dtype)
         chol = tf.linalg.cholesky(_damped(matrix, identity, damping))
         chol_inverse = tf.linalg.cholesky_solve(chol, identity)
-        inverse = tf.cond(
-            tf.reduce_all(tf.is_finite(chol_inverse)),
-            lambda: tf.identity(chol_inverse),
-            lambda: clipped_eig_inverse(matrix, damping),
-        )
-        # Control flow may forget the static shape; both branches have it.
-        inverse.set_shape(matrix.shape)
-        return inverse
+        return _finite_or_clipped_eig_inverse(chol_inverse, matrix, damping)
 
 
 def posdef_inv_matrix_inverse(tensor, identity, damping):
     """`inv(M + d·I)` by a general (LU) matrix inverse.
 
-    Raises a runtime InvalidArgumentError when `M + d·I` is singular.
+    Port improvement: `tf.linalg.inv` raises a run-time InvalidArgumentError
+    ("Input is not invertible") for a singular matrix, e.g. a rank-deficient
+    factor with zero damping. The LU inverse is therefore only computed when a
+    Cholesky factorisation shows `M + d·I` to be numerically positive definite
+    (on CPU it returns NaNs otherwise, never raises); in the other case, or
+    when the LU result is not finite, the clipped eigendecomposition inverse
+    (`clipped_eig_inverse`) is returned.
     """
-    return tf.linalg.inv(_damped(tensor, identity, damping))
+    tensor = tf.convert_to_tensor(tensor)
+    damped = _damped(tensor, identity, damping)
+    is_posdef = tf.reduce_all(tf.is_finite(tf.linalg.cholesky(damped)))
+    inverse = tf.cond(
+        is_posdef,
+        lambda: tf.linalg.inv(damped),
+        lambda: clipped_eig_inverse(tensor, damping),
+    )
+    return _finite_or_clipped_eig_inverse(inverse, tensor, damping)
 
 
 def posdef_inv_cholesky(tensor, identity, damping):
