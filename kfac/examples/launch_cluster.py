@@ -1,0 +1,451 @@
+r"""Starts a real local TensorFlow cluster and trains the distributed ConvNet.
+
+The launcher picks free loopback ports, builds the cluster spec
+`{"ps": ["127.0.0.1:<port>", ...], "worker": [...]}` and starts every task
+as its own process (`python -m kfac.examples.launch_cluster --job_name=...`):
+
+* a parameter-server task runs `tf.distribute.Server(cluster, "ps", i)` and
+  `server.join()`; the variables (weights and K-FAC's covariances and
+  inverses) live there (`tf.train.replica_device_setter`);
+* a worker task starts its server and runs
+  `convnet.train_mnist_distributed(..., master=server.target)` for
+  `--num_steps` steps (the chief; the other gradient tasks run until the
+  chief stops, see `run_task`), then prints one line `KFAC_CLUSTER_REPORT <json>`
+  with its losses, final accuracy and the devices of K-FAC's covariance
+  variables.
+
+The launcher waits for every worker, terminates the parameter servers, and
+prints a JSON summary. Every child is killed when the launcher exits, fails,
+or gets Ctrl-C / SIGTERM. Only 127.0.0.1 is used.
+
+Run:
+  python -m kfac.examples.launch_cluster --use_fake_data --num_steps=20
+  python -m kfac.examples.launch_cluster --num_worker_tasks=2 \
+      --data_dir=/usr/share/datasets/fashion-mnist --num_steps=100
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+
+import tensorflow.compat.v1 as tf
+from absl import app
+from absl import flags
+
+from kfac.examples import convnet
+from kfac.examples import mnist
+
+LOOPBACK = "127.0.0.1"
+REPORT_PREFIX = "KFAC_CLUSTER_REPORT "
+DEFAULT_NUM_STEPS = 20
+TIMEOUT_SECS = 600.0
+# How long a terminated child gets to exit before it is killed.
+TERMINATE_GRACE_SECS = 5.0
+POLL_SECS = 0.2
+# How long the other workers may run on after the chief has finished.
+FOLLOWER_GRACE_SECS = 10.0
+# Fake data holds 4 batches (`mnist.load_mnist`).
+FAKE_DATA_BATCHES = 4
+# TF's non-chief workers poll "is the model initialised?" every 30 s; on a
+# local cluster the chief is ready within seconds.
+READINESS_POLL_SECS = 1
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class ClusterRun:
+    """What `run_cluster` returns.
+
+    Attributes:
+      cluster_spec: `{"ps": [address, ...], "worker": [address, ...]}`.
+      reports: one dict per worker task, in task order (see `_worker_report`);
+        None for a non-chief worker stopped after the chief finished.
+      pids: process ids of all tasks, parameter servers first.
+      log_dir: folder holding one `<job>_<index>.log` per task.
+    """
+
+    cluster_spec: Dict[str, List[str]]
+    reports: List[dict]
+    pids: List[int]
+    log_dir: str
+
+
+def free_loopback_ports(count: int) -> List[int]:
+    """Returns `count` distinct ports that are free on 127.0.0.1 right now.
+
+    Every socket stays bound until all ports are found, so the ports differ.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def make_cluster_spec(num_ps_tasks: int, num_worker_tasks: int) -> Dict[str, List[str]]:
+    """`{"ps": [...], "worker": [...]}` on free loopback ports."""
+    if num_ps_tasks < 1:
+        raise ValueError("num_ps_tasks must be >= 1, got %d." % num_ps_tasks)
+    if num_worker_tasks < 1:
+        raise ValueError("num_worker_tasks must be >= 1, got %d." % num_worker_tasks)
+    addresses = [
+        "%s:%d" % (LOOPBACK, port)
+        for port in free_loopback_ports(num_ps_tasks + num_worker_tasks)
+    ]
+    return {"ps": addresses[:num_ps_tasks], "worker": addresses[num_ps_tasks:]}
+
+
+def _task_command(
+    job_name: str, task_index: int, cluster_spec: dict, task_args: Sequence[str]
+) -> List[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kfac.examples.launch_cluster",
+        "--job_name=%s" % job_name,
+        "--task_index=%d" % task_index,
+        "--cluster_spec=%s" % json.dumps(cluster_spec),
+        *task_args,
+    ]
+
+
+def _stop(processes: Sequence[subprocess.Popen]) -> None:
+    """Terminates every process that still runs, then kills the stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + TERMINATE_GRACE_SECS
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _log_tail(path: str, num_lines: int = 30) -> str:
+    with open(path, errors="replace") as log:
+        return "".join(log.readlines()[-num_lines:])
+
+
+def _read_report(path: str, missing_ok: bool = False) -> Optional[dict]:
+    with open(path, errors="replace") as log:
+        for line in log:
+            if line.startswith(REPORT_PREFIX):
+                return json.loads(line[len(REPORT_PREFIX) :])
+    if missing_ok:
+        return None
+    raise RuntimeError(
+        "Worker log %s has no report line; its tail:\n%s" % (path, _log_tail(path))
+    )
+
+
+def run_cluster(
+    num_ps_tasks: int = 1,
+    num_worker_tasks: int = 4,
+    task_args: Sequence[str] = (),
+    *,
+    timeout_secs: float = TIMEOUT_SECS,
+    log_dir: Optional[str] = None,
+) -> ClusterRun:
+    """Runs one local cluster to completion and collects the workers' reports.
+
+    Args:
+      num_ps_tasks: parameter-server tasks (>= 1).
+      num_worker_tasks: worker tasks (>= 1).
+      task_args: extra flags for every task (`--num_steps=...`,
+        `--use_fake_data`, ...).
+      timeout_secs: the run fails if the workers take longer.
+      log_dir: where the tasks' logs go (None: a new temporary folder).
+
+    Returns:
+      A `ClusterRun`; every child process has exited when it returns.
+
+    Raises:
+      RuntimeError: a task exited with an error, or the timeout passed.
+    """
+    cluster_spec = make_cluster_spec(num_ps_tasks, num_worker_tasks)
+    log_dir = log_dir or tempfile.mkdtemp(prefix="kfac_cluster_")
+    tasks = [("ps", i) for i in range(num_ps_tasks)]
+    tasks += [("worker", i) for i in range(num_worker_tasks)]
+    log_paths = [os.path.join(log_dir, "%s_%d.log" % task) for task in tasks]
+    processes: List[subprocess.Popen] = []
+    try:
+        for (job_name, task_index), log_path in zip(tasks, log_paths):
+            with open(log_path, "w") as log:
+                processes.append(
+                    subprocess.Popen(
+                        _task_command(job_name, task_index, cluster_spec, task_args),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+        deadline = time.monotonic() + timeout_secs
+        # Every task must keep running until the workers are done: a worker
+        # that fails would leave the others waiting for it forever.
+        chief = processes[num_ps_tasks]
+        chief_done_at = None
+        while any(p.poll() is None for p in processes[num_ps_tasks:]):
+            if chief.poll() == 0:
+                # A gradient task blocked on the chief's token queue may never
+                # see the chief stop: it gets a grace period, then is stopped.
+                chief_done_at = chief_done_at or time.monotonic()
+                if time.monotonic() - chief_done_at > FOLLOWER_GRACE_SECS:
+                    _stop(processes[num_ps_tasks:])
+                    break
+            for process, (job_name, index), log_path in zip(
+                processes, tasks, log_paths
+            ):
+                code = process.poll()
+                if code is not None and (job_name == "ps" or code != 0):
+                    raise RuntimeError(
+                        "Task %s:%d exited with code %d; its log %s ends with:\n%s"
+                        % (job_name, index, code, log_path, _log_tail(log_path))
+                    )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "The workers did not finish within %.0f s; logs in %s."
+                    % (timeout_secs, log_dir)
+                )
+            time.sleep(POLL_SECS)
+        for process, (_, index), log_path in list(
+            zip(processes, tasks, log_paths)
+        )[num_ps_tasks:]:
+            if process.returncode != 0 and chief_done_at is None:
+                raise RuntimeError(
+                    "Worker %d exited with code %d; its log %s ends with:\n%s"
+                    % (index, process.returncode, log_path, _log_tail(log_path))
+                )
+        reports = [_read_report(log_paths[num_ps_tasks])]
+        reports += [_read_report(path, missing_ok=True) for path in log_paths[num_ps_tasks + 1 :]]
+    finally:
+        _stop(processes)
+    return ClusterRun(
+        cluster_spec=cluster_spec,
+        reports=reports,
+        pids=[p.pid for p in processes],
+        log_dir=log_dir,
+    )
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """Ends this process once the launcher is gone (e.g. killed with -9),
+    so a parameter server never outlives it."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)  # pylint: disable=protected-access
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _poll_readiness_often() -> None:
+    """Makes this worker's `SessionManager` check readiness every second.
+
+    A non-chief worker waits for the chief to initialise the variables on the
+    parameter servers and, by default, re-checks every 30 s, which dominates
+    a short local run. This changes a default in this worker process only.
+    """
+    session_manager_class = tf.train.SessionManager
+    original_init = session_manager_class.__init__
+
+    def init(self, *args, recovery_wait_secs=READINESS_POLL_SECS, **kwargs):
+        original_init(self, *args, recovery_wait_secs=recovery_wait_secs, **kwargs)
+
+    session_manager_class.__init__ = init
+
+
+def _num_epochs(flag_values: flags.FlagValues) -> int:
+    """`--num_epochs`, or enough passes over fake data for `--num_steps`."""
+    if flag_values.num_epochs is not None:
+        return flag_values.num_epochs
+    if flag_values.use_fake_data and flag_values.num_steps is not None:
+        return max(math.ceil(flag_values.num_steps / FAKE_DATA_BATCHES), 1)
+    return 1
+
+
+def _worker_report(task_index: int, graph: tf.Graph, history, accuracy) -> dict:
+    """The JSON-able summary a worker prints: step count, losses, accuracy and
+    the device of every K-FAC covariance variable (`.../cov`)."""
+    losses = [stats.loss for stats in history]
+    cov_devices = {
+        variable.op.name: variable.device
+        for variable in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+        if "/cov" in variable.op.name
+    }
+    return {
+        "task_index": task_index,
+        "num_steps": len(history),
+        "initial_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "final_accuracy": accuracy,
+        "cov_devices": cov_devices,
+    }
+
+
+def run_task(flag_values: flags.FlagValues) -> None:
+    """Runs this process's task: a parameter server or a worker."""
+    cluster_spec = json.loads(flag_values.cluster_spec)
+    cluster = tf.train.ClusterSpec(cluster_spec)
+    job_name, task_index = flag_values.job_name, flag_values.task_index
+    if job_name == "ps":
+        _exit_when_orphaned(os.getppid())
+        server = tf.distribute.Server(cluster, job_name="ps", task_index=task_index)
+        server.join()
+        return
+    _poll_readiness_often()
+    server = tf.distribute.Server(cluster, job_name="worker", task_index=task_index)
+    num_worker_tasks = len(cluster_spec["worker"])
+    num_epochs, num_steps = _num_epochs(flag_values), flag_values.num_steps
+    if task_index != 0 and convnet._is_gradient_task(  # pylint: disable=protected-access
+        task_index, num_worker_tasks
+    ):
+        # `SyncReplicasOptimizer` steps need the gradients of every gradient
+        # task: a task that stopped after its own `num_steps` would leave the
+        # others blocked forever. So the other gradient tasks train on
+        # endless data until the chief stops, which closes the token queue
+        # and ends their sessions.
+        num_epochs, num_steps = None, None
+    history: List[convnet.StepStats] = []
+    with tf.Graph().as_default() as graph:
+        accuracy = convnet.train_mnist_distributed(
+            task_index,
+            num_worker_tasks,
+            len(cluster_spec["ps"]),
+            server.target,
+            flag_values.data_dir,
+            num_epochs,
+            flag_values.use_fake_data,
+            batch_size=flag_values.batch_size,
+            checkpoint_dir=flag_values.checkpoint_dir if task_index == 0 else None,
+            num_steps=num_steps,
+            invert_every=flag_values.invert_every,
+            cov_ema_decay=flag_values.cov_ema_decay,
+            history=history,
+            log_every=flag_values.log_every,
+        )
+    report = _worker_report(task_index, graph, history, accuracy)
+    print(REPORT_PREFIX + json.dumps(report), flush=True)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Command-line flags of `main` (launcher and task processes share them)."""
+    define = dict(flag_values=flag_values)
+    flags.DEFINE_integer("num_ps_tasks", 1, "Parameter-server tasks.", **define)
+    flags.DEFINE_integer("num_worker_tasks", 4, "Worker tasks.", **define)
+    flags.DEFINE_integer(
+        "num_steps", DEFAULT_NUM_STEPS, "Steps of each worker task.", **define
+    )
+    flags.DEFINE_bool(
+        "use_fake_data", False, "Train on random data instead of --data_dir.", **define
+    )
+    flags.DEFINE_string(
+        "data_dir", mnist.DEFAULT_DATA_DIR, "MNIST-format folder.", **define
+    )
+    flags.DEFINE_string(
+        "checkpoint_dir", None, "Where the chief saves checkpoints.", **define
+    )
+    flags.DEFINE_integer(
+        "num_epochs",
+        None,
+        "Passes over the data (default: 1, or enough fake data for --num_steps).",
+        **define,
+    )
+    flags.DEFINE_integer(
+        "batch_size", convnet.BATCH_SIZE, "Examples per batch.", **define
+    )
+    flags.DEFINE_integer(
+        "invert_every", convnet.INVERT_EVERY, "Steps between inverse updates.", **define
+    )
+    flags.DEFINE_float(
+        "cov_ema_decay", convnet.COV_EMA_DECAY, "Covariance EMA decay.", **define
+    )
+    flags.DEFINE_integer("log_every", 10, "Steps between log lines.", **define)
+    flags.DEFINE_float(
+        "timeout_secs", TIMEOUT_SECS, "Fail if the workers take longer.", **define
+    )
+    flags.DEFINE_enum(
+        "job_name", None, ["ps", "worker"], "Set by the launcher: this task's job.",
+        **define,
+    )
+    flags.DEFINE_integer("task_index", 0, "Set by the launcher.", **define)
+    flags.DEFINE_string(
+        "cluster_spec", None, "Set by the launcher: the cluster as JSON.", **define
+    )
+
+
+# The flags every task gets from the launcher's own flags.
+_TASK_FLAGS = (
+    "num_steps",
+    "use_fake_data",
+    "data_dir",
+    "checkpoint_dir",
+    "num_epochs",
+    "batch_size",
+    "invert_every",
+    "cov_ema_decay",
+    "log_every",
+)
+
+
+def _task_args(flag_values: flags.FlagValues) -> List[str]:
+    args = []
+    for name in _TASK_FLAGS:
+        value = flag_values[name].value
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            args.append("--%s%s" % ("" if value else "no", name))
+        else:
+            args.append("--%s=%s" % (name, value))
+    return args
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    del signum, frame  # Unused.
+    raise KeyboardInterrupt()
+
+
+def main(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """A task when `--job_name` is set; otherwise the launcher, which prints
+    the run's summary as one JSON line."""
+    del argv  # Unused.
+    if flag_values.job_name is not None:
+        run_task(flag_values)
+        return
+    # SIGTERM then unwinds like Ctrl-C through `run_cluster`'s cleanup.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    run = run_cluster(
+        flag_values.num_ps_tasks,
+        flag_values.num_worker_tasks,
+        _task_args(flag_values),
+        timeout_secs=flag_values.timeout_secs,
+    )
+    print(json.dumps(dataclasses.asdict(run)), flush=True)
+
+
+if __name__ == "__main__":
+    tf.logging.set_verbosity(tf.logging.INFO)
+    define_flags()
+    app.run(main)

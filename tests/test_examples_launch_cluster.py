@@ -1,0 +1,98 @@
+"""Tests for kfac/examples/launch_cluster.py: a real local ps/worker cluster."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from kfac.examples import launch_cluster
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(pid, 0); it has exited all the same.
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_make_cluster_spec_uses_distinct_free_loopback_ports():
+    spec = launch_cluster.make_cluster_spec(num_ps_tasks=2, num_worker_tasks=3)
+    assert len(spec["ps"]) == 2 and len(spec["worker"]) == 3
+    addresses = spec["ps"] + spec["worker"]
+    assert len(set(addresses)) == 5
+    for address in addresses:
+        host, port = address.split(":")
+        assert host == "127.0.0.1"
+        with socket.socket() as sock:
+            sock.bind((host, int(port)))  # Still free.
+
+
+@pytest.mark.parametrize("num_ps_tasks, num_worker_tasks", [(0, 2), (1, 0)])
+def test_make_cluster_spec_rejects_empty_jobs(num_ps_tasks, num_worker_tasks):
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        launch_cluster.make_cluster_spec(num_ps_tasks, num_worker_tasks)
+
+
+def test_cluster_trains_with_covariances_on_ps_and_leaves_no_process(tmp_path):
+    num_steps = 30
+    checkpoint_dir = tmp_path / "ckpt"
+    run = launch_cluster.run_cluster(
+        num_ps_tasks=1,
+        num_worker_tasks=2,
+        task_args=[
+            "--use_fake_data",
+            "--batch_size=8",
+            "--num_steps=%d" % num_steps,
+            "--invert_every=4",
+            "--cov_ema_decay=0.8",
+            "--log_every=0",
+            "--checkpoint_dir=%s" % checkpoint_dir,
+        ],
+        timeout_secs=300,
+        log_dir=str(tmp_path),
+    )
+    try:
+        assert len(run.pids) == 3
+        assert not [pid for pid in run.pids if _pid_alive(pid)]
+        assert len(run.reports) == 2
+        chief = run.reports[0]
+        assert chief["num_steps"] == num_steps
+        losses = chief["losses"]
+        assert all(np.isfinite(losses)), losses
+        # Random labels on 32 examples: the loss starts near ln(10) and K-FAC
+        # memorises them.
+        assert losses[0] == pytest.approx(np.log(10), abs=0.3)
+        assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
+        # A worker that never got a step in may have been stopped.
+        for report in [r for r in run.reports if r is not None]:
+            # 2 conv layers and 1 linear layer: input and output factor each.
+            assert len(report["cov_devices"]) == 6, report["cov_devices"]
+            for name, device in report["cov_devices"].items():
+                assert name.endswith("/cov")
+                assert "/job:ps" in device, (name, device)
+        assert (checkpoint_dir / "checkpoint").exists()
+    finally:
+        for pid in run.pids:
+            if _pid_alive(pid):
+                os.kill(pid, 9)
+
+
+def test_failing_worker_fails_the_run_and_leaves_no_process(tmp_path):
+    # A missing data folder makes every worker exit with an error.
+    with pytest.raises(RuntimeError, match="exited with code") as error:
+        launch_cluster.run_cluster(
+            num_ps_tasks=1,
+            num_worker_tasks=1,
+            task_args=["--data_dir=%s" % (tmp_path / "missing"), "--num_steps=2"],
+            timeout_secs=300,
+            log_dir=str(tmp_path),
+        )
+    assert "worker:0" in str(error.value) or "Worker 0" in str(error.value)
+    assert "missing" in str(error.value)
