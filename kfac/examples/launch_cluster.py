@@ -236,7 +236,10 @@ def run_cluster(
                     % (index, process.returncode, log_path, _log_tail(log_path))
                 )
         reports = [_read_report(log_paths[num_ps_tasks])]
-        reports += [_read_report(path, missing_ok=True) for path in log_paths[num_ps_tasks + 1 :]]
+        reports += [
+            _read_report(path, missing_ok=True)
+            for path in log_paths[num_ps_tasks + 1 :]
+        ]
     finally:
         _stop(processes)
     return ClusterRun(
