@@ -529,8 +529,47 @@ class NormalMeanVarianceNegativeLogProbLoss(DistributionNegativeLogProbLoss):
         return self._hessian_not_implemented()
 
 
+class _LogitsLossMixin:
+    """What every loss parametrised by `logits` shares (first base of those losses).
+
+    Stores the logits and targets, exposes them as `params`/`targets`, builds
+    `dist` from `_distribution_class(logits=...)` and gives the factor's inner
+    shape, which is the shape of the logits.
+    """
+
+    _distribution_class = None  # set by each subclass
+
+    def __init__(self, logits, targets=None, seed=None):
+        self._logits = _as_tensor(logits)
+        self._targets = targets
+        super().__init__(seed=seed)
+
+    @property
+    def targets(self):
+        return self._targets
+
+    @property
+    def params(self):
+        return self._logits
+
+    @property
+    def dist(self):
+        return self._distribution_class(logits=self._logits)
+
+    def _vector(self, vector):
+        return _as_tensor(vector, self._logits.dtype)
+
+    @property
+    def fisher_factor_inner_shape(self):
+        return tf.shape(self._logits)
+
+    @property
+    def fisher_factor_inner_static_shape(self):
+        return self._logits.shape
+
+
 class CategoricalLogitsNegativeLogProbLoss(
-    DistributionNegativeLogProbLoss, NaturalParamsNegativeLogProbLoss
+    _LogitsLossMixin, DistributionNegativeLogProbLoss, NaturalParamsNegativeLogProbLoss
 ):
     """Softmax cross-entropy with integer class targets.
 
@@ -544,22 +583,7 @@ class CategoricalLogitsNegativeLogProbLoss(
       seed: default sampling seed.
     """
 
-    def __init__(self, logits, targets=None, seed=None):
-        self._logits = _as_tensor(logits)
-        self._targets = targets
-        super().__init__(seed=seed)
-
-    @property
-    def targets(self):
-        return self._targets
-
-    @property
-    def dist(self):
-        return _distributions.Categorical(logits=self._logits)
-
-    @property
-    def params(self):
-        return self._logits
+    _distribution_class = _distributions.Categorical
 
     @property
     def _probs(self):
@@ -569,9 +593,6 @@ class CategoricalLogitsNegativeLogProbLoss(
     def _sqrt_probs(self):
         # exp(½ log p) stays accurate for tiny probabilities.
         return tf.exp(0.5 * tf.nn.log_softmax(self._logits))
-
-    def _vector(self, vector):
-        return _as_tensor(vector, self._logits.dtype)
 
     def multiply_fisher(self, vector):
         """`v∘p − p·Σ(v∘p)` (row-wise)."""
@@ -608,14 +629,6 @@ class CategoricalLogitsNegativeLogProbLoss(
         padded = _replicated_column(sqrt_probs_slice, index, depth, self._logits.dtype)
         return padded - probs * sqrt_probs_slice[..., tf.newaxis]
 
-    @property
-    def fisher_factor_inner_shape(self):
-        return tf.shape(self._logits)
-
-    @property
-    def fisher_factor_inner_static_shape(self):
-        return self._logits.shape
-
 
 class OnehotCategoricalLogitsNegativeLogProbLoss(CategoricalLogitsNegativeLogProbLoss):
     """Softmax cross-entropy with one-hot targets `[batch, C]`.
@@ -632,7 +645,7 @@ class OnehotCategoricalLogitsNegativeLogProbLoss(CategoricalLogitsNegativeLogPro
 
 
 class MultiBernoulliNegativeLogProbLoss(
-    DistributionNegativeLogProbLoss, NaturalParamsNegativeLogProbLoss
+    _LogitsLossMixin, DistributionNegativeLogProbLoss, NaturalParamsNegativeLogProbLoss
 ):
     """Summed sigmoid cross-entropy: independent Bernoulli outputs.
 
@@ -645,22 +658,7 @@ class MultiBernoulliNegativeLogProbLoss(
       seed: default sampling seed.
     """
 
-    def __init__(self, logits, targets=None, seed=None):
-        self._logits = _as_tensor(logits)
-        self._targets = targets
-        super().__init__(seed=seed)
-
-    @property
-    def targets(self):
-        return self._targets
-
-    @property
-    def dist(self):
-        return _distributions.Bernoulli(logits=self._logits)
-
-    @property
-    def params(self):
-        return self._logits
+    _distribution_class = _distributions.Bernoulli
 
     @property
     def _probs(self):
@@ -677,9 +675,6 @@ class MultiBernoulliNegativeLogProbLoss(
         return tf.exp(
             -0.5 * (tf.nn.softplus(self._logits) + tf.nn.softplus(-self._logits))
         )
-
-    def _vector(self, vector):
-        return _as_tensor(vector, self._logits.dtype)
 
     def multiply_fisher(self, vector):
         """`p(1−p)∘v`."""
@@ -699,11 +694,3 @@ class MultiBernoulliNegativeLogProbLoss(
         index = _check_index(index, depth)
         column = self._fisher_factor_diagonal[..., index]
         return _replicated_column(column, index, depth, self._logits.dtype)
-
-    @property
-    def fisher_factor_inner_shape(self):
-        return tf.shape(self._logits)
-
-    @property
-    def fisher_factor_inner_static_shape(self):
-        return self._logits.shape
