@@ -13,9 +13,12 @@ ValueError; `reuse=True` with nothing registered -> KeyError; `reuse=True`
 with a block of another type, or a duplicate without reuse -> ValueError.
 """
 
+import functools
+
 from kfac.ops import fisher_blocks
 from kfac.ops._registration import validation
 from kfac.ops._registration.approximations import APPROX_DIAGONAL_NAME
+from kfac.ops._registration.approximations import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.approximations import APPROX_KRONECKER_NAME
 from kfac.ops._registration.approximations import CONV2D
 from kfac.ops._registration.approximations import CONV2D_MULTI
@@ -26,6 +29,13 @@ from kfac.ops._registration.approximations import FULLY_CONNECTED_MULTI
 from kfac.ops._registration.approximations import GENERIC
 from kfac.ops._registration.approximations import VARIABLE_SCOPE
 from kfac.ops._registration.approximations import bad_approximation_message
+
+_KINDS_WITHOUT_BIAS = (EMBEDDING, EMBEDDING_MULTI)
+
+
+def _method_name(layer_kind: str) -> str:
+    """The registration method of a layer kind ("conv2d" -> "register_conv2d")."""
+    return "register_" + layer_kind
 
 
 def _has_bias(params) -> bool:
@@ -53,8 +63,59 @@ def _check_only(method, approx, accepted, layer_kind):
 class LayerRegistrationMethods(object):
     """`register_*` methods for layers; mixed into `LayerCollection`.
 
-    Relies on `fisher_blocks`, `_resolve_block_type` and `_register_layer`.
+    Relies on `_resolve_block_type`, `_resolve_reuse`, `fisher_blocks` and
+    `_register_layer` (register_block, add the tower, add the uses).
     """
+
+    def _register_layer_of_kind(
+        self, layer_kind, params, approx, reuse, make_block, tower_args, uses=1
+    ) -> None:
+        """Resolves the block class, builds the block, registers it, its tower and uses.
+
+        A bad `approx` is reported first, then a bias where the kind has none;
+        `make_block(block_type, approx)` checks the other arguments and builds
+        the block, which `_register_layer` registers (or swaps for the existing
+        one when reusing) and gives the tower `tower_args` and `uses` uses.
+        """
+        block_type, approx = self._resolve_block_type(layer_kind, params, approx)
+        if layer_kind in _KINDS_WITHOUT_BIAS and _has_bias(params):
+            raise ValueError(
+                "{}: Bias not supported; `params` must be the embedding "
+                "matrix [vocab_size, dim].".format(_method_name(layer_kind))
+            )
+        block = make_block(block_type, approx)
+        self._register_layer(params, block, reuse, tower_args, uses)
+
+    def _register_multi_use_layer(
+        self,
+        layer_kind,
+        params,
+        inputs,
+        outputs,
+        num_uses,
+        approx,
+        reuse,
+        check_use,
+        make_block,
+    ) -> None:
+        """`_register_layer_of_kind` for a layer used several times per example.
+
+        The use lists and `num_uses` must agree and `check_use(method, params,
+        inputs, outputs, names)` pass for every use before `make_block(block_type)`
+        builds the block; one use is added per listed input.
+        """
+        method = _method_name(layer_kind)
+
+        def checked_block(block_type, unused_approx):
+            self._check_multi_uses(method, params, inputs, outputs, num_uses, reuse)
+            check = functools.partial(check_use, method, params)
+            validation.check_each_use(check, inputs, outputs)
+            return make_block(block_type)
+
+        uses = _num_uses_registered(inputs)
+        self._register_layer_of_kind(
+            layer_kind, params, approx, reuse, checked_block, (inputs, outputs), uses
+        )
 
     def _check_multi_uses(self, method, params, inputs, outputs, num_uses, reuse):
         """The use lists and `num_uses` agree; `num_uses` known for a new layer.
@@ -82,12 +143,16 @@ class LayerRegistrationMethods(object):
             (`FullyConnectedDiagonalFB`).
           reuse: see `register_block`; reuse adds a tower.
         """
-        block_type, _ = self._resolve_block_type(FULLY_CONNECTED, params, approx)
-        validation.check_fully_connected_io(
-            "register_fully_connected", params, inputs, outputs
+
+        def make_block(block_type, unused_approx):
+            validation.check_fully_connected_io(
+                "register_fully_connected", params, inputs, outputs
+            )
+            return block_type(self, has_bias=_has_bias(params))
+
+        self._register_layer_of_kind(
+            FULLY_CONNECTED, params, approx, reuse, make_block, (inputs, outputs)
         )
-        block = block_type(self, has_bias=_has_bias(params))
-        self._register_layer(params, block, reuse, (inputs, outputs), 1)
 
     def register_conv2d(
         self,
@@ -114,31 +179,32 @@ class LayerRegistrationMethods(object):
           approx: "kron" (`ConvKFCBasicFB`, default) or "diagonal" (`ConvDiagonalFB`).
           reuse: see `register_block`.
         """
-        method = "register_conv2d"
-        block_type, approx = self._resolve_block_type(CONV2D, params, approx)
-        _check_conv2d_arguments(
-            method, params, strides, padding, inputs, outputs, data_format, dilations
+
+        def make_block(block_type, approx):
+            _check_conv2d_arguments(
+                "register_conv2d",
+                params,
+                strides,
+                padding,
+                inputs,
+                outputs,
+                data_format,
+                dilations,
+            )
+            return _conv2d_block(
+                self,
+                block_type,
+                approx,
+                params,
+                padding,
+                strides,
+                data_format,
+                dilations,
+            )
+
+        self._register_layer_of_kind(
+            CONV2D, params, approx, reuse, make_block, (inputs, outputs)
         )
-        if approx == APPROX_KRONECKER_NAME:
-            block = block_type(
-                layer_collection=self,
-                params=params,
-                padding=padding,
-                strides=strides,
-                data_format=data_format,
-                dilation_rate=dilations,
-                extract_patches_fn="extract_image_patches",
-            )
-        else:
-            block = block_type(
-                layer_collection=self,
-                params=params,
-                padding=padding,
-                strides=strides,
-                dilations=dilations,
-                data_format=data_format,
-            )
-        self._register_layer(params, block, reuse, (inputs, outputs), 1)
 
     def register_convolution(
         self,
@@ -221,19 +287,15 @@ class LayerRegistrationMethods(object):
         """
         method = "register_depthwise_conv2d"
         _check_only(method, approx, [APPROX_DIAGONAL_NAME], "depthwise conv2d")
-        validation.check_data_format(method, data_format, 2)
-        validation.check_full_strides(method, "strides", strides, allow_none=False)
-        validation.check_spatial_list(method, "rate", rate, 2)
-        validation.check_padding(method, padding)
-        validation.check_convolution_io(
+        _check_conv2d_arguments(
             method,
             params,
+            strides,
+            padding,
             inputs,
             outputs,
-            padding,
-            strides[1:3],
+            data_format,
             rate,
-            spatial_rank=2,
             depthwise=True,
         )
         block = fisher_blocks.DepthwiseConvDiagonalFB(
@@ -308,16 +370,18 @@ class LayerRegistrationMethods(object):
           approx: "kron".
           reuse: see `register_block`.
         """
-        method = "register_embedding"
-        block_type, _ = self._resolve_block_type(EMBEDDING, params, approx)
-        if _has_bias(params):
-            raise ValueError(
-                "{}: Bias not supported; `params` must be the embedding "
-                "matrix [vocab_size, dim].".format(method)
+
+        def make_block(block_type, unused_approx):
+            return block_type(
+                self,
+                validation.check_embedding_io(
+                    "register_embedding", params, inputs, outputs
+                ),
             )
-        vocab_size = validation.check_embedding_io(method, params, inputs, outputs)
-        block = block_type(self, vocab_size)
-        self._register_layer(params, block, reuse, (inputs, outputs), 1)
+
+        self._register_layer_of_kind(
+            EMBEDDING, params, approx, reuse, make_block, (inputs, outputs)
+        )
 
     def register_generic(
         self, params, batch_size, approx=None, reuse=VARIABLE_SCOPE
@@ -333,10 +397,13 @@ class LayerRegistrationMethods(object):
           approx: "full" (default) or "diagonal".
           reuse: see `register_block`.
         """
-        block_type, _ = self._resolve_block_type(GENERIC, params, approx)
-        validation.check_batch_size("register_generic", batch_size)
-        self._register_layer(
-            params, block_type(self, params), reuse, (batch_size,), float("inf")
+
+        def make_block(block_type, unused_approx):
+            validation.check_batch_size("register_generic", batch_size)
+            return block_type(self, params)
+
+        self._register_layer_of_kind(
+            GENERIC, params, approx, reuse, make_block, (batch_size,), float("inf")
         )
 
     def register_fully_connected_multi(
@@ -352,19 +419,18 @@ class LayerRegistrationMethods(object):
           approx: "kron_indep" (default), "kron_series_1" or "kron_series_2".
           reuse: see `register_block`; reuse adds a tower (mini-batch), not a use.
         """
-        method = "register_fully_connected_multi"
-        block_type, _ = self._resolve_block_type(FULLY_CONNECTED_MULTI, params, approx)
-        self._check_multi_uses(method, params, inputs, outputs, num_uses, reuse)
-        validation.check_each_use(
-            lambda x, y, names: validation.check_fully_connected_io(
-                method, params, x, y, names
-            ),
+        self._register_multi_use_layer(
+            FULLY_CONNECTED_MULTI,
+            params,
             inputs,
             outputs,
-        )
-        block = block_type(self, has_bias=_has_bias(params), num_uses=num_uses)
-        self._register_layer(
-            params, block, reuse, (inputs, outputs), _num_uses_registered(inputs)
+            num_uses,
+            approx,
+            reuse,
+            check_use=validation.check_fully_connected_io,
+            make_block=lambda block_type: block_type(
+                self, has_bias=_has_bias(params), num_uses=num_uses
+            ),
         )
 
     def register_conv2d_multi(
@@ -386,28 +452,28 @@ class LayerRegistrationMethods(object):
         uses or single folded tensors, and `num_uses` as in
         `register_fully_connected_multi`; `approx` may only be "kron_indep".
         """
-        method = "register_conv2d_multi"
-        block_type, _ = self._resolve_block_type(CONV2D_MULTI, params, approx)
-        self._check_multi_uses(method, params, inputs, outputs, num_uses, reuse)
-        validation.check_each_use(
-            lambda x, y, names: _check_conv2d_arguments(
-                method, params, strides, padding, x, y, data_format, dilations, names
-            ),
+        self._register_multi_use_layer(
+            CONV2D_MULTI,
+            params,
             inputs,
             outputs,
-        )
-        block = block_type(
-            layer_collection=self,
-            params=params,
-            padding=padding,
-            strides=strides,
-            data_format=data_format,
-            dilation_rate=dilations,
-            extract_patches_fn="extract_image_patches",
-            num_uses=num_uses,
-        )
-        self._register_layer(
-            params, block, reuse, (inputs, outputs), _num_uses_registered(inputs)
+            num_uses,
+            approx,
+            reuse,
+            check_use=lambda method, params, x, y, names: _check_conv2d_arguments(
+                method, params, strides, padding, x, y, data_format, dilations, names
+            ),
+            make_block=lambda block_type: _conv2d_block(
+                self,
+                block_type,
+                APPROX_KRONECKER_INDEP_NAME,
+                params,
+                padding,
+                strides,
+                data_format,
+                dilations,
+                num_uses=num_uses,
+            ),
         )
 
     def register_embedding_multi(
@@ -419,26 +485,57 @@ class LayerRegistrationMethods(object):
         over uses or single folded tensors, and `num_uses` as in
         `register_fully_connected_multi`; `approx` may only be "kron_indep".
         """
-        method = "register_embedding_multi"
-        block_type, _ = self._resolve_block_type(EMBEDDING_MULTI, params, approx)
-        if _has_bias(params):
-            raise ValueError(
-                "{}: Bias not supported; `params` must be the embedding "
-                "matrix [vocab_size, dim].".format(method)
-            )
-        self._check_multi_uses(method, params, inputs, outputs, num_uses, reuse)
-        validation.check_each_use(
-            lambda x, y, names: validation.check_embedding_io(
-                method, params, x, y, names
-            ),
+        self._register_multi_use_layer(
+            EMBEDDING_MULTI,
+            params,
             inputs,
             outputs,
+            num_uses,
+            approx,
+            reuse,
+            check_use=validation.check_embedding_io,
+            make_block=lambda block_type: block_type(
+                self,
+                validation.check_embedding_io(
+                    "register_embedding_multi", params, None, None
+                ),
+                num_uses=num_uses,
+            ),
         )
-        vocab_size = validation.check_embedding_io(method, params, None, None)
-        block = block_type(self, vocab_size, num_uses=num_uses)
-        self._register_layer(
-            params, block, reuse, (inputs, outputs), _num_uses_registered(inputs)
-        )
+
+
+def _conv2d_block(
+    layer_collection,
+    block_type,
+    approx,
+    params,
+    padding,
+    strides,
+    data_format,
+    dilations,
+    **multi_use,
+):
+    """A conv2d block of `block_type` (4-entry `strides`/`dilations`).
+
+    The diagonal block takes `dilations`; the Kronecker ones take them as
+    `dilation_rate` and extract patches with `tf.extract_image_patches`, as in
+    the original.
+    """
+    common = dict(
+        layer_collection=layer_collection,
+        params=params,
+        padding=padding,
+        strides=strides,
+        data_format=data_format,
+    )
+    if approx == APPROX_DIAGONAL_NAME:
+        return block_type(dilations=dilations, **common)
+    return block_type(
+        dilation_rate=dilations,
+        extract_patches_fn="extract_image_patches",
+        **common,
+        **multi_use,
+    )
 
 
 def _check_conv2d_arguments(
@@ -451,11 +548,24 @@ def _check_conv2d_arguments(
     data_format,
     dilations,
     names=("inputs", "outputs"),
+    depthwise=False,
 ):
-    validation.check_full_strides(method, "strides", strides, allow_none=False)
-    validation.check_full_strides(method, "dilations", dilations, allow_none=True)
-    validation.check_padding(method, padding)
+    """Checks a channels-last 2-D convolution's arguments.
+
+    `strides` has 4 entries `[1, sh, sw, 1]`; `dilations` is None or 4 entries
+    as well, except for a depthwise convolution, whose `rate` has the 2
+    spatial entries. The data format is checked first: the other checks
+    assume channels last.
+    """
     validation.check_data_format(method, data_format, 2)
+    validation.check_full_strides(method, "strides", strides, allow_none=False)
+    if depthwise:
+        validation.check_spatial_list(method, "rate", dilations, 2)
+        spatial_dilations = dilations
+    else:
+        validation.check_full_strides(method, "dilations", dilations, allow_none=True)
+        spatial_dilations = None if dilations is None else dilations[1:3]
+    validation.check_padding(method, padding)
     validation.check_convolution_io(
         method,
         params,
@@ -463,7 +573,8 @@ def _check_conv2d_arguments(
         outputs,
         padding,
         strides[1:3],
-        None if dilations is None else dilations[1:3],
+        spatial_dilations,
         spatial_rank=2,
+        depthwise=depthwise,
         names=names,
     )
