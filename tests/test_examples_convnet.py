@@ -270,6 +270,73 @@ def test_minimize_loss_distributed_single_worker_solves_toy_problem(tmp_path):
     assert tf.train.latest_checkpoint(checkpoint_dir) is not None
 
 
+def test_minimize_loss_distributed_stops_at_the_global_step(tmp_path):
+    history = []
+    checkpoint_dir = str(tmp_path / "ckpt")
+    with tf.Graph().as_default():
+        loss, layer_collection = _build_toy_regression()
+        convnet.minimize_loss_distributed(
+            0,
+            1,
+            0,
+            "",
+            checkpoint_dir,
+            loss,
+            loss,
+            layer_collection,
+            num_steps=5,
+            invert_every=1,  # the chief's inverse update follows every step
+            history=history,
+            log_every=0,
+        )
+    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("model.ckpt-5")
+    # The update of a step is applied by the chief's queue runner while the
+    # next step already runs; a gradient computed before that update is stale
+    # and dropped, so some steps take 2 runs. The input holds 30 batches.
+    assert 5 <= len(history) < 30
+
+
+@pytest.mark.parametrize(
+    "increment, last_step, runs", [(1, 4, 4), (2, 4, 2), (3, 7, 3)]
+)
+def test_stop_at_global_step_hook_stops_after_the_run_that_reaches_it(
+    increment, last_step, runs
+):
+    with tf.Graph().as_default():
+        global_step = tf.train.get_or_create_global_step()
+        step = tf.assign_add(global_step, increment)
+        hook = convnet.StopAtGlobalStepHook(last_step=last_step)
+        count = 0
+        with tf.train.SingularMonitoredSession(hooks=[hook]) as sess:
+            while not sess.should_stop():
+                sess.run(step)
+                count += 1
+            final_step = sess.raw_session().run(global_step)
+    assert count == runs and final_step == runs * increment
+
+
+def test_stop_at_global_step_hook_sees_steps_made_elsewhere():
+    # Another worker's updates move the global step between this task's runs.
+    with tf.Graph().as_default():
+        global_step = tf.train.get_or_create_global_step()
+        other_worker_step = tf.assign_add(global_step, 5)
+        own_step = tf.no_op()
+        hook = convnet.StopAtGlobalStepHook(last_step=10)
+        count = 0
+        with tf.train.SingularMonitoredSession(hooks=[hook]) as sess:
+            while not sess.should_stop():
+                sess.run(own_step)
+                count += 1
+                sess.raw_session().run(other_worker_step)
+    assert count == 3  # the step is 0, 5, 10 after the own runs: stop after 3
+
+
+def test_stop_at_global_step_hook_needs_a_global_step():
+    with tf.Graph().as_default():
+        with pytest.raises(RuntimeError, match="needs a global step"):
+            convnet.StopAtGlobalStepHook(last_step=1).begin()
+
+
 def test_minimize_loss_distributed_rejects_bad_task_id():
     with tf.Graph().as_default():
         loss, layer_collection = _build_toy_regression()

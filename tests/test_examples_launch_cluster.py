@@ -5,6 +5,8 @@ import socket
 
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
+from absl import flags
 
 from kfac.examples import launch_cluster
 
@@ -61,17 +63,21 @@ def test_cluster_trains_with_covariances_on_ps_and_leaves_no_process(tmp_path):
     try:
         assert len(run.pids) == 3
         assert not [pid for pid in run.pids if _pid_alive(pid)]
-        assert len(run.reports) == 2
+        # Both workers stopped by themselves at the same global step.
+        assert len(run.reports) == 2 and None not in run.reports
+        checkpoint = tf.train.latest_checkpoint(str(checkpoint_dir))
+        assert checkpoint.endswith("model.ckpt-%d" % num_steps), checkpoint
+        # Every global step averages the gradients of 2 runs (a run whose
+        # gradients were stale counts too, so there may be more runs).
+        assert sum(report["num_steps"] for report in run.reports) >= 2 * num_steps
         chief = run.reports[0]
-        assert chief["num_steps"] == num_steps
         losses = chief["losses"]
         assert all(np.isfinite(losses)), losses
         # Random labels on 32 examples: the loss starts near ln(10) and K-FAC
         # memorises them.
         assert losses[0] == pytest.approx(np.log(10), abs=0.3)
         assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
-        # A worker that never got a step in may have been stopped.
-        for report in [r for r in run.reports if r is not None]:
+        for report in run.reports:
             # 2 conv layers and 1 linear layer: input and output factor each.
             assert len(report["cov_devices"]) == 6, report["cov_devices"]
             for name, device in report["cov_devices"].items():
@@ -96,3 +102,38 @@ def test_failing_worker_fails_the_run_and_leaves_no_process(tmp_path):
         )
     assert "worker:0" in str(error.value) or "Worker 0" in str(error.value)
     assert "missing" in str(error.value)
+
+
+def test_read_report_finds_the_line_after_other_output(tmp_path):
+    # stderr shares the log: a thread's traceback may start the report's line.
+    log = tmp_path / "worker_0.log"
+    log.write_text(
+        "I1129 some log line\n"
+        "Exception in thread QueueRunnerThread"
+        + launch_cluster.REPORT_PREFIX
+        + '{"task_index": 0, "num_steps": 3}\n'
+        ":\nTraceback (most recent call last):\n"
+    )
+    assert launch_cluster._read_report(str(log)) == {"task_index": 0, "num_steps": 3}
+    log.write_text("I1129 no report\n")
+    with pytest.raises(RuntimeError, match="has no report line"):
+        launch_cluster._read_report(str(log))
+
+
+@pytest.mark.parametrize(
+    "num_steps, num_epochs, expected",
+    [
+        (5, None, None),  # the global step bounds training: endless data
+        (5, 2, 2),
+        (None, None, 1),
+        (None, 3, 3),
+    ],
+)
+def test_num_epochs_is_endless_when_num_steps_bounds_training(
+    num_steps, num_epochs, expected
+):
+    flag_values = flags.FlagValues()
+    launch_cluster.define_flags(flag_values)
+    flag_values(["launch_cluster"])
+    flag_values.num_steps, flag_values.num_epochs = num_steps, num_epochs
+    assert launch_cluster._num_epochs(flag_values) == expected

@@ -17,7 +17,8 @@ covariances, and the chief updates the inverses.
 Every training function keeps the original signature, returns the final
 mini-batch accuracy, and takes extra keyword arguments: `optimizer` ("kfac" or
 "sgd", for comparison), `learning_rate`, `damping`, `momentum`, `invert_every`,
-`num_steps` (stop early), `history` (list of per-step `StepStats`).
+`num_steps` (stop early; distributed: every task stops at that global step),
+`history` (list of per-step `StepStats`).
 
 Run:
   python -m kfac.examples.convnet --data_dir=/usr/share/datasets/fashion-mnist
@@ -25,18 +26,18 @@ Run:
   python -m kfac.examples.convnet --optimizer=sgd --learning_rate=0.01
 """
 
+import functools
 from typing import List
 from typing import Optional
 from typing import Tuple
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app
 from absl import flags
 
 import kfac
+from kfac.examples import _cli
 from kfac.examples import mlp
-from kfac.examples import mnist
 
 StepStats = mlp.StepStats
 
@@ -204,13 +205,13 @@ def minimize_loss_single_machine(
     global_step = tf.train.get_or_create_global_step()
     inv_update_op = None
     if optimizer == "kfac":
-        kfac_optimizer = kfac.KfacOptimizer(
+        kfac_optimizer = mlp.make_kfac_optimizer(
+            layer_collection,
             learning_rate=learning_rate,
+            damping=damping,
+            momentum=momentum,
             cov_ema_decay=cov_ema_decay,
             norm_constraint=norm_constraint,
-            damping=damping,
-            layer_collection=layer_collection,
-            momentum=momentum,
         )
         _, cov_update_op, _, inv_update_op, _, _ = kfac_optimizer.make_ops_and_vars()
         train_op = kfac_optimizer.minimize(loss, global_step=global_step)
@@ -262,6 +263,32 @@ def _num_gradient_tasks(num_tasks: int) -> int:
     return int(np.ceil(GRADIENT_TASK_FRACTION * num_tasks))
 
 
+class StopAtGlobalStepHook(tf.train.SessionRunHook):
+    """Requests a stop once the global step has reached `last_step`.
+
+    Like `tf.train.StopAtStepHook(last_step=...)`, but the global step is read
+    again after every run. StopAtStepHook re-reads it only when the value
+    fetched during the run was within one step of `last_step`, so a
+    `SyncReplicasOptimizer` worker whose run spanned several global steps
+    would start one more step, whose token never comes once the other
+    workers have stopped.
+    """
+
+    def __init__(self, last_step: int):
+        self._last_step = last_step
+        self._global_step = None
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+        if self._global_step is None:
+            raise RuntimeError("StopAtGlobalStepHook needs a global step.")
+
+    def after_run(self, run_context, run_values):
+        del run_values  # Unused.
+        if run_context.session.run(self._global_step) >= self._last_step:
+            run_context.request_stop()
+
+
 def minimize_loss_distributed(
     task_id: int,
     num_worker_tasks: int,
@@ -306,7 +333,9 @@ def minimize_loss_distributed(
         K-FAC's hyperparameters, as in `minimize_loss_single_machine`.
       invert_every: steps between the chief's inverse updates (fewer than 3
         tasks).
-      num_steps: stop after this many steps of this task.
+      num_steps: every task stops once the global step has reached this
+        (`StopAtGlobalStepHook`), so no gradient task waits for another that
+        has already stopped. None: until the input ends.
       history: optional list that receives one `StepStats` per step.
       log_every: steps between log lines (0: no logging).
 
@@ -324,13 +353,13 @@ def minimize_loss_distributed(
         )
     with tf.device(tf.train.replica_device_setter(num_ps_tasks)):
         global_step = tf.train.get_or_create_global_step()
-        optimizer = kfac.KfacOptimizer(
+        optimizer = mlp.make_kfac_optimizer(
+            layer_collection,
             learning_rate=learning_rate,
+            damping=damping,
+            momentum=momentum,
             cov_ema_decay=cov_ema_decay,
             norm_constraint=norm_constraint,
-            damping=damping,
-            layer_collection=layer_collection,
-            momentum=momentum,
         )
         _, cov_update_op, inv_update_ops, inv_update_op, _, _ = (
             optimizer.make_ops_and_vars()
@@ -343,6 +372,8 @@ def minimize_loss_distributed(
 
     is_chief = task_id == 0
     hooks = [sync_optimizer.make_session_run_hook(is_chief)]
+    if num_steps is not None:
+        hooks.append(StopAtGlobalStepHook(last_step=num_steps))
     is_gradient_task = _is_gradient_task(task_id, num_worker_tasks)
     is_cov_update_task = _is_cov_update_task(task_id, num_worker_tasks)
     periodic_op = None
@@ -354,7 +385,7 @@ def minimize_loss_distributed(
         periodic_op = inv_update_op if is_chief else None
     else:
 
-        def learning_op():
+        def learning_op(sess):
             if is_gradient_task:
                 return train_op
             if is_cov_update_task:
@@ -378,7 +409,6 @@ def minimize_loss_distributed(
             accuracy,
             periodic_op=periodic_op,
             period=invert_every,
-            num_steps=num_steps,
             history=history,
             log_every=log_every,
         )
@@ -405,17 +435,15 @@ def train_mnist_single_machine(
     Returns:
       The accuracy of the last mini-batch.
     """
-    examples, labels = mnist.load_mnist(
+    return mlp.train_model(
+        build_model,
+        minimize_loss_single_machine,
         data_dir,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
+        num_epochs,
+        use_fake_data,
+        batch_size,
         flatten_images=False,
-        use_fake_data=use_fake_data,
-    )
-    layer_collection = kfac.LayerCollection()
-    loss, accuracy = build_model(examples, labels, NUM_LABELS, layer_collection)
-    return minimize_loss_single_machine(
-        loss, accuracy, layer_collection, **minimize_kwargs
+        **minimize_kwargs,
     )
 
 
@@ -437,26 +465,15 @@ def train_mnist_multitower(
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
     """
-    total_batch_size = batch_size * num_towers
-    examples, labels = mnist.load_mnist(
+    return mlp.train_model(
+        build_model,
+        minimize_loss_single_machine,
         data_dir,
-        num_epochs=num_epochs,
-        batch_size=total_batch_size,
+        num_epochs,
+        use_fake_data,
+        batch_size,
         flatten_images=False,
-        use_fake_data=use_fake_data,
-    )
-    layer_collection = kfac.LayerCollection()
-    loss, accuracy = mlp.build_towers(
-        build_model, examples, labels, num_towers, layer_collection
-    )
-    session_config = tf.ConfigProto(
-        allow_soft_placement=False, device_count={"CPU": num_towers}
-    )
-    return minimize_loss_single_machine(
-        loss,
-        accuracy,
-        layer_collection,
-        session_config=session_config,
+        num_towers=num_towers,
         **minimize_kwargs,
     )
 
@@ -490,103 +507,59 @@ def train_mnist_distributed(
     Returns:
       The accuracy of the last mini-batch this task saw.
     """
-    examples, labels = mnist.load_mnist(
-        data_dir,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
-        flatten_images=False,
-        use_fake_data=use_fake_data,
-    )
-    layer_collection = kfac.LayerCollection()
-    with tf.device(tf.train.replica_device_setter(num_ps_tasks)):
-        loss, accuracy = build_model(examples, labels, NUM_LABELS, layer_collection)
-    return minimize_loss_distributed(
+    minimize_fn = functools.partial(
+        minimize_loss_distributed,
         task_id,
         num_worker_tasks,
         num_ps_tasks,
         master,
         checkpoint_dir,
-        loss,
-        accuracy,
-        layer_collection,
+    )
+    return mlp.train_model(
+        build_model,
+        minimize_fn,
+        data_dir,
+        num_epochs,
+        use_fake_data,
+        batch_size,
+        flatten_images=False,
+        device=tf.train.replica_device_setter(num_ps_tasks),
         **minimize_kwargs,
     )
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Command-line flags of `main`."""
-    flags.DEFINE_string(
-        "data_dir",
-        mnist.DEFAULT_DATA_DIR,
-        "MNIST-format folder (default: Fashion-MNIST from `apt-get install %s`)."
-        % mnist.DEBIAN_PACKAGE,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_epochs", 1, "Passes over the data.", flag_values=flag_values
-    )
-    flags.DEFINE_bool(
-        "use_fake_data",
-        False,
-        "Train on random data instead of --data_dir.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_steps",
-        None,
-        "Stop after this many steps (default: all epochs).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
+FLAGS_TABLE = (
+    _cli.DATA_DIR_FLAG,
+    ("integer", "num_epochs", 1, "Passes over the data."),
+    _cli.FAKE_DATA_FLAG,
+    _cli.NUM_STEPS_FLAG,
+    (
+        "integer",
         "batch_size",
         BATCH_SIZE,
         "Examples per batch (per tower with --num_towers).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_towers",
-        1,
-        "Towers (CPU devices) for multi-tower training.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_enum(
+    ),
+    ("integer", "num_towers", 1, "Towers (CPU devices) for multi-tower training."),
+    (
+        "enum",
         "optimizer",
         "kfac",
-        list(OPTIMIZERS),
         "K-FAC, or SGD with momentum for comparison (single machine and towers).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "learning_rate", LEARNING_RATE, "Learning rate.", flag_values=flag_values
-    )
-    flags.DEFINE_float("damping", DAMPING, "K-FAC damping.", flag_values=flag_values)
-    flags.DEFINE_bool(
-        "distributed",
-        False,
-        "Run as one worker task of a distributed job.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "task", 0, "Worker task index (distributed).", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "num_worker_tasks",
-        1,
-        "Number of worker tasks (distributed).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_ps_tasks",
-        0,
-        "Number of parameter-server tasks (distributed).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "master",
-        "",
-        "Session target of this task (distributed).",
-        flag_values=flag_values,
-    )
+        OPTIMIZERS,
+    ),
+    ("float", "learning_rate", LEARNING_RATE, "Learning rate."),
+    ("float", "damping", DAMPING, "K-FAC damping."),
+    ("bool", "distributed", False, "Run as one worker task of a distributed job."),
+    ("integer", "task", 0, "Worker task index (distributed)."),
+    ("integer", "num_worker_tasks", 1, "Number of worker tasks (distributed)."),
+    ("integer", "num_ps_tasks", 0, "Number of parameter-server tasks (distributed)."),
+    ("string", "master", "", "Session target of this task (distributed)."),
+)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Command-line flags of `main` (`FLAGS_TABLE`)."""
+    _cli.define_flags(FLAGS_TABLE, flag_values)
 
 
 def main(
@@ -634,6 +607,4 @@ def main(
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.INFO)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main)

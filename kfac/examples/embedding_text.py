@@ -28,10 +28,9 @@ import collections
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app
-from absl import flags
 
 import kfac
+from kfac.examples import _cli
 
 VOCAB_SIZE = 1000
 EMBEDDING_DIM = 16
@@ -352,49 +351,27 @@ def train(
     return TrainResult(float(test_accuracy), float(test_loss), train_losses)
 
 
-def define_flags(flag_values=flags.FLAGS) -> None:
-    """Command-line flags of `main`."""
-    flags.DEFINE_enum(
+# (type, name, default, help[, choices]) rows, see `_cli`; named as `train`'s arguments.
+FLAGS_TABLE = (
+    (
+        "enum",
         "registration",
         "bag",
-        list(REGISTRATIONS),
         "bag: register_embedding of the summed rows; multi: register_embedding_multi.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "batch_size", BATCH_SIZE, "Examples per step.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "num_steps", NUM_STEPS, "Training steps.", flag_values=flag_values
-    )
-    flags.DEFINE_float(
-        "learning_rate", LEARNING_RATE, "Learning rate.", flag_values=flag_values
-    )
-    flags.DEFINE_float("damping", DAMPING, "K-FAC damping.", flag_values=flag_values)
-    flags.DEFINE_float("momentum", MOMENTUM, "K-FAC momentum.", flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=flag_values)
+        REGISTRATIONS,
+    ),
+    ("integer", "batch_size", BATCH_SIZE, "Examples per step."),
+    ("integer", "num_steps", NUM_STEPS, "Training steps."),
+    ("float", "learning_rate", LEARNING_RATE, "Learning rate."),
+    ("float", "damping", DAMPING, "K-FAC damping."),
+    ("float", "momentum", MOMENTUM, "K-FAC momentum."),
+    ("integer", "seed", 0, "Random seed."),
+)
 
 
-def main(argv, flag_values=flags.FLAGS) -> TrainResult:
-    """Trains as the flags say and prints the test accuracy and loss."""
-    del argv  # Unused.
-    result = train(
-        registration=flag_values.registration,
-        batch_size=flag_values.batch_size,
-        num_steps=flag_values.num_steps,
-        learning_rate=flag_values.learning_rate,
-        damping=flag_values.damping,
-        momentum=flag_values.momentum,
-        seed=flag_values.seed,
-    )
-    print(
-        "test accuracy: %.4f  test loss: %.4f"
-        % (result.test_accuracy, result.test_loss)
-    )
-    return result
+# `define_flags(flag_values)` and `main(argv, flag_values)`, as `app.run` calls it.
+define_flags, main = _cli.entry_points(train, FLAGS_TABLE)
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.INFO)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main)

@@ -8,11 +8,10 @@ as its own process (`python -m kfac.examples.launch_cluster --job_name=...`):
   `server.join()`; the variables (weights and K-FAC's covariances and
   inverses) live there (`tf.train.replica_device_setter`);
 * a worker task starts its server and runs
-  `convnet.train_mnist_distributed(..., master=server.target)` for
-  `--num_steps` steps (the chief; the other gradient tasks run until the
-  chief stops, see `run_task`), then prints one line `KFAC_CLUSTER_REPORT <json>`
-  with its losses, final accuracy and the devices of K-FAC's covariance
-  variables.
+  `convnet.train_mnist_distributed(..., master=server.target)` until the
+  global step reaches `--num_steps` (every task honours that stop), then
+  prints one line `KFAC_CLUSTER_REPORT <json>` with its losses, final
+  accuracy and the devices of K-FAC's covariance variables.
 
 The launcher waits for every worker, terminates the parameter servers, and
 prints a JSON summary. Every child is killed when the launcher exits, fails,
@@ -26,7 +25,6 @@ Run:
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import socket
@@ -41,9 +39,9 @@ from typing import Optional
 from typing import Sequence
 
 import tensorflow.compat.v1 as tf
-from absl import app
 from absl import flags
 
+from kfac.examples import _cli
 from kfac.examples import convnet
 from kfac.examples import mnist
 
@@ -54,10 +52,6 @@ TIMEOUT_SECS = 600.0
 # How long a terminated child gets to exit before it is killed.
 TERMINATE_GRACE_SECS = 5.0
 POLL_SECS = 0.2
-# How long the other workers may run on after the chief has finished.
-FOLLOWER_GRACE_SECS = 10.0
-# Fake data holds 4 batches (`mnist.load_mnist`).
-FAKE_DATA_BATCHES = 4
 # TF's non-chief workers poll "is the model initialised?" every 30 s; on a
 # local cluster the chief is ready within seconds.
 READINESS_POLL_SECS = 1
@@ -71,8 +65,7 @@ class ClusterRun:
 
     Attributes:
       cluster_spec: `{"ps": [address, ...], "worker": [address, ...]}`.
-      reports: one dict per worker task, in task order (see `_worker_report`);
-        None for a non-chief worker stopped after the chief finished.
+      reports: one dict per worker task, in task order (see `_worker_report`).
       pids: process ids of all tasks, parameter servers first.
       log_dir: folder holding one `<job>_<index>.log` per task.
     """
@@ -146,13 +139,14 @@ def _log_tail(path: str, num_lines: int = 30) -> str:
         return "".join(log.readlines()[-num_lines:])
 
 
-def _read_report(path: str, missing_ok: bool = False) -> Optional[dict]:
+def _read_report(path: str) -> dict:
     with open(path, errors="replace") as log:
         for line in log:
-            if line.startswith(REPORT_PREFIX):
-                return json.loads(line[len(REPORT_PREFIX) :])
-    if missing_ok:
-        return None
+            # stderr shares the log: a traceback of TF's queue runner thread
+            # may have started the line the report is printed on.
+            start = line.find(REPORT_PREFIX)
+            if start >= 0:
+                return json.loads(line[start + len(REPORT_PREFIX) :])
     raise RuntimeError(
         "Worker log %s has no report line; its tail:\n%s" % (path, _log_tail(path))
     )
@@ -202,16 +196,7 @@ def run_cluster(
         deadline = time.monotonic() + timeout_secs
         # Every task must keep running until the workers are done: a worker
         # that fails would leave the others waiting for it forever.
-        chief = processes[num_ps_tasks]
-        chief_done_at = None
         while any(p.poll() is None for p in processes[num_ps_tasks:]):
-            if chief.poll() == 0:
-                # A gradient task blocked on the chief's token queue may never
-                # see the chief stop: it gets a grace period, then is stopped.
-                chief_done_at = chief_done_at or time.monotonic()
-                if time.monotonic() - chief_done_at > FOLLOWER_GRACE_SECS:
-                    _stop(processes[num_ps_tasks:])
-                    break
             for process, (job_name, index), log_path in zip(
                 processes, tasks, log_paths
             ):
@@ -227,19 +212,16 @@ def run_cluster(
                     % (timeout_secs, log_dir)
                 )
             time.sleep(POLL_SECS)
-        for process, (_, index), log_path in list(
-            zip(processes, tasks, log_paths)
-        )[num_ps_tasks:]:
-            if process.returncode != 0 and chief_done_at is None:
+        worker_logs = log_paths[num_ps_tasks:]
+        for index, (process, log_path) in enumerate(
+            zip(processes[num_ps_tasks:], worker_logs)
+        ):
+            if process.returncode != 0:
                 raise RuntimeError(
                     "Worker %d exited with code %d; its log %s ends with:\n%s"
                     % (index, process.returncode, log_path, _log_tail(log_path))
                 )
-        reports = [_read_report(log_paths[num_ps_tasks])]
-        reports += [
-            _read_report(path, missing_ok=True)
-            for path in log_paths[num_ps_tasks + 1 :]
-        ]
+        reports = [_read_report(path) for path in worker_logs]
     finally:
         _stop(processes)
     return ClusterRun(
@@ -278,13 +260,16 @@ def _poll_readiness_often() -> None:
     session_manager_class.__init__ = init
 
 
-def _num_epochs(flag_values: flags.FlagValues) -> int:
-    """`--num_epochs`, or enough passes over fake data for `--num_steps`."""
+def _num_epochs(flag_values: flags.FlagValues) -> Optional[int]:
+    """`--num_epochs`; else endless data when `--num_steps` bounds training.
+
+    A worker may need more mini-batches than global steps (the gradients of
+    a late worker are stale and dropped), and a gradient task that runs out
+    of data would leave the others waiting for its gradients.
+    """
     if flag_values.num_epochs is not None:
         return flag_values.num_epochs
-    if flag_values.use_fake_data and flag_values.num_steps is not None:
-        return max(math.ceil(flag_values.num_steps / FAKE_DATA_BATCHES), 1)
-    return 1
+    return None if flag_values.num_steps is not None else 1
 
 
 def _worker_report(task_index: int, graph: tf.Graph, history, accuracy) -> dict:
@@ -320,16 +305,6 @@ def run_task(flag_values: flags.FlagValues) -> None:
     _poll_readiness_often()
     server = tf.distribute.Server(cluster, job_name="worker", task_index=task_index)
     num_worker_tasks = len(cluster_spec["worker"])
-    num_epochs, num_steps = _num_epochs(flag_values), flag_values.num_steps
-    if task_index != 0 and convnet._is_gradient_task(  # pylint: disable=protected-access
-        task_index, num_worker_tasks
-    ):
-        # `SyncReplicasOptimizer` steps need the gradients of every gradient
-        # task: a task that stopped after its own `num_steps` would leave the
-        # others blocked forever. So the other gradient tasks train on
-        # endless data until the chief stops, which closes the token queue
-        # and ends their sessions.
-        num_epochs, num_steps = None, None
     history: List[convnet.StepStats] = []
     with tf.Graph().as_default() as graph:
         accuracy = convnet.train_mnist_distributed(
@@ -338,11 +313,11 @@ def run_task(flag_values: flags.FlagValues) -> None:
             len(cluster_spec["ps"]),
             server.target,
             flag_values.data_dir,
-            num_epochs,
+            _num_epochs(flag_values),
             flag_values.use_fake_data,
             batch_size=flag_values.batch_size,
             checkpoint_dir=flag_values.checkpoint_dir if task_index == 0 else None,
-            num_steps=num_steps,
+            num_steps=flag_values.num_steps,
             invert_every=flag_values.invert_every,
             cov_ema_decay=flag_values.cov_ema_decay,
             history=history,
@@ -352,50 +327,44 @@ def run_task(flag_values: flags.FlagValues) -> None:
     print(REPORT_PREFIX + json.dumps(report), flush=True)
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Command-line flags of `main` (launcher and task processes share them)."""
-    define = dict(flag_values=flag_values)
-    flags.DEFINE_integer("num_ps_tasks", 1, "Parameter-server tasks.", **define)
-    flags.DEFINE_integer("num_worker_tasks", 4, "Worker tasks.", **define)
-    flags.DEFINE_integer(
-        "num_steps", DEFAULT_NUM_STEPS, "Steps of each worker task.", **define
-    )
-    flags.DEFINE_bool(
-        "use_fake_data", False, "Train on random data instead of --data_dir.", **define
-    )
-    flags.DEFINE_string(
-        "data_dir", mnist.DEFAULT_DATA_DIR, "MNIST-format folder.", **define
-    )
-    flags.DEFINE_string(
-        "checkpoint_dir", None, "Where the chief saves checkpoints.", **define
-    )
-    flags.DEFINE_integer(
+FLAGS_TABLE = (
+    ("integer", "num_ps_tasks", 1, "Parameter-server tasks."),
+    ("integer", "num_worker_tasks", 4, "Worker tasks."),
+    ("integer", "num_steps", DEFAULT_NUM_STEPS, "Global steps to train for."),
+    _cli.FAKE_DATA_FLAG,
+    ("string", "data_dir", mnist.DEFAULT_DATA_DIR, "MNIST-format folder."),
+    ("string", "checkpoint_dir", None, "Where the chief saves checkpoints."),
+    (
+        "integer",
         "num_epochs",
         None,
-        "Passes over the data (default: 1, or enough fake data for --num_steps).",
-        **define,
-    )
-    flags.DEFINE_integer(
-        "batch_size", convnet.BATCH_SIZE, "Examples per batch.", **define
-    )
-    flags.DEFINE_integer(
-        "invert_every", convnet.INVERT_EVERY, "Steps between inverse updates.", **define
-    )
-    flags.DEFINE_float(
-        "cov_ema_decay", convnet.COV_EMA_DECAY, "Covariance EMA decay.", **define
-    )
-    flags.DEFINE_integer("log_every", 10, "Steps between log lines.", **define)
-    flags.DEFINE_float(
-        "timeout_secs", TIMEOUT_SECS, "Fail if the workers take longer.", **define
-    )
-    flags.DEFINE_enum(
-        "job_name", None, ["ps", "worker"], "Set by the launcher: this task's job.",
-        **define,
-    )
-    flags.DEFINE_integer("task_index", 0, "Set by the launcher.", **define)
-    flags.DEFINE_string(
-        "cluster_spec", None, "Set by the launcher: the cluster as JSON.", **define
-    )
+        "Passes over the data (default: endless with --num_steps, else 1).",
+    ),
+    ("integer", "batch_size", convnet.BATCH_SIZE, "Examples per batch."),
+    (
+        "integer",
+        "invert_every",
+        convnet.INVERT_EVERY,
+        "Steps between inverse updates.",
+    ),
+    ("float", "cov_ema_decay", convnet.COV_EMA_DECAY, "Covariance EMA decay."),
+    ("integer", "log_every", 10, "Steps between log lines."),
+    ("float", "timeout_secs", TIMEOUT_SECS, "Fail if the workers take longer."),
+    (
+        "enum",
+        "job_name",
+        None,
+        "Set by the launcher: this task's job.",
+        ("ps", "worker"),
+    ),
+    ("integer", "task_index", 0, "Set by the launcher."),
+    ("string", "cluster_spec", None, "Set by the launcher: the cluster as JSON."),
+)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Command-line flags of `main` (launcher and task processes share them)."""
+    _cli.define_flags(FLAGS_TABLE, flag_values)
 
 
 # The flags every task gets from the launcher's own flags.
@@ -449,6 +418,4 @@ def main(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.INFO)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main)

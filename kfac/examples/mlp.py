@@ -18,16 +18,17 @@ Run:
 """
 
 import collections
+import contextlib
 from typing import Callable
 from typing import List
 from typing import Optional
 from typing import Tuple
 
 import tensorflow.compat.v1 as tf
-from absl import app
 from absl import flags
 
 import kfac
+from kfac.examples import _cli
 from kfac.examples import mnist
 
 NUM_LABELS = 10
@@ -122,6 +123,26 @@ def build_model(
     return loss, accuracy
 
 
+def make_kfac_optimizer(
+    layer_collection: "kfac.LayerCollection",
+    *,
+    learning_rate,
+    damping,
+    momentum: float,
+    cov_ema_decay,
+    norm_constraint: Optional[float] = None,
+) -> "kfac.KfacOptimizer":
+    """The examples' `kfac.KfacOptimizer` (regular momentum) with these settings."""
+    return kfac.KfacOptimizer(
+        learning_rate=learning_rate,
+        cov_ema_decay=cov_ema_decay,
+        damping=damping,
+        layer_collection=layer_collection,
+        momentum=momentum,
+        norm_constraint=norm_constraint,
+    )
+
+
 def _make_kfac_optimizer(
     layer_collection, global_step, learning_rate, damping, momentum, cov_ema_decay
 ) -> "kfac.KfacOptimizer":
@@ -129,12 +150,12 @@ def _make_kfac_optimizer(
     decayed_learning_rate = tf.train.exponential_decay(
         learning_rate, global_step, LEARNING_RATE_HALF_LIFE, 0.5, staircase=True
     )
-    return kfac.KfacOptimizer(
+    return make_kfac_optimizer(
+        layer_collection,
         learning_rate=decayed_learning_rate,
-        cov_ema_decay=cov_ema_decay,
         damping=damping,
-        layer_collection=layer_collection,
         momentum=momentum,
+        cov_ema_decay=cov_ema_decay,
     )
 
 
@@ -151,7 +172,7 @@ def run_training_loop(
 ) -> Optional[float]:
     """Runs `step_fetches` until the session stops or `num_steps` are done.
 
-    Each step runs `step_fetches` (fetches, or a zero-argument function that
+    Each step runs `step_fetches` (fetches, or a function of `sess` that
     returns the fetches of this step) together with `loss` and `accuracy`; after
     steps 0, `period`, `2·period`, ... it also runs `periodic_op` (K-FAC's
     inverse update: refreshing it right after the first covariance update
@@ -164,11 +185,12 @@ def run_training_loop(
     step = 0
     while not sess.should_stop() and (num_steps is None or step < num_steps):
         try:
-            fetches = step_fetches() if callable(step_fetches) else step_fetches
+            fetches = step_fetches(sess) if callable(step_fetches) else step_fetches
             loss_value, accuracy_value, _ = sess.run([loss, accuracy, fetches])
         except tf.errors.OutOfRangeError:
             break  # The input pipeline is exhausted.
-        if periodic_op is not None and step % period == 0:
+        # A hook may have asked to stop after this step (then no more runs).
+        if periodic_op is not None and step % period == 0 and not sess.should_stop():
             sess.run(periodic_op)
         final_accuracy = float(accuracy_value)
         if history is not None:
@@ -264,16 +286,16 @@ def train_mnist(
     Returns:
       The accuracy of the last mini-batch.
     """
-    examples, labels = mnist.load_mnist(
+    return train_model(
+        build_model,
+        minimize,
         data_dir,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
+        num_epochs,
+        use_fake_data,
+        batch_size,
         flatten_images=True,
-        use_fake_data=use_fake_data,
+        **minimize_kwargs,
     )
-    layer_collection = kfac.LayerCollection()
-    loss, accuracy = build_model(examples, labels, NUM_LABELS, layer_collection)
-    return minimize(loss, accuracy, layer_collection, **minimize_kwargs)
 
 
 def train_mnist_multitower(
@@ -302,34 +324,79 @@ def train_mnist_multitower(
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
     """
-    total_batch_size = batch_size * num_towers
-    tf.logging.info(
-        "Using batch_size = %d = %d towers * %d tower batch size.",
-        total_batch_size,
-        num_towers,
+    return train_model(
+        build_model,
+        minimize,
+        data_dir,
+        num_epochs,
+        use_fake_data,
         batch_size,
+        flatten_images=True,
+        num_towers=num_towers,
+        **minimize_kwargs,
     )
+
+
+def train_model(
+    model_fn: Callable[..., Tuple[tf.Tensor, tf.Tensor]],
+    minimize_fn: Callable[..., Optional[float]],
+    data_dir: Optional[str],
+    num_epochs: Optional[int],
+    use_fake_data: bool,
+    batch_size: int,
+    *,
+    flatten_images: bool,
+    num_towers: Optional[int] = None,
+    device=None,
+    **minimize_kwargs,
+) -> Optional[float]:
+    """Loads the data, builds `model_fn` with a new `LayerCollection`, trains.
+
+    Reads batches of `batch_size` examples from `data_dir` (`mnist.load_mnist`),
+    builds `(loss, accuracy) = model_fn(examples, labels, NUM_LABELS,
+    layer_collection)` and returns `minimize_fn(loss, accuracy,
+    layer_collection, **minimize_kwargs)`: what the `train_*` functions of
+    the MLP and ConvNet examples share.
+
+    Args:
+      model_fn, minimize_fn: the model and its training (see above).
+      data_dir, num_epochs, use_fake_data: as in `mnist.load_mnist`.
+      batch_size: examples per batch (per tower with `num_towers`).
+      flatten_images: `[B, 784]` examples instead of `[B, 28, 28, 1]`.
+      num_towers: None: one model. Else batches of `batch_size·num_towers`
+        examples are split across towers on `/cpu:<i>` (`build_towers`) and
+        the session gets `num_towers` CPU devices (`session_config`).
+      device: device (or device function) of the model's ops, e.g. a
+        `tf.train.replica_device_setter` (one model only).
+      **minimize_kwargs: forwarded to `minimize_fn`.
+    """
+    total_batch_size = batch_size * (num_towers or 1)
+    if num_towers is not None:
+        tf.logging.info(
+            "Using batch_size = %d = %d towers * %d tower batch size.",
+            total_batch_size,
+            num_towers,
+            batch_size,
+        )
     examples, labels = mnist.load_mnist(
         data_dir,
         num_epochs=num_epochs,
         batch_size=total_batch_size,
-        flatten_images=True,
+        flatten_images=flatten_images,
         use_fake_data=use_fake_data,
     )
     layer_collection = kfac.LayerCollection()
-    loss, accuracy = build_towers(
-        build_model, examples, labels, num_towers, layer_collection
-    )
-    session_config = tf.ConfigProto(
-        allow_soft_placement=False, device_count={"CPU": num_towers}
-    )
-    return minimize(
-        loss,
-        accuracy,
-        layer_collection,
-        session_config=session_config,
-        **minimize_kwargs,
-    )
+    if num_towers is None:
+        with tf.device(device) if device is not None else contextlib.nullcontext():
+            loss, accuracy = model_fn(examples, labels, NUM_LABELS, layer_collection)
+    else:
+        loss, accuracy = build_towers(
+            model_fn, examples, labels, num_towers, layer_collection
+        )
+        minimize_kwargs["session_config"] = tf.ConfigProto(
+            allow_soft_placement=False, device_count={"CPU": num_towers}
+        )
+    return minimize_fn(loss, accuracy, layer_collection, **minimize_kwargs)
 
 
 def build_towers(
@@ -482,48 +549,30 @@ def train_mnist_estimator(
     return history[-1].accuracy if history else None
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Command-line flags of `main`."""
-    flags.DEFINE_string(
-        "data_dir",
-        mnist.DEFAULT_DATA_DIR,
-        "MNIST-format folder (default: Fashion-MNIST from `apt-get install %s`)."
-        % mnist.DEBIAN_PACKAGE,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
+FLAGS_TABLE = (
+    _cli.DATA_DIR_FLAG,
+    (
+        "integer",
         "num_towers",
         1,
         "Number of towers (CPU devices) for multi-tower training.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_bool(
-        "use_estimator",
-        False,
-        "Train with tf.estimator (TensorFlow <= 2.15).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_epochs", 200, "Passes over the data.", flag_values=flag_values
-    )
-    flags.DEFINE_bool(
-        "use_fake_data",
-        False,
-        "Train on random data instead of --data_dir.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_steps",
-        None,
-        "Stop after this many steps (default: all epochs).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
+    ),
+    ("bool", "use_estimator", False, "Train with tf.estimator (TensorFlow <= 2.15)."),
+    ("integer", "num_epochs", 200, "Passes over the data."),
+    _cli.FAKE_DATA_FLAG,
+    _cli.NUM_STEPS_FLAG,
+    (
+        "integer",
         "batch_size",
         BATCH_SIZE,
         "Examples per batch (per tower with --num_towers).",
-        flag_values=flag_values,
-    )
+    ),
+)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Command-line flags of `main` (`FLAGS_TABLE`)."""
+    _cli.define_flags(FLAGS_TABLE, flag_values)
 
 
 def main(
@@ -564,6 +613,4 @@ def main(
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.INFO)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main)

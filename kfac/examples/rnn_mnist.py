@@ -56,10 +56,9 @@ from typing import Tuple
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app
-from absl import flags
 
 import kfac
+from kfac.examples import _cli
 from kfac.examples import mnist
 
 NUM_CLASSES = mnist.NUM_CLASSES
@@ -402,99 +401,48 @@ def train(
     return TrainResult(float(test_accuracy), float(test_loss), train_losses)
 
 
-def define_flags(flag_values=flags.FLAGS) -> None:
-    """Command-line flags of `main`."""
-    flags.DEFINE_string(
-        "data_dir",
-        mnist.DEFAULT_DATA_DIR,
-        "MNIST-format folder (default: Fashion-MNIST from `apt-get install %s`)."
-        % mnist.DEBIAN_PACKAGE,
-        flag_values=flag_values,
-    )
-    flags.DEFINE_enum(
-        "optimizer", "kfac", list(OPTIMIZERS), "Optimizer.", flag_values=flag_values
-    )
-    flags.DEFINE_enum(
+# (type, name, default, help[, choices]) rows, see `_cli`; named as `train`'s arguments.
+FLAGS_TABLE = (
+    _cli.DATA_DIR_FLAG,
+    ("enum", "optimizer", "kfac", "Optimizer.", OPTIMIZERS),
+    (
+        "enum",
         "approx",
         "kron_indep",
-        list(APPROXIMATIONS),
         "K-FAC approximation of the recurrent layer.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "hidden_size", HIDDEN_SIZE, "RNN state size.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "batch_size", BATCH_SIZE, "Examples per step.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "num_steps", NUM_STEPS, "Training steps.", flag_values=flag_values
-    )
-    flags.DEFINE_float(
-        "learning_rate",
-        None,
-        "Learning rate (default: per optimizer).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
+        APPROXIMATIONS,
+    ),
+    ("integer", "hidden_size", HIDDEN_SIZE, "RNN state size."),
+    ("integer", "batch_size", BATCH_SIZE, "Examples per step."),
+    ("integer", "num_steps", NUM_STEPS, "Training steps."),
+    ("float", "learning_rate", None, "Learning rate (default: per optimizer)."),
+    (
+        "float",
         "damping",
         None,
         "K-FAC damping (default %s)." % DEFAULT_HYPERPARAMETERS["kfac"]["damping"],
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
+    ),
+    (
+        "float",
         "momentum",
         None,
         "K-FAC momentum (default %s)." % DEFAULT_HYPERPARAMETERS["kfac"]["momentum"],
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "cov_ema_decay",
-        COV_EMA_DECAY,
-        "Decay of K-FAC's covariance averages.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "invert_every",
-        INVERT_EVERY,
-        "Steps between K-FAC inverse updates.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_bool(
+    ),
+    ("float", "cov_ema_decay", COV_EMA_DECAY, "Decay of K-FAC's covariance averages."),
+    ("integer", "invert_every", INVERT_EVERY, "Steps between K-FAC inverse updates."),
+    (
+        "bool",
         "use_fake_data",
         False,
         "Train on generated sequences instead of --data_dir.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=flag_values)
+    ),
+    ("integer", "seed", 0, "Random seed."),
+)
 
 
-def main(argv, flag_values=flags.FLAGS) -> TrainResult:
-    """Trains as the flags say and prints the test accuracy and loss."""
-    del argv  # Unused.
-    result = train(
-        data_dir=flag_values.data_dir,
-        optimizer=flag_values.optimizer,
-        approx=flag_values.approx,
-        hidden_size=flag_values.hidden_size,
-        batch_size=flag_values.batch_size,
-        num_steps=flag_values.num_steps,
-        learning_rate=flag_values.learning_rate,
-        damping=flag_values.damping,
-        momentum=flag_values.momentum,
-        cov_ema_decay=flag_values.cov_ema_decay,
-        invert_every=flag_values.invert_every,
-        use_fake_data=flag_values.use_fake_data,
-        seed=flag_values.seed,
-    )
-    print(
-        "test accuracy: %.4f  test loss: %.4f"
-        % (result.test_accuracy, result.test_loss)
-    )
-    return result
+# `define_flags(flag_values)` and `main(argv, flag_values)`, as `app.run` calls it.
+define_flags, main = _cli.entry_points(train, FLAGS_TABLE)
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.INFO)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main)
