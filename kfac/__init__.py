@@ -12,11 +12,14 @@ from kfac.ops import layer_collection
 from kfac.ops import loss_functions
 from kfac.ops import op_queue
 from kfac.ops import optimizer
+from kfac.ops import periodic_inv_cov_update_kfac_opt
 from kfac.ops import placement
 from kfac.ops import utils
 
 LayerCollection = getattr(layer_collection, "LayerCollection", None)
 KfacOptimizer = getattr(optimizer, "KfacOptimizer", None)
+PeriodicInvCovUpdateKfacOpt = (
+    periodic_inv_cov_update_kfac_opt.PeriodicInvCovUpdateKfacOpt)
 
 __all__ = [
     "curvature_matrix_vector_products",
@@ -27,8 +30,10 @@ __all__ = [
     "loss_functions",
     "op_queue",
     "optimizer",
+    "periodic_inv_cov_update_kfac_opt",
     "placement",
     "utils",
     "LayerCollection",
     "KfacOptimizer",
+    "PeriodicInvCovUpdateKfacOpt",
 ]
