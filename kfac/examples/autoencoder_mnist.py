@@ -44,6 +44,7 @@ Run:
   python -m kfac.examples.autoencoder_mnist --optimizers=sgd,kfac_qmodel
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -62,6 +63,7 @@ from absl import flags
 import kfac
 from kfac.examples import comparison
 from kfac.examples import mnist
+from kfac.ops import fisher_factors
 
 # Hidden layer sizes of the paper's autoencoder; the output layer has as many
 # units as the input has pixels. Layer CODE_LAYER (the 30 units) is linear.
@@ -86,6 +88,15 @@ class OptimizerSpec:
     (K-FAC choosing learning rate and momentum from the quadratic model, with
     Levenberg-Marquardt damping adaptation starting at `damping`). `label`
     names the run in records and tables (default: `kind`).
+
+    K-FAC runs use `kfac.PeriodicInvCovUpdateKfacOpt`: the training op itself
+    updates the covariances every `cov_update_every` steps and the inverses
+    every `inv_update_every` steps (spread over the steps in between with
+    `spread_inverse_updates`). With `warm_start_covariances` the covariances
+    start at zero with a debiased moving average
+    (`fisher_factors.set_global_constants(init_covariances_at_zero=True,
+    zero_debias=True)`), so the first steps precondition with the statistics
+    of the batches seen so far rather than with an identity blended into them.
     """
 
     kind: str
@@ -97,16 +108,20 @@ class OptimizerSpec:
     damping_adaptation_interval: int = 5
     damping_adaptation_decay: float = 0.95
     label: Optional[str] = None
+    cov_update_every: int = 1
+    spread_inverse_updates: bool = False
+    warm_start_covariances: bool = True
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
             raise ValueError(
                 "kind must be one of {}, got {!r}.".format(OPTIMIZER_KINDS, self.kind)
             )
-        if self.inv_update_every < 1:
-            raise ValueError(
-                "inv_update_every must be >= 1, got {}.".format(self.inv_update_every)
-            )
+        for name in ("inv_update_every", "cov_update_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    "{} must be >= 1, got {}.".format(name, getattr(self, name))
+                )
 
     @property
     def name(self) -> str:
@@ -273,7 +288,8 @@ class TrainingGraph:
 
     `prev_inputs` is a placeholder for the previous training batch (read by
     K-FAC's damping adaptation only; feed the current batch at step 0).
-    `cov_update_op` and `inv_update_op` are None except for K-FAC.
+    `cov_update_op` and `inv_update_op` are set only for a K-FAC graph built
+    with `periodic=False` (the caller then schedules them).
     """
 
     graph: tf.Graph
@@ -285,9 +301,14 @@ class TrainingGraph:
 
 
 def build_training_graph(
-    spec: OptimizerSpec, settings: TrainSettings, input_size: int
+    spec: OptimizerSpec, settings: TrainSettings, input_size: int, periodic: bool = True
 ) -> TrainingGraph:
-    """Builds the model (`initial_weights(..., settings.seed)`) and `spec`'s ops."""
+    """Builds the model (`initial_weights(..., settings.seed)`) and `spec`'s ops.
+
+    K-FAC: with `periodic`, a `PeriodicInvCovUpdateKfacOpt` whose training op
+    does everything; without, a `KfacOptimizer` and its separate covariance
+    and inverse update ops (used to time them one by one).
+    """
     weights = initial_weights(input_size, settings.layer_sizes, settings.seed)
     graph = tf.Graph()
     with graph.as_default():
@@ -301,9 +322,47 @@ def build_training_graph(
             inputs, weights, settings.code_layer, layer_collection, seed=settings.seed
         )
         ops = _make_train_ops(
-            spec, model, layer_collection, prev_inputs, settings.batch_size
+            spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
         )
     return TrainingGraph(graph, model, prev_inputs, *ops)
+
+
+@contextlib.contextmanager
+def _covariance_start(warm_start: bool):
+    """Zero-initialised, debiased covariances while ops are built (if `warm_start`).
+
+    The fisher_factors constants are read when the factor variables and update
+    ops are built, so they are restored right after.
+    """
+    if not warm_start:
+        yield
+        return
+    saved = (fisher_factors.INIT_COVARIANCES_AT_ZERO, fisher_factors.ZERO_DEBIAS)
+    fisher_factors.set_global_constants(init_covariances_at_zero=True, zero_debias=True)
+    try:
+        yield
+    finally:
+        fisher_factors.set_global_constants(
+            init_covariances_at_zero=saved[0], zero_debias=saved[1]
+        )
+
+
+def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
+    """The K-FAC optimizer of `spec` (keyword arguments of `KfacOptimizer`)."""
+    kwargs.update(
+        learning_rate=spec.learning_rate,
+        cov_ema_decay=spec.cov_ema_decay,
+        damping=spec.damping,
+        layer_collection=layer_collection,
+    )
+    if not periodic:
+        return kfac.KfacOptimizer(**kwargs)
+    return kfac.PeriodicInvCovUpdateKfacOpt(
+        invert_every=spec.inv_update_every,
+        cov_update_every=spec.cov_update_every,
+        spread_inverse_updates=spec.spread_inverse_updates,
+        **kwargs,
+    )
 
 
 def _make_train_ops(
@@ -312,8 +371,10 @@ def _make_train_ops(
     layer_collection,
     prev_inputs,
     batch_size: int,
+    periodic: bool = True,
 ):
-    """`(train_op, cov_update_op, inv_update_op)`; the last two None unless K-FAC."""
+    """`(train_op, cov_update_op, inv_update_op)`; the last two None unless
+    K-FAC with `periodic=False`."""
     global_step = tf.train.get_or_create_global_step()
     if spec.kind == "sgd":
         optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
@@ -322,22 +383,20 @@ def _make_train_ops(
         optimizer = tf.train.AdamOptimizer(spec.learning_rate)
         return optimizer.minimize(model.loss, global_step=global_step), None, None
     if spec.kind == "kfac":
-        optimizer = kfac.KfacOptimizer(
-            spec.learning_rate,
-            spec.cov_ema_decay,
-            spec.damping,
+        optimizer = _kfac_optimizer(
+            spec,
             layer_collection,
+            periodic,
             momentum=spec.momentum,
             momentum_type="regular",
         )
     else:
         # The quadratic model picks the step size and momentum (M&G §7);
         # the learning rate scales its step (1.0 = as chosen).
-        optimizer = kfac.KfacOptimizer(
-            spec.learning_rate,
-            spec.cov_ema_decay,
-            spec.damping,
+        optimizer = _kfac_optimizer(
+            spec,
             layer_collection,
+            periodic,
             momentum=0.0,
             momentum_type="qmodel",
             batch_size=batch_size,
@@ -349,8 +408,11 @@ def _make_train_ops(
             damping_adaptation_decay=spec.damping_adaptation_decay,
             damping_adaptation_interval=spec.damping_adaptation_interval,
         )
-    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-    train_op = optimizer.minimize(model.loss, global_step=global_step)
+    with _covariance_start(spec.warm_start_covariances):
+        if periodic:
+            return optimizer.minimize(model.loss, global_step=global_step), None, None
+        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
+        train_op = optimizer.minimize(model.loss, global_step=global_step)
     return train_op, cov_update_op, inv_update_op
 
 
@@ -358,9 +420,10 @@ class Trainer:
     """Runs one optimizer step: `step(step_index, batch, prev_batch)` → batch loss.
 
     Session callables are made up front (see `warm_up`), so set-up costs
-    stay off the clock. For K-FAC every step updates the covariances; every
-    `inv_update_every` steps (from step 0) the inverses are refreshed first,
-    so the step uses them.
+    stay off the clock. A periodic K-FAC training op schedules its own
+    covariance and inverse updates. For a graph with separate ops
+    (`periodic=False`) every step updates the covariances and every
+    `inv_update_every` steps (from step 0) the inverses are refreshed first.
     """
 
     def __init__(self, sess: tf.Session, spec: OptimizerSpec, ops: TrainingGraph):
@@ -368,6 +431,9 @@ class Trainer:
         self._inv_update_every = spec.inv_update_every
         self._train = sess.make_callable([ops.model.loss, ops.train_op], feeds)
         self._inv = None
+        # One run of the periodic op goes through every branch of its schedule
+        # within a cycle of inverse updates.
+        self._warm_up_steps = spec.inv_update_every if spec.kind != "sgd" else 1
         if ops.cov_update_op is not None:
             # One run for the step and the covariance update shares the
             # forward pass.
@@ -389,11 +455,12 @@ class Trainer:
         return float(self._train_and_cov(batch, prev_batch)[0])
 
     def warm_up(self, batch: np.ndarray):
-        """Runs every callable once (TensorFlow finishes setting them up on first use).
+        """Runs every callable (TensorFlow finishes setting them up on first use).
 
         This changes the variables: re-run their initializer afterwards.
         """
-        self._train(batch, batch)
+        for _ in range(self._warm_up_steps):
+            self._train(batch, batch)
         if self._inv is not None:
             self._train_and_cov(batch, batch)
             self._cov(batch, batch)
@@ -426,12 +493,16 @@ def train_one(
     }
     ops = build_training_graph(spec, settings, train_images.shape[1])
     with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
-        sess.run(tf.global_variables_initializer())
+        initialize = tf.global_variables_initializer()
+        sess.run(initialize)
         trainer = Trainer(sess, spec, ops)
         run_loss = sess.make_callable(ops.model.loss, [ops.model.inputs])
         # Keep one-off set-up costs off the clock, then start from scratch.
         trainer.warm_up(train_images[: settings.batch_size])
-        sess.run(tf.global_variables_initializer())
+        # No op may be added from here on: a step that grew the graph would
+        # slow every later step (and fail here instead).
+        ops.graph.finalize()
+        sess.run(initialize)
 
         def log_eval(step, seconds):
             loss = comparison.evaluate_loss(run_loss, eval_images)
@@ -525,8 +596,9 @@ DEFAULTS = dict(
     adam_lr=0.001,
     kfac_lr=0.03,
     kfac_damping=1.0,
-    qmodel_damping=10.0,
-    inv_update_every=10,
+    qmodel_damping=0.03,
+    inv_update_every=5,
+    cov_update_every=2,
     cov_ema_decay=0.9,
 )
 QUICK_DEFAULTS = dict(max_seconds=60.0, eval_every=10, eval_size=2000)
@@ -549,6 +621,7 @@ FLAGS_TABLE = (
     ("float", "kfac_damping", None, "K-FAC damping (fixed)."),
     ("float", "qmodel_damping", None, "Initial damping of K-FAC with qmodel."),
     ("integer", "inv_update_every", None, "K-FAC inverse update interval (steps)."),
+    ("integer", "cov_update_every", None, "K-FAC covariance update interval (steps)."),
     ("float", "cov_ema_decay", None, "K-FAC covariance moving-average decay."),
     ("list", "layer_sizes", [str(size) for size in LAYER_SIZES], "Hidden layer sizes."),
     ("integer", "code_layer", CODE_LAYER, "Index of the linear code layer."),
@@ -576,6 +649,7 @@ def specs_from_flags(flag_values) -> List[OptimizerSpec]:
     """The OptimizerSpecs `--optimizers` asks for, with the flags' hyperparameters."""
     kfac_options = dict(
         inv_update_every=_flag(flag_values, "inv_update_every"),
+        cov_update_every=_flag(flag_values, "cov_update_every"),
         cov_ema_decay=_flag(flag_values, "cov_ema_decay"),
     )
     make = {
@@ -585,7 +659,9 @@ def specs_from_flags(flag_values) -> List[OptimizerSpec]:
             "kfac",
             _flag(flag_values, "kfac_lr"),
             damping=_flag(flag_values, "kfac_damping"),
-            **kfac_options,
+            # Debiased first-batch statistics are rank-deficient: with a fixed
+            # small damping the first regular steps would explode.
+            **dict(kfac_options, warm_start_covariances=False),
         ),
         "kfac_qmodel": lambda: OptimizerSpec(
             "kfac_qmodel",
