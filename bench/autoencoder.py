@@ -10,24 +10,32 @@ paper's MNIST autoencoder; here on Fashion-MNIST) with
 * K-FAC with `momentum_type="qmodel"` and Levenberg-Marquardt damping
   adaptation (grid over the initial damping),
 
-all from the same weights on the same mini-batches in the same order, each
-run for the same number of steps (or seconds). The loss is evaluated on a
-fixed subset of the training images (10,000 by default). Per optimizer the
-best configuration is the one with the lowest final loss; the target is the
-final loss of the best SGD configuration. The report gives, per optimizer,
-the final loss and the steps and seconds to reach the target, and the ratios
-SGD/K-FAC and Adam/K-FAC. A micro-benchmark in the same run measures the
-median seconds of an SGD step, a K-FAC training step, a covariance update
-and a full inverse update.
+all from the same weights on the same mini-batches in the same order. SGD
+and Adam run `--steps` steps (full: 3000), K-FAC runs `--kfac_steps` (full:
+300; K-FAC steps are fewer and dearer, and the question is when each reaches
+the target). The loss is evaluated on a fixed subset of the training images
+(10,000 by default), every `--eval_every` steps for SGD/Adam and every
+`--kfac_eval_every` for K-FAC. Per optimizer the best configuration is the
+one with the lowest final loss; the target is the final loss of the best SGD
+configuration. The report gives, per optimizer, the final loss and the steps
+and seconds to reach the target, and the ratios SGD/K-FAC and Adam/K-FAC.
+K-FAC runs use `PeriodicInvCovUpdateKfacOpt` (one training op that also
+updates covariances and inverses on its schedule), so the clock counts all
+of K-FAC's work. A micro-benchmark in the same run measures the median
+seconds of an SGD step, of K-FAC's ops one by one (training step, training
+step with covariance update, covariance update, full inverse update; regular
+momentum and qmodel), and the mean and largest step of the periodic
+optimizers as run in the grid.
 
 Writes `<output_dir>/autoencoder.json`, `autoencoder.md` and (with
 matplotlib) `autoencoder.png`.
 
 Run:
   python -m bench.autoencoder --quick        # <= 5 minutes on 2 CPU cores
-  python -m bench.autoencoder                # the full benchmark (hours)
+  python -m bench.autoencoder                # the full benchmark (~35 minutes)
 """
 
+import dataclasses
 import functools
 import math
 import os
@@ -53,32 +61,37 @@ PLOT_FILE = "autoencoder.png"
 FAMILIES = ("sgd", "adam", "kfac", "kfac_qmodel")
 REFERENCES = ("sgd", "adam")
 
-# The full run: 15 training minutes per configuration; the grids reach 10x
-# each way of the best values found on Fashion-MNIST with batch 512 (SGD 2e-3,
-# Adam 1e-3, K-FAC learning rate 0.03 with damping 1, qmodel damping 10).
+# The full run: SGD and Adam 3000 steps (the reference runs of issue #8),
+# K-FAC 300. The SGD and Adam grids reach 10x each way of the best values
+# found on Fashion-MNIST with batch 512 at 3000 steps (SGD 2e-3; 4e-3 stalls
+# near loss 384; Adam 1e-3); K-FAC: regular momentum 0.9 with fixed damping
+# (lr 0.03; 0.1 diverges), and qmodel with Levenberg-Marquardt damping
+# starting at 0.03 or 0.1 (10 and 1 needed 110 and 80 steps, 0.03 about 60).
 FULL = dict(
-    max_steps=None,
-    max_seconds=900.0,
-    eval_every=50,
+    steps=3000,
+    kfac_steps=300,
+    eval_every=100,
+    kfac_eval_every=5,
     eval_size=10000,
-    sgd_lrs=[2e-4, 6e-4, 2e-3, 6e-3, 2e-2],
-    adam_lrs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-    kfac_lrs=[0.01, 0.03, 0.1],
-    kfac_dampings=[0.3, 1.0, 3.0],
-    qmodel_dampings=[1.0, 10.0, 100.0],
+    sgd_lrs=[2e-4, 6e-4, 2e-3, 2e-2],
+    adam_lrs=[1e-4, 1e-3, 1e-2],
+    kfac_lrs=[0.03],
+    kfac_dampings=[0.1, 0.3],
+    qmodel_dampings=[0.03, 0.1],
     micro_repeats=20,
 )
 # --quick: the same kinds of runs, short and with small grids.
 QUICK = dict(
-    max_steps=None,
-    max_seconds=20.0,
-    eval_every=10,
+    steps=300,
+    kfac_steps=40,
+    eval_every=25,
+    kfac_eval_every=5,
     eval_size=2000,
-    sgd_lrs=[6e-4, 2e-3, 6e-3, 2e-2],
-    adam_lrs=[3e-4, 1e-3, 3e-3],
+    sgd_lrs=[6e-4, 2e-3, 6e-3],
+    adam_lrs=[3e-4, 1e-3],
     kfac_lrs=[0.03],
-    kfac_dampings=[1.0],
-    qmodel_dampings=[10.0],
+    kfac_dampings=[0.3],
+    qmodel_dampings=[0.1],
     micro_repeats=5,
 )
 
@@ -91,16 +104,19 @@ FLAGS_TABLE = (
     ("integer", "seed", 0, "Seed of weights, batch order and sampling."),
     ("bool", "quick", False, "A short run (<= 5 minutes on 2 CPU cores)."),
     ("string", "output_dir", OUTPUT_DIR, "Where the JSON, markdown and PNG go."),
-    ("integer", "max_steps", None, "Steps per run."),
-    ("float", "max_seconds", None, "Training seconds per run (full: no limit)."),
-    ("integer", "eval_every", None, "Evaluate every this many steps."),
+    ("integer", "steps", None, "Steps per SGD and Adam run."),
+    ("integer", "kfac_steps", None, "Steps per K-FAC run."),
+    ("integer", "eval_every", None, "SGD/Adam: evaluate every this many steps."),
+    ("integer", "kfac_eval_every", None, "K-FAC: evaluate every this many steps."),
     ("integer", "eval_size", None, "Images in the fixed evaluation subset."),
     ("list", "sgd_lrs", None, "SGD learning-rate grid."),
     ("list", "adam_lrs", None, "Adam learning-rate grid."),
     ("list", "kfac_lrs", None, "K-FAC (regular momentum) learning-rate grid."),
     ("list", "kfac_dampings", None, "K-FAC (regular momentum) damping grid."),
     ("list", "qmodel_dampings", None, "K-FAC qmodel initial-damping grid."),
-    ("integer", "inv_update_every", 10, "K-FAC inverse update interval."),
+    ("integer", "inv_update_every", 5, "K-FAC inverse update interval."),
+    ("integer", "cov_update_every", 2, "K-FAC covariance update interval."),
+    ("bool", "spread_inverse_updates", False, "Spread K-FAC inverses over steps."),
     ("float", "cov_ema_decay", 0.9, "K-FAC covariance moving-average decay."),
     ("integer", "micro_repeats", None, "Timed repetitions per micro-benchmark op."),
     ("list", "layer_sizes", [str(size) for size in ae.LAYER_SIZES], "Hidden sizes."),
@@ -135,13 +151,16 @@ def grid_specs(options: Dict, **kfac_options) -> List[ae.OptimizerSpec]:
         ae.OptimizerSpec("adam", lr, label="adam lr=%g" % lr)
         for lr in options["adam_lrs"]
     ]
+    # Regular K-FAC keeps the identity-initialised covariances: debiased
+    # statistics of the first batch alone are rank-deficient, and with a fixed
+    # small damping its first steps explode (the qmodel sizes its steps).
     specs += [
         ae.OptimizerSpec(
             "kfac",
             lr,
             damping=damping,
             label="kfac lr=%g damping=%g" % (lr, damping),
-            **kfac_options,
+            **dict(kfac_options, warm_start_covariances=False),
         )
         for lr in options["kfac_lrs"]
         for damping in options["kfac_dampings"]
@@ -203,74 +222,114 @@ def _median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _session_callables(ops: ae.TrainingGraph, sess: tf.Session, batch: np.ndarray):
+    """`{name: callable}` of the ops of `ops` worth timing, with fixed feeds."""
+    feeds = [ops.model.inputs, ops.prev_inputs]
+
+    def make(fetch):
+        return functools.partial(sess.make_callable(fetch, feeds), batch, batch)
+
+    callables = {"train_step": make(ops.train_op)}
+    if ops.cov_update_op is not None:
+        callables.update(
+            train_and_cov_step=make([ops.train_op, ops.cov_update_op]),
+            cov_update=make(ops.cov_update_op),
+            inv_update=sess.make_callable(ops.inv_update_op),
+        )
+    return callables
+
+
+def _cycle_seconds(train_step, cycle: int, repeats: int) -> Dict[str, float]:
+    """Mean and largest step time of a periodic op over `repeats` cycles.
+
+    The largest is the median over cycles of each cycle's dearest step.
+    """
+    means, maxima = [], []
+    for _ in range(repeats):
+        times = []
+        for _ in range(cycle):
+            start = time.perf_counter()
+            train_step()
+            times.append(time.perf_counter() - start)
+        means.append(sum(times) / cycle)
+        maxima.append(max(times))
+    return {"mean": statistics.median(means), "max": statistics.median(maxima)}
+
+
 def micro_benchmark(
-    kfac_spec: ae.OptimizerSpec,
+    kfac_specs: Dict[str, ae.OptimizerSpec],
     settings: ae.TrainSettings,
     images: np.ndarray,
     repeats: int,
 ) -> Dict:
     """Median seconds of single ops, and their ratios to the SGD step.
 
-    Timed: an SGD (momentum) step; a K-FAC training step alone (precondition
-    and apply), the K-FAC step as the training loop runs it (training step and
-    covariance update in one run), a covariance update alone, and one full
-    inverse update. Each after two warm-up runs; batches are fixed.
+    `kfac_specs` maps a family ("kfac", "kfac_qmodel") to its configuration.
+    Timed, after warm-up runs, on a fixed batch: an SGD (momentum) step; per
+    family, with separate ops (`periodic=False`), the training step alone
+    (`<family>_train_step`), the training step with the covariance update in
+    one run (`<family>_train_and_cov_step`), the covariance update alone and
+    one full inverse update; and the periodic training op as the grid runs it
+    (covariance and inverse updates on its schedule): its mean step over a
+    cycle of `inv_update_every` steps (`<family>_periodic_step`) and the
+    cycle's largest step (`<family>_periodic_max_step`).
     """
     batch = images[: settings.batch_size]
     timings = {}
-    for spec in (ae.OptimizerSpec("sgd", 1e-4), kfac_spec):
-        ops = ae.build_training_graph(spec, settings, images.shape[1])
-        feeds = [ops.model.inputs, ops.prev_inputs]
+    graphs = [("sgd", ae.OptimizerSpec("sgd", 1e-4), False)]
+    for family, spec in kfac_specs.items():
+        graphs += [(family, spec, False), (family + "_periodic", spec, True)]
+    for name, spec, periodic in graphs:
+        ops = ae.build_training_graph(spec, settings, images.shape[1], periodic)
         with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
             sess.run(tf.global_variables_initializer())
-            callables = (
-                {"sgd_step": ops.train_op}
-                if spec.kind == "sgd"
-                else {
-                    "kfac_train_step": ops.train_op,
-                    "kfac_train_and_cov_step": [ops.train_op, ops.cov_update_op],
-                    "cov_update": ops.cov_update_op,
-                    "inv_update": ops.inv_update_op,
-                }
-            )
-            for name, fetch in callables.items():
-                run_op = functools.partial(
-                    sess.make_callable(fetch, feeds), batch, batch
-                )
+            ops.graph.finalize()
+            callables = _session_callables(ops, sess, batch)
+            if periodic:
+                train_step = callables["train_step"]
+                cycle = spec.inv_update_every
+                for _ in range(cycle + 1):
+                    train_step()
+                cycle_times = _cycle_seconds(train_step, cycle, repeats)
+                timings[name + "_step"] = cycle_times["mean"]
+                timings[name + "_max_step"] = cycle_times["max"]
+                continue
+            for op_name, run_op in callables.items():
                 for _ in range(2):
                     run_op()
-                timings[name] = _median_seconds(run_op, repeats)
-    timings["kfac_amortized_step"] = (
-        timings["kfac_train_and_cov_step"]
-        + timings["inv_update"] / kfac_spec.inv_update_every
-    )
-    ratios = {name: seconds / timings["sgd_step"] for name, seconds in timings.items()}
+                timings["%s_%s" % (name, op_name)] = _median_seconds(run_op, repeats)
+    sgd = timings.pop("sgd_train_step")
+    timings = dict(sgd_step=sgd, **timings)
+    ratios = {name: seconds / sgd for name, seconds in timings.items()}
     return {
         "seconds": timings,
         "ratio_to_sgd_step": ratios,
         "repeats": repeats,
-        "inv_update_every": kfac_spec.inv_update_every,
+        "schedules": {
+            family: {
+                "inv_update_every": spec.inv_update_every,
+                "cov_update_every": spec.cov_update_every,
+                "spread_inverse_updates": spec.spread_inverse_updates,
+            }
+            for family, spec in kfac_specs.items()
+        },
     }
 
 
 def markdown_report(result: Dict) -> str:
     """The report: settings, time-to-target table, configurations, micro-benchmark."""
-    settings = result["settings"]
-    limits = [
-        "%s %s" % (settings[key], unit)
-        for key, unit in (("max_steps", "steps"), ("max_seconds", "training seconds"))
-        if settings[key] is not None
-    ]
+    options = result["options"]
     lines = [
         "# Deep autoencoder benchmark",
         "",
-        "Data: %s; evaluation subset: %d images; batch %d; runs of at most %s; "
-        "TensorFlow %s on %s CPUs."
+        "Data: %s; evaluation subset: %d images; batch %d; SGD and Adam %d steps, "
+        "K-FAC %d steps; TensorFlow %s on %s CPUs."
         % (
             result["data"],
             result["eval_size"],
-            settings["batch_size"],
-            " and ".join(limits) or "unlimited length",
+            result["settings"]["batch_size"],
+            options["steps"],
+            options["kfac_steps"],
             result["environment"]["tensorflow"],
             result["environment"]["cpus"],
         ),
@@ -306,11 +365,18 @@ def markdown_report(result: Dict) -> str:
                 "| %s | %.4f | %.2f |"
                 % (name, seconds, micro["ratio_to_sgd_step"][name])
             )
-        lines += [
-            "",
-            "kfac_amortized_step = kfac_train_and_cov_step + inv_update / %d."
-            % micro["inv_update_every"],
-        ]
+        lines += [""]
+        for family, schedule in micro["schedules"].items():
+            lines.append(
+                "%s_periodic: covariances every %d steps, inverses every %d steps%s; "
+                "mean and largest step over a cycle."
+                % (
+                    family,
+                    schedule["cov_update_every"],
+                    schedule["inv_update_every"],
+                    " (spread)" if schedule["spread_inverse_updates"] else "",
+                )
+            )
     lines += [
         "",
         "## All runs",
@@ -332,6 +398,16 @@ def markdown_report(result: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def family_settings(options: Dict, settings: ae.TrainSettings, kind: str):
+    """`settings` with the run length and evaluation interval of `kind`'s family."""
+    if kind.startswith("kfac"):
+        steps, every = options["kfac_steps"], options["kfac_eval_every"]
+    else:
+        steps, every = options["steps"], options["eval_every"]
+    return dataclasses.replace(settings, max_steps=steps, max_seconds=None,
+                               eval_every=every)
+
+
 def run_benchmark(
     options: Dict,
     settings: ae.TrainSettings,
@@ -344,29 +420,31 @@ def run_benchmark(
 ) -> Dict:
     """Runs the grids and the micro-benchmark; writes and returns the result.
 
-    `kfac_options` go to every K-FAC spec (see `grid_specs`).
+    `kfac_options` go to every K-FAC spec (see `grid_specs`). The JSON file
+    is rewritten after every run, so an interrupted benchmark keeps its runs.
     """
     specs = grid_specs(options, **(kfac_options or {}))
     print("%d runs: %s" % (len(specs), ", ".join(spec.name for spec in specs)))
+    os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, JSON_FILE)
-    grid = ae.compare(
-        specs,
-        settings,
-        train_images,
-        eval_images,
-        json_path,
-        data=data,
-        progress=comparison.Progress(),
-    )
-    best = best_per_family(grid["runs"])
-    result = dict(
-        grid,
-        options=options,
-        best={f: r["name"] for f, r in best.items()},
-        warnings=grid_edge_warnings(grid["runs"], best),
-    )
-    result.pop("target", None)
-    result.pop("table", None)
+    result = {
+        "settings": dataclasses.asdict(settings),
+        "options": options,
+        "data": data,
+        "eval_size": len(eval_images),
+        "environment": comparison.environment(),
+        "runs": [],
+    }
+    progress = comparison.Progress()
+    for spec in specs:
+        run_settings = family_settings(options, settings, spec.kind)
+        result["runs"].append(
+            ae.train_one(spec, run_settings, train_images, eval_images, progress)
+        )
+        comparison.write_json(json_path, result)
+    best = best_per_family(result["runs"])
+    result["best"] = {f: r["name"] for f, r in best.items()}
+    result["warnings"] = grid_edge_warnings(result["runs"], best)
     family_records = [
         dict(best[family], name=family) for family in FAMILIES if family in best
     ]
@@ -375,22 +453,57 @@ def run_benchmark(
         result["table"] = comparison.target_table(
             family_records, result["target"], REFERENCES
         )
-    if micro and "kfac" in best:
+    kfac_specs = {
+        family: ae.OptimizerSpec(**best[family]["config"]["optimizer"])
+        for family in ("kfac", "kfac_qmodel")
+        if family in best
+    }
+    if micro and kfac_specs:
         print("Micro-benchmark ...")
-        kfac_spec = ae.OptimizerSpec(**best["kfac"]["config"]["optimizer"])
         result["micro"] = micro_benchmark(
-            kfac_spec, settings, train_images, options["micro_repeats"]
+            kfac_specs, settings, train_images, options["micro_repeats"]
         )
     comparison.write_json(json_path, result)
     with open(os.path.join(output_dir, MARKDOWN_FILE), "w") as markdown_file:
         markdown_file.write(markdown_report(result))
-    comparison.plot_records(
-        family_records,
-        os.path.join(output_dir, PLOT_FILE),
-        result.get("target"),
-        title="Deep autoencoder: best configuration per optimizer",
-    )
+    plot(family_records, os.path.join(output_dir, PLOT_FILE), result.get("target"))
     return result
+
+
+def plot(records: Sequence[Dict], path: str, target: Optional[float]) -> bool:
+    """Loss against steps and against seconds (log scales: K-FAC's runs are
+    short, SGD's long), best configuration per optimizer; False without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print("matplotlib is not installed: no plot written "
+              "(pip install matplotlib, or pip install -e '.[examples]').")
+        return False
+    figure, axes = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    for record in records:
+        points = [e for e in record["evals"] if e["loss"] is not None and e["step"]]
+        for axis, key in zip(axes, ("step", "seconds")):
+            axis.plot([e[key] for e in points], [e["loss"] for e in points],
+                      label=record["name"])
+    for axis, xlabel in zip(axes, ("steps", "training seconds")):
+        if target is not None:
+            axis.axhline(target, color="grey", linestyle=":",
+                         label="target %.1f" % target)
+        axis.set_xscale("log")
+        axis.set_ylim(top=300)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("evaluation loss")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.suptitle("Deep autoencoder (Fashion-MNIST): best configuration per optimizer")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True
 
 
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:
@@ -398,9 +511,6 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     options = {name: _option(flag_values, name) for name in FULL}
     settings = ae.TrainSettings(
         batch_size=flag_values.batch_size,
-        max_steps=options["max_steps"],
-        max_seconds=options["max_seconds"],
-        eval_every=options["eval_every"],
         seed=flag_values.seed,
         layer_sizes=tuple(int(s) for s in flag_values.layer_sizes),
         code_layer=flag_values.code_layer,
@@ -422,6 +532,8 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         data=data,
         kfac_options=dict(
             inv_update_every=flag_values.inv_update_every,
+            cov_update_every=flag_values.cov_update_every,
+            spread_inverse_updates=flag_values.spread_inverse_updates,
             cov_ema_decay=flag_values.cov_ema_decay,
         ),
     )

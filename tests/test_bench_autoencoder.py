@@ -89,9 +89,9 @@ def test_grid_specs_cover_every_configuration():
 
 
 def test_full_grids_span_ten_times_each_way():
-    for name in ("sgd_lrs", "adam_lrs"):
+    for name, size in (("sgd_lrs", 4), ("adam_lrs", 3)):
         grid = bench.FULL[name]
-        assert len(grid) >= 4
+        assert len(grid) >= size
         middle = sorted(grid)[len(grid) // 2]
         assert min(grid) <= middle / 10 * 1.0001 and max(grid) >= middle * 10 / 1.0001
 
@@ -100,7 +100,8 @@ def test_markdown_report_from_a_synthetic_result():
     best = bench.best_per_family(RUNS)
     records = [dict(best[family], name=family) for family in ("sgd", "adam", "kfac")]
     result = {
-        "settings": {"batch_size": 512, "max_steps": 10, "max_seconds": None},
+        "settings": {"batch_size": 512},
+        "options": {"steps": 10, "kfac_steps": 4},
         "data": "fake",
         "eval_size": 100,
         "environment": {"tensorflow": "x", "cpus": 2},
@@ -110,21 +111,31 @@ def test_markdown_report_from_a_synthetic_result():
         "target": 250.0,
         "table": comparison.target_table(records, 250.0, bench.REFERENCES),
         "micro": {
-            "seconds": {"sgd_step": 0.1, "inv_update": 0.5},
+            "seconds": {"sgd_step": 0.1, "kfac_inv_update": 0.5},
             "repeats": 3,
-            "ratio_to_sgd_step": {"sgd_step": 1.0, "inv_update": 5.0},
-            "inv_update_every": 10,
+            "ratio_to_sgd_step": {"sgd_step": 1.0, "kfac_inv_update": 5.0},
+            "schedules": {
+                "kfac": {
+                    "inv_update_every": 10,
+                    "cov_update_every": 2,
+                    "spread_inverse_updates": True,
+                }
+            },
         },
     }
     text = bench.markdown_report(result)
     # SGD reached 250 after 10 steps and 2 s, K-FAC after 4 steps and 1 s; Adam never.
     assert "| kfac | 230.0000 | 230.0000 | 4 | 1.0 | 2.50 | 2.00 | — | — |" in text
     assert "| adam | 260.0000 | 260.0000 | — | — | — | — | — | — |" in text
-    assert "| inv_update | 0.5000 | 5.00 |" in text
+    assert "| kfac_inv_update | 0.5000 | 5.00 |" in text
+    assert (
+        "kfac_periodic: covariances every 2 steps, inverses every 10 steps (spread)"
+        in text
+    )
     assert "| sgd 0.01 | diverged | 10 | 2.0 |" in text
     assert "| kfac 0.3 | 230.0000 | 4 | 1.0 |" in text
     assert "Warning: w." in text
-    assert "runs of at most 10 steps;" in text
+    assert "SGD and Adam 10 steps, K-FAC 4 steps;" in text
 
 
 def test_smoke_run_writes_json_and_markdown(tmp_path):
@@ -139,50 +150,60 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
             "--layer_sizes=6,3,6",
             "--code_layer=1",
             "--batch_size=32",
-            "--max_steps=4",
+            "--steps=4",
+            "--kfac_steps=3",
             "--eval_every=2",
+            "--kfac_eval_every=1",
             "--eval_size=64",
             "--sgd_lrs=0.01,0.1",
             "--adam_lrs=0.01",
             "--kfac_lrs=0.1",
             "--kfac_dampings=1",
-            "--qmodel_dampings=",
+            "--qmodel_dampings=1",
             "--micro_repeats=1",
             "--inv_update_every=2",
+            "--cov_update_every=2",
             "--output_dir=" + output_dir,
         ]
     )
     result = bench.run_from_flags(flag_values)
     with open(os.path.join(output_dir, bench.JSON_FILE)) as json_file:
         saved = json.load(json_file)
-    assert saved["settings"]["max_steps"] == 4 and saved["eval_size"] == 64
+    assert saved["options"]["steps"] == 4 and saved["eval_size"] == 64
     assert [run["name"] for run in saved["runs"]] == [
         "sgd lr=0.01",
         "sgd lr=0.1",
         "adam lr=0.01",
         "kfac lr=0.1 damping=1",
+        "kfac_qmodel damping=1",
     ]
-    assert set(saved["best"]) == {"sgd", "adam", "kfac"}
+    assert [run["steps"] for run in saved["runs"]] == [4, 4, 4, 3, 3]
+    assert [e["step"] for e in saved["runs"][3]["evals"]] == [0, 1, 2, 3]
+    assert saved["runs"][3]["config"]["optimizer"]["cov_update_every"] == 2
+    assert set(saved["best"]) == {"sgd", "adam", "kfac", "kfac_qmodel"}
     assert saved["target"] == comparison.final_loss(
         [run for run in saved["runs"] if run["name"] == saved["best"]["sgd"]][0]
     )
-    assert [row["name"] for row in saved["table"]] == ["sgd", "adam", "kfac"]
+    assert [row["name"] for row in saved["table"]] == [
+        "sgd", "adam", "kfac", "kfac_qmodel"]
     micro = saved["micro"]
-    assert set(micro["seconds"]) == {
-        "sgd_step",
-        "kfac_train_step",
-        "kfac_train_and_cov_step",
-        "cov_update",
-        "inv_update",
-        "kfac_amortized_step",
-    }
+    expected = {"sgd_step"}
+    for family in ("kfac", "kfac_qmodel"):
+        expected |= {
+            family + "_train_step",
+            family + "_train_and_cov_step",
+            family + "_cov_update",
+            family + "_inv_update",
+            family + "_periodic_step",
+            family + "_periodic_max_step",
+        }
+    assert set(micro["seconds"]) == expected
     assert micro["ratio_to_sgd_step"]["sgd_step"] == 1.0
-    assert micro["seconds"]["kfac_amortized_step"] == pytest.approx(
-        micro["seconds"]["kfac_train_and_cov_step"] + micro["seconds"]["inv_update"] / 2
-    )
-    assert all(
-        math.isfinite(seconds) and seconds > 0 for seconds in micro["seconds"].values()
-    )
+    assert micro["schedules"]["kfac"]["cov_update_every"] == 2
+    # The largest step of a cycle is at least its mean step.
+    seconds = micro["seconds"]
+    assert seconds["kfac_periodic_max_step"] >= seconds["kfac_periodic_step"]
+    assert all(math.isfinite(value) and value > 0 for value in seconds.values())
     with open(os.path.join(output_dir, bench.MARKDOWN_FILE)) as markdown_file:
         markdown = markdown_file.read()
     assert markdown == bench.markdown_report(result)
