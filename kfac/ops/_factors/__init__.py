@@ -5,6 +5,7 @@ each idea in a file of its own:
 
 * `config`          the module constants and `set_global_constants`;
 * `naming`          variable-scope strings built from factor arguments;
+* `second_moments`  the blocked, exactly symmetric `ãᵀã / N` of Kronecker factors;
 * `base`            covariance helpers, the moving average, `FisherFactor`,
                     `InverseProvidingFactor` and `DiagonalFactor`;
 * `dense`           `FullFactor`, `NaiveDiagonalFactor` (generic parameters);

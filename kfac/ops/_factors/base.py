@@ -26,6 +26,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import utils
 from kfac.ops._factors import config
 from kfac.ops._factors import naming
+from kfac.ops._factors import second_moments
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -77,13 +78,13 @@ def compute_cov(tensor, tensor_right=None, normalizer=None) -> tf.Tensor:
     `Y = tensor_right` (`[n, m]`), returns the cross moment `XᵀY/N` (not
     symmetrised). `N` is cast to the tensor dtype.
     """
+    if tensor_right is None:
+        # Blocked, upper triangle only; exactly symmetric (second_moments).
+        return second_moments.symmetric_second_moment(tensor, normalizer)
     tensor = tf.convert_to_tensor(tensor)
     if normalizer is None:
         normalizer = tf.shape(tensor)[0]
     normalizer = tf.cast(normalizer, tensor.dtype)
-    if tensor_right is None:
-        cov = tf.matmul(tensor, tensor, transpose_a=True) / normalizer
-        return (cov + tf.transpose(cov)) / 2.0
     return tf.matmul(tensor, tensor_right, transpose_a=True) / normalizer
 
 
@@ -337,7 +338,9 @@ class FisherFactor(abc.ABC):
                 )
                 with place_on_device(device):
                     contributions.append(compute_fn(source, tower))
-        new_value = tf.add_n(contributions) / float(self._num_towers)
+        new_value = tf.add_n(contributions)
+        if self._num_towers != 1:  # (a division by 1 is a pass over the matrix)
+            new_value = new_value / float(self._num_towers)
         if utils.on_tpu():
             new_value = utils.cross_replica_mean(new_value)
         return new_value
@@ -495,11 +498,16 @@ class InverseProvidingFactor(FisherFactor):
                     # Floored, so that a singular cov with a tiny damping still
                     # gives finite powers (as the Cholesky path's fallback).
                     damped = utils.floor_damped_eigenvalues(eigenvalues, damping)
+                    # V diag(p) Vᵀ = (V√p)(V√p)ᵀ for p > 0: symmetric, so only
+                    # the upper blocks are multiplied (second_moments).
+                    value = second_moments.symmetric_outer_product(
+                        eigenvectors * damped ** (exp / 2.0)
+                    )
                 else:
                     damped = eigenvalues + damping
-                value = tf.matmul(
-                    eigenvectors * damped**exp, eigenvectors, transpose_b=True
-                )
+                    value = tf.matmul(
+                        eigenvectors * damped**exp, eigenvectors, transpose_b=True
+                    )
                 ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
             # The assignments share one eigendecomposition: one op, one device.
             return [tf.group(*ops)]

@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import utils
 from kfac.ops._factors import base
 from kfac.ops._factors import naming
+from kfac.ops._factors import second_moments
 
 _PATCH_FNS = (
     None,
@@ -328,9 +329,10 @@ class ConvInputKroneckerFactor(base.InverseProvidingFactor):
         patches = self._extract_patches(tf.convert_to_tensor(self._inputs[tower]))
         # Rows: one patch per example and output location (B·T rows).
         patches_flat = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
-        if self._has_bias:
-            patches_flat = base.append_homog(patches_flat)
-        return base.compute_cov(patches_flat)
+        # The ones column is folded in without copying the patches.
+        return second_moments.symmetric_second_moment(
+            patches_flat, append_ones=self._has_bias
+        )
 
     def _get_data_device(self, tower):
         return self._inputs[tower].device

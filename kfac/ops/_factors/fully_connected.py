@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import base
 from kfac.ops._factors import naming
+from kfac.ops._factors import second_moments
 
 
 def _static_dim(tensor, index: int) -> int:
@@ -133,7 +134,10 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
         return tensor
 
     def _compute_new_cov(self, source, tower):
-        return base.compute_cov(self._rows(source, tower))
+        # The ones column is folded in without copying the rows (second_moments).
+        return second_moments.symmetric_second_moment(
+            self._tensors[source][tower], append_ones=self._has_bias
+        )
 
     def _get_data_device(self, tower):
         return self._tensors[0][tower].device
