@@ -21,6 +21,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._optimizer.vectors import dense
 from kfac.ops._optimizer.vectors import inner_product_list
+from kfac.ops._utils import forward_mode
 
 
 def _loss_inputs(loss) -> Tuple[tf.Tensor, ...]:
@@ -39,11 +40,11 @@ def fisher_factor_transpose_products(
     `CurvatureMatrixVectorProductComputer(losses, variables)
     .multiply_fisher_factor_transpose(v)`.
 
-    `J v` is formed by forward mode through double backprop (as
-    `utils.fwd_gradients`): backpropagate dummy cotangents `u` to get `Jᵀ u`, then
-    differentiate `⟨Jᵀ u, v⟩` w.r.t. `u`. The backward pass `Jᵀ u` is built once
-    and shared by every `v`; at run time only the forward-mode part is executed
-    (it does not depend on the value of `u`), one pass per vector list.
+    `J v` is formed by one forward-mode walk of the graph carrying every list
+    of `vectors_list` (`_utils.forward_mode`): for a dense layer `s = aW + b`,
+    `ṡ = ȧW + aẆ + ḃ`, two products per layer and list, and nothing else (the
+    double-backprop trick used before also ran a whole backward pass on dummy
+    cotangents, because its second pass reads their run-time shapes).
 
     Args:
       losses: the loss objects (`LayerCollection.losses`).
@@ -56,19 +57,12 @@ def fisher_factor_transpose_products(
     """
     inputs_per_loss = [_loss_inputs(loss) for loss in losses]
     outputs = [tensor for inputs in inputs_per_loss for tensor in inputs]
-    cotangents = [tf.zeros_like(output) for output in outputs]
-    transposed = tf.gradients(
-        outputs, list(variables), grad_ys=cotangents,
+    jvps_list = forward_mode.jacobian_vector_products(
+        outputs, variables, vectors_list,
         colocate_gradients_with_ops=colocate_gradients_with_ops)
-    transposed = [tf.zeros_like(var) if grad is None else dense(grad)
-                  for grad, var in zip(transposed, variables)]
 
     products = []
-    for vectors in vectors_list:
-        jvps = tf.gradients(transposed, cotangents,
-                            grad_ys=[dense(vector) for vector in vectors])
-        jvps = [tf.zeros_like(cotangent) if jvp is None else jvp
-                for jvp, cotangent in zip(jvps, cotangents)]
+    for jvps in jvps_list:
         per_loss = []
         start = 0
         for loss, inputs in zip(losses, inputs_per_loss):
