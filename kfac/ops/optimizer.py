@@ -591,7 +591,12 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
             velocity = self._zeros_slot(var, "velocity", self._name)
             with tf.colocate_with(velocity):
                 # Read/modify/write: not safe for asynchronous updates.
-                new_velocity = decay * velocity + vec_coeff * dense(vec)
+                scaled = dense(vec)
+                if not (arguments.is_number(vec_coeff) and vec_coeff == 1.0):
+                    # (A multiplication by 1 would be one more pass over the
+                    # parameters.)
+                    scaled = vec_coeff * scaled
+                new_velocity = decay * velocity + scaled
                 if self._deferred_writes is not None:
                     # A guarded step writes it only if everything is finite.
                     self._deferred_writes.append((velocity, new_velocity))
