@@ -499,7 +499,7 @@ def plot(records: Sequence[Dict], path: str, target: Optional[float]) -> bool:
         axis.set_ylabel("evaluation loss")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
-    figure.suptitle("Deep autoencoder (Fashion-MNIST): best configuration per optimizer")
+    figure.suptitle("Deep autoencoder: best configuration per optimizer")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)

@@ -5,7 +5,6 @@ import math
 import os
 import sys
 
-import pytest
 from absl import flags
 
 # `bench` is a top-level folder of the repository, not an installed package.
