@@ -471,39 +471,17 @@ def run_benchmark(
 
 
 def plot(records: Sequence[Dict], path: str, target: Optional[float]) -> bool:
-    """Loss against steps and against seconds (log scales: K-FAC's runs are
+    """Loss against steps and against seconds on log axes (K-FAC's runs are
     short, SGD's long), best configuration per optimizer; False without
     matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        print("matplotlib is not installed: no plot written "
-              "(pip install matplotlib, or pip install -e '.[examples]').")
-        return False
-    figure, axes = pyplot.subplots(1, 2, figsize=(12, 4.5))
-    for record in records:
-        points = [e for e in record["evals"] if e["loss"] is not None and e["step"]]
-        for axis, key in zip(axes, ("step", "seconds")):
-            axis.plot([e[key] for e in points], [e["loss"] for e in points],
-                      label=record["name"])
-    for axis, xlabel in zip(axes, ("steps", "training seconds")):
-        if target is not None:
-            axis.axhline(target, color="grey", linestyle=":",
-                         label="target %.1f" % target)
-        axis.set_xscale("log")
-        axis.set_ylim(top=300)
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel("evaluation loss")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
-    figure.suptitle("Deep autoencoder: best configuration per optimizer")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
-    return True
+    return comparison.plot_records(
+        records,
+        path,
+        target,
+        title="Deep autoencoder: best configuration per optimizer",
+        log_x=True,
+        max_loss=300,
+    )
 
 
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:

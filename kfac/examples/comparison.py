@@ -205,10 +205,14 @@ def plot_records(
     path: str,
     target: Optional[float] = None,
     title: str = "Deep autoencoder",
+    log_x: bool = False,
+    max_loss: Optional[float] = None,
 ) -> bool:
     """Saves loss against steps and against seconds to `path` (PNG).
 
-    Returns False (and prints why) when matplotlib is not installed.
+    `log_x` draws both x axes on a log scale (step 0 is then left out);
+    `max_loss` caps the y axis. Returns False (and prints why) when matplotlib
+    is not installed.
     """
     try:
         import matplotlib
@@ -223,7 +227,11 @@ def plot_records(
         return False
     figure, axes = pyplot.subplots(1, 2, figsize=(12, 4.5))
     for record in records:
-        points = [e for e in record["evals"] if e["loss"] is not None]
+        points = [
+            e
+            for e in record["evals"]
+            if e["loss"] is not None and not (log_x and e["step"] == 0)
+        ]
         for axis, key in zip(axes, ("step", "seconds")):
             axis.plot(
                 [e[key] for e in points],
@@ -232,10 +240,16 @@ def plot_records(
             )
     for axis, xlabel in zip(axes, ("steps", "training seconds")):
         if target is not None:
-            axis.axhline(target, color="grey", linestyle=":", label="target")
+            axis.axhline(
+                target, color="grey", linestyle=":", label="target %.1f" % target
+            )
+        if log_x:
+            axis.set_xscale("log")
+        if max_loss is not None:
+            axis.set_ylim(top=max_loss)
         axis.set_xlabel(xlabel)
         axis.set_ylabel("evaluation loss")
-        axis.grid(True, alpha=0.3)
+        axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
