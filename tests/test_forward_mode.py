@@ -5,6 +5,7 @@ differences of numpy-evaluated graphs (float64) and against the double-backprop
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from tolerances import assert_close
 
 from kfac.ops import utils
 from kfac.ops._utils import forward_mode
@@ -76,7 +77,7 @@ def test_matches_finite_differences_and_double_backprop(tf_behavior, graph, rng,
                                               tangent_values[direction])
             for result, reference, exact in zip(results[direction],
                                                 reference_values[direction], expected):
-                np.testing.assert_allclose(result, exact, rtol=1e-6, atol=1e-7)
+                assert_close(result, exact, rtol=1e-6)
                 np.testing.assert_allclose(result, reference, rtol=1e-10, atol=1e-12)
             # Nothing flows through tf.stop_gradient, as in tf.gradients.
             np.testing.assert_allclose(results[direction][-1], results[direction][0],
