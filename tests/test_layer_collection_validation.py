@@ -89,8 +89,23 @@ VALIDATION_CASES = {
         r"`outputs` has shape \(8, 6\).*\[batch, 4\]",
     ),
     "fc bias shape": (_fc_case(b_shape=(5,)), r"`params\[1\]` has shape \(5,\).*\[4\]"),
-    "fc weights rank": (_fc_case(w_shape=(3, 4, 1)), r"`params\[0\]` must have rank 2"),
-    "fc inputs rank": (_fc_case(x_shape=(8, 3, 1)), r"`inputs` must have rank 2"),
+    "fc bias matrix": (
+        _fc_case(b_shape=(2, 2)),
+        r"`params\[1\]` has shape \(2, 2\); expected shape \[4\]",
+    ),
+    # Weights [3, 4, 1] act on 12 inputs and have 1 output: the bias disagrees.
+    "fc weights rank": (
+        _fc_case(w_shape=(3, 4, 1)),
+        r"`params\[1\]` has shape \(4,\); expected shape \[1\]",
+    ),
+    "fc inputs rank": (
+        _fc_case(x_shape=(8, 3, 1)),
+        r"`inputs` has shape \(8, 3, 1\); expected shape \[batch, \.\.\., 3\]",
+    ),
+    "fc rows": (
+        _fc_case(x_shape=(8, 5, 3), y_shape=(8, 4)),
+        r"must have the same number of rows",
+    ),
     "fc batch sizes": (_fc_case(y_shape=(7, 4)), r"same batch size"),
     "fc mixed dtypes": (_fc_case(x_dtype=tf.float64), r"`inputs` float64"),
     "fc bad approx": (
@@ -118,11 +133,6 @@ VALIDATION_CASES = {
         _conv_case(y_shape=(2, 4, 4, 6)),
         r"`outputs` has shape \(2, 4, 4, 6\)",
     ),
-    "conv spatial (VALID)": (
-        _conv_case(padding="VALID"),
-        r"expected shape \[batch, 3, 3, 5\]",
-    ),
-    "conv spatial (strides)": (_conv_case(strides=(1, 2, 2, 1)), r"\[batch, 2, 2, 5\]"),
     "conv diagonal strides": (
         _conv_case(strides=(2, 1, 1, 1), approx="diagonal"),
         r"`strides`",
@@ -255,6 +265,48 @@ def test_registration_validation_errors(case):
     assert str(error.value).startswith("register_") or "Bad value" in str(error.value)
     assert len(lc.fisher_blocks) == 0 and not lc.losses
     assert not lc._get_use_count_map()
+
+
+# Shapes the original accepted (its own tests register them): a warning that
+# names the problem, and the layer is registered.
+WARNING_CASES = {
+    "conv spatial (VALID)": (
+        _conv_case(padding="VALID"),
+        r"`outputs` has shape \(2, 4, 4, 5\); expected shape \[batch, 3, 3, 5\]",
+    ),
+    "conv spatial (strides)": (_conv_case(strides=(1, 2, 2, 1)), r"\[batch, 2, 2, 5\]"),
+    "fc scalar params": (
+        lambda lc: lc.register_fully_connected(
+            tf.constant(1.0), tf.constant(2.0), tf.constant(3.0)
+        ),
+        r"`params` must have rank at least 2 .*got shape \(\)",
+    ),
+    "fc integer params": (
+        lambda lc: lc.register_fully_connected(
+            tf.constant(1), tf.constant(2), tf.constant(3)
+        ),
+        r"`params` Const:0 has dtype int32",
+    ),
+    "embedding rank-1 params": (
+        lambda lc: lc.register_embedding_multi(
+            tf.constant((1.0,)),
+            (tf.constant(2), tf.constant(3)),
+            (tf.constant(4.0), tf.constant(5.0)),
+        ),
+        r"`params` must have rank 2 .*got shape \(1,\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WARNING_CASES))
+def test_registration_validation_warnings(case):
+    register, pattern = WARNING_CASES[case]
+    lc = LayerCollection()
+    with pytest.warns(lc_lib.RegistrationWarning, match=pattern) as record:
+        register(lc)
+    # Attributed to the register_* call in this file, not to the library.
+    assert all(warning.filename == __file__ for warning in record)
+    assert len(lc.fisher_blocks) == 1
 
 
 def test_validation_accepts_unknown_dimensions():

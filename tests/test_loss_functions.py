@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
-from tolerances import assert_close
 from loss_function_references import ALL
 from loss_function_references import CAT_LOGITS
 from loss_function_references import NATURAL
@@ -19,6 +18,7 @@ from loss_function_references import dense_factor
 from loss_function_references import log_softmax
 from loss_function_references import run
 from loss_function_references import sigmoid
+from tolerances import assert_close
 
 from kfac.ops import loss_functions as lf
 

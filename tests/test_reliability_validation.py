@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 import kfac
 from kfac.ops import estimator
 from kfac.ops import fisher_blocks
+from kfac.ops import layer_collection
 from kfac.ops import utils
 
 
@@ -120,7 +121,9 @@ BAD_INPUTS = [
     ("fc weights rank 3",
      lambda env: env.lc.register_fully_connected(
          tf.get_variable("w3", [3, 2, 1]), env.x, env.out),
-     ValueError, r"register_fully_connected: `params` must have rank 2.*\(3, 2, 1\)"),
+     ValueError,
+     r"register_fully_connected: `inputs` has shape \(4, 3\); expected shape "
+     r"\[batch, 6\] to match weights of shape \(3, 2, 1\)"),
     ("fc inputs width",
      lambda env: env.lc.register_fully_connected(
          (env.w, env.b), tf.zeros([4, 5]), env.out),
@@ -158,11 +161,6 @@ BAD_INPUTS = [
          env.kernel, [1, 1, 1, 1], "SAME", env.image, env.conv_out,
          data_format="NCHW"),
      ValueError, r"`data_format` must be None or 'NHWC'.*'NCHW'"),
-    ("conv output spatial size",
-     lambda env: env.lc.register_conv2d(
-         env.kernel, [1, 2, 2, 1], "SAME", env.image, env.conv_out),
-     ValueError,
-     r"`outputs` has shape \(4, 8, 8, 4\); expected shape \[batch, 4, 4, 4\]"),
     ("conv input channels",
      lambda env: env.lc.register_conv2d(
          env.kernel, [1, 1, 1, 1], "SAME", tf.zeros([4, 8, 8, 3]), env.conv_out),
@@ -211,8 +209,6 @@ BAD_INPUTS = [
     ("mixed dtypes across layers", _mixed_dtypes,
      ValueError,
      r"must share one dtype.*w64:0 has dtype float64.*w:0 has dtype float32"),
-    ("integer parameters", _integer_params,
-     ValueError, r"must have a floating dtype; `params` counts:0 has dtype int32"),
     # --- optimizer hyperparameters and option combinations
     ("unknown momentum_type", lambda env: env.optimizer(momentum_type="nesterov"),
      ValueError, r"Unsupported momentum_type 'nesterov'"),
@@ -311,6 +307,30 @@ def test_bad_input_raises_a_clear_error(build, error, fragment):
         env = Env()
         with pytest.raises(error, match=fragment):
             build(env)
+
+
+# What the original accepted is registered, with a warning naming the problem.
+QUESTIONABLE_INPUTS = [
+    ("conv output spatial size",
+     lambda env: env.lc.register_conv2d(
+         env.kernel, [1, 2, 2, 1], "SAME", env.image, env.conv_out),
+     r"`outputs` has shape \(4, 8, 8, 4\); expected shape \[batch, 4, 4, 4\]"),
+    ("integer parameters", _integer_params,
+     r"`params` counts:0 has dtype int32; only floating parameters can be trained"),
+]
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [case[1:] for case in QUESTIONABLE_INPUTS],
+    ids=[case[0] for case in QUESTIONABLE_INPUTS],
+)
+def test_questionable_input_warns_and_registers(build, fragment):
+    with tf.Graph().as_default():
+        env = Env()
+        with pytest.warns(layer_collection.RegistrationWarning, match=fragment):
+            build(env)
+        assert len(env.lc.fisher_blocks) == 1
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

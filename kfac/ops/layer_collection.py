@@ -35,6 +35,7 @@ from kfac.ops._registration.approximations import bad_approximation_message
 from kfac.ops._registration.approximations import block_types
 from kfac.ops._registration.approximations import check_approximation
 from kfac.ops._registration.layers import LayerRegistrationMethods
+from kfac.ops._registration.validation import RegistrationWarning  # noqa: F401
 
 _DEFAULT_LAYER_COLLECTION = None
 
@@ -486,6 +487,14 @@ class LayerCollection(LayerRegistrationMethods):
           targets: integer class ids `[batch]`, for `total_loss` / "empirical".
           name, reuse: see `register_loss_function`.
         """
+        validation.check_targets(
+            "register_categorical_predictive_distribution",
+            "logits",
+            logits,
+            targets,
+            per_row=True,
+            strict=False,
+        )
         loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
             logits, targets=targets, seed=seed
         )
@@ -507,7 +516,9 @@ class LayerCollection(LayerRegistrationMethods):
           seed, targets, name, reuse: as for the categorical distribution
             (targets are real `[batch, dim]`).
         """
-        validation.check_variance("register_normal_predictive_distribution", var)
+        method = "register_normal_predictive_distribution"
+        validation.check_variance(method, var)
+        validation.check_targets(method, "mean", mean, targets)
         loss = loss_functions.NormalMeanNegativeLogProbLoss(
             mean, var, targets=targets, seed=seed
         )
@@ -524,6 +535,12 @@ class LayerCollection(LayerRegistrationMethods):
           logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
           seed, targets, name, reuse: as for the categorical distribution.
         """
+        validation.check_targets(
+            "register_multi_bernoulli_predictive_distribution",
+            "logits",
+            logits,
+            targets,
+        )
         loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
             logits, targets=targets, seed=seed
         )

@@ -64,3 +64,8 @@ class FisherBlock(object, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def num_registered_towers(self):
         """Number of registered towers (mini-batch slices)."""
+
+    @property
+    def num_registered_minibatches(self):
+        """`num_registered_towers` under its name in the earlier contrib releases."""
+        return self.num_registered_towers

@@ -20,6 +20,20 @@ def _static_dim(tensor, index: int) -> int:
     return tf.compat.dimension_value(tensor.shape[index])
 
 
+def as_rows(tensor) -> tf.Tensor:
+    """`[..., n]` as `[rows, n]`: every leading position is one row.
+
+    A fully connected layer applied to a `[batch, ..., n]` tensor (a 1x1
+    convolution, a dense layer over time steps) sees one input per position;
+    its statistics treat each as an example, exactly as if the user had
+    reshaped inputs and outputs to rows before the layer.
+    """
+    tensor = tf.convert_to_tensor(tensor)
+    if tensor.shape.ndims is not None and tensor.shape.ndims > 2:
+        return tf.reshape(tensor, [-1, _static_dim(tensor, -1)])
+    return tensor
+
+
 class FullyConnectedDiagonalFactor(base.DiagonalFactor):
     """Diagonal Fisher of a fully connected layer, shape `[in + has_bias, out]`.
 
@@ -27,8 +41,10 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
     gradient (the square of an outer product is the outer product of squares).
 
     Args:
-      inputs: per tower, the layer inputs `[B, in]`.
-      outputs_grads: per source, per tower, the pre-activation gradients `[B, out]`.
+      inputs: per tower, the layer inputs `[B, in]` (or `[B, ..., in]`, see
+        `as_rows`).
+      outputs_grads: per source, per tower, the pre-activation gradients `[B, out]`
+        (or `[B, ..., out]`).
       has_bias: whether the layer has a bias (an extra input row of ones).
     """
 
@@ -47,8 +63,8 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
 
     @property
     def _cov_shape(self):
-        input_size = _static_dim(self._inputs[0], 1) + int(self._has_bias)
-        output_size = _static_dim(self._outputs_grads[0][0], 1)
+        input_size = _static_dim(self._inputs[0], -1) + int(self._has_bias)
+        output_size = _static_dim(self._outputs_grads[0][0], -1)
         return [input_size, output_size]
 
     @property
@@ -68,7 +84,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
         self._squared_inputs = []
         for tower in range(self._num_towers):
             with base.place_on_device(self._get_data_device(tower)):
-                inputs = tf.convert_to_tensor(self._inputs[tower])
+                inputs = as_rows(self._inputs[tower])
                 if self._has_bias:
                     inputs = base.append_homog(inputs)
                 self._squared_inputs.append(tf.square(inputs))
@@ -78,7 +94,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
 
     def _compute_new_cov(self, source, tower):
         squared_inputs = self._squared_inputs[tower]
-        outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
+        outputs_grad = as_rows(self._outputs_grads[source][tower])
         new_cov = tf.matmul(squared_inputs, tf.square(outputs_grad), transpose_a=True)
         return new_cov / tf.cast(tf.shape(squared_inputs)[0], new_cov.dtype)
 
@@ -94,7 +110,8 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
     factor G (tensors = pre-activation gradients, one per source).
 
     Args:
-      tensors: per source, per tower, a `[B, n]` Tensor (or PartitionedTensor).
+      tensors: per source, per tower, a `[B, n]` Tensor (or PartitionedTensor);
+        `[B, ..., n]` is flattened to rows (`as_rows`).
       has_bias: append a homogeneous coordinate (input factor with bias).
     """
 
@@ -111,7 +128,7 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
 
     @property
     def _cov_shape(self):
-        size = _static_dim(self._tensors[0][0], 1) + int(self._has_bias)
+        size = _static_dim(self._tensors[0][0], -1) + int(self._has_bias)
         return [size, size]
 
     @property
@@ -128,7 +145,7 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
 
     def _rows(self, source, tower) -> tf.Tensor:
         """The `[N, n (+1)]` rows `ã` of one source and tower."""
-        tensor = tf.convert_to_tensor(self._tensors[source][tower])
+        tensor = as_rows(self._tensors[source][tower])
         if self._has_bias:
             tensor = base.append_homog(tensor)
         return tensor
@@ -136,7 +153,7 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
     def _compute_new_cov(self, source, tower):
         # The ones column is folded in without copying the rows (second_moments).
         return second_moments.symmetric_second_moment(
-            self._tensors[source][tower], append_ones=self._has_bias
+            as_rows(self._tensors[source][tower]), append_ones=self._has_bias
         )
 
     def _get_data_device(self, tower):

@@ -5,9 +5,19 @@ factor's covariance op. These checks compare the static shapes and dtypes of
 `params`, `inputs` and `outputs` and name the offending argument, the shape
 that arrived and the one expected. Unknown dimensions (e.g. a `None` batch
 size) and objects without a static shape are never an error.
+
+Two severities. A real inconsistency (widths that disagree, a bias with the
+wrong number of entries, rows that cannot pair up, a mix of float dtypes) is a
+ValueError. A shape the original accepted and that is only bookkeeping until
+ops are built (a rank other than the layer kind's, e.g. scalar constants in
+tests, a convolution output whose spatial size does not follow from its input,
+integer parameters) is a `RegistrationWarning` naming the problem.
 """
 
 import numbers
+import os
+import sys
+import warnings
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -36,34 +46,105 @@ def _describe(shape: tf.TensorShape) -> str:
     return "unknown" if shape.rank is None else str(tuple(shape.as_list()))
 
 
+class RegistrationWarning(UserWarning):
+    """A registration the original accepted whose shapes or dtypes look wrong."""
+
+
 def _error(method: str, message: str) -> ValueError:
     return ValueError("{}: {}".format(method, message))
 
 
-def _check_rank(method, argument, value, ranks, layout) -> tf.TensorShape:
-    """Returns the static shape of `value` after checking its rank is in `ranks`."""
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` of the first frame outside `kfac/ops` (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_registration(message: str) -> None:
+    """Issues a `RegistrationWarning` attributed to the user's register_* call."""
+    warnings.warn(message, RegistrationWarning, stacklevel=_caller_stacklevel())
+
+
+def _warn(method: str, message: str) -> None:
+    warn_registration("{}: {}".format(method, message))
+
+
+def _check_rank(method, argument, value, ranks, layout, strict=True) -> tf.TensorShape:
+    """Returns the static shape of `value` after checking its rank is in `ranks`.
+
+    `ranks` is an int, a sequence of ints, or `(minimum, None)` for "at least".
+    With `strict=False` a wrong rank is a `RegistrationWarning` and the shape
+    returned is unknown, so that no later check reads its dimensions.
+    """
     ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    at_least = len(ranks) == 2 and ranks[1] is None
     shape = static_shape(value)
-    if shape.rank is not None and shape.rank not in ranks:
-        raise _error(
-            method,
-            "`{}` must have rank {} (shape {}); got shape {}.".format(
-                argument, " or ".join(map(str, ranks)), layout, _describe(shape)
-            ),
-        )
-    return shape
+    if shape.rank is None:
+        return shape
+    if at_least:
+        accepted, expected = shape.rank >= ranks[0], "at least {}".format(ranks[0])
+    else:
+        accepted, expected = shape.rank in ranks, " or ".join(map(str, ranks))
+    if accepted:
+        return shape
+    message = "`{}` must have rank {} (shape {}); got shape {}.".format(
+        argument, expected, layout, _describe(shape)
+    )
+    if strict:
+        raise _error(method, message)
+    _warn(method, message + " Registered anyway (as the original did).")
+    return tf.TensorShape(None)
 
 
-def _check_dim(method, argument, shape, axis, expected, layout, reason) -> None:
-    """Checks `shape[axis] == expected` when both are known."""
+def _check_dim(
+    method, argument, shape, axis, expected, layout, reason, strict=True
+) -> None:
+    """Checks `shape[axis] == expected` when both are known.
+
+    A mismatch is a ValueError, or a `RegistrationWarning` with `strict=False`.
+    """
     if shape.rank is None or expected is None:
         return
     actual = shape.as_list()[axis]
     if actual is not None and actual != expected:
+        message = "`{}` has shape {}; expected shape {} {}.".format(
+            argument, _describe(shape), layout, reason
+        )
+        if strict:
+            raise _error(method, message)
+        _warn(method, message + " Registered anyway (as the original did).")
+
+
+def _num_rows(shape: tf.TensorShape):
+    """`prod(shape[:-1])`, the rows a dense layer sees, or None if unknown."""
+    if shape.rank is None or shape.rank < 1:
+        return None
+    leading = shape.as_list()[:-1]
+    return None if None in leading else int(np.prod(leading, dtype=np.int64))
+
+
+def _check_same_rows(method, first, second) -> None:
+    """Dense layers: `first`/`second` (argument name, shape) have as many rows.
+
+    Rows are all dimensions but the last (each row is one input of the
+    layer), so `[B, T, in]` inputs pair with `[B, T, out]` or `[B·T, out]`
+    outputs; with equal ranks dimension 0 must also agree.
+    """
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    if shape_a.rank is not None and shape_a.rank == shape_b.rank:
+        _check_same_batch(method, first, second)
+    rows_a, rows_b = _num_rows(shape_a), _num_rows(shape_b)
+    if rows_a is not None and rows_b is not None and rows_a != rows_b:
         raise _error(
             method,
-            "`{}` has shape {}; expected shape {} {}.".format(
-                argument, _describe(shape), layout, reason
+            "`{}` (shape {}) and `{}` (shape {}) must have the same number of rows "
+            "(product of all dimensions but the last).".format(
+                name_a, _describe(shape_a), name_b, _describe(shape_b)
             ),
         )
 
@@ -115,9 +196,12 @@ def check_model_dtype(params, registered_variables) -> None:
     parameters' dtype, so float32 and float64 models both work but a mix does
     not.
 
+    A parameter that is not floating (the original's tests register integer
+    constants as bookkeeping) cannot be trained: a `RegistrationWarning`.
+
     Raises:
-      ValueError: a parameter of `params` is not floating, or its dtype differs
-        from that of the already registered variables (both are named).
+      ValueError: a floating parameter of `params` has a dtype other than that
+        of the already registered floating variables (both are named).
     """
     for param in params if isinstance(params, (tuple, list)) else (params,):
         dtype = base_dtype(param)
@@ -125,13 +209,16 @@ def check_model_dtype(params, registered_variables) -> None:
             continue
         name = getattr(param, "name", repr(param))
         if not dtype.is_floating:
-            raise ValueError(
-                "LayerCollection: parameters must have a floating dtype; `params` "
-                "{} has dtype {}.".format(name, dtype.name)
+            warn_registration(
+                "LayerCollection: `params` {} has dtype {}; only floating "
+                "parameters can be trained or preconditioned.".format(
+                    name, dtype.name
+                )
             )
+            continue
         for other in registered_variables:
             other_dtype = base_dtype(other)
-            if other_dtype is None:
+            if other_dtype is None or not other_dtype.is_floating:
                 continue
             # All registered variables already share one dtype: compare with one.
             if other_dtype != dtype:
@@ -164,18 +251,31 @@ def split_params(method: str, params):
 
 
 def _check_bias(method, bias, num_outputs, weights_shape) -> None:
+    """A bias holds one entry per output: `[out]`, `[1, out]`, `[out, 1]`, ...
+
+    Products return it in the shape it was given (`mat2d_to_layer_params`).
+    """
     if bias is None:
         return
-    shape = _check_rank(method, "params[1]", bias, 1, "[out]")
-    _check_dim(
-        method,
-        "params[1]",
-        shape,
-        0,
-        num_outputs,
-        "[{}]".format(num_outputs),
-        "to match weights of shape {}".format(_describe(weights_shape)),
-    )
+    shape = static_shape(bias)
+    if shape.rank is None:
+        return
+    dims = shape.as_list()
+    non_unit = [d for d in dims if d != 1]
+    size = None if None in dims else int(np.prod(dims, dtype=np.int64))
+    if len(non_unit) > 1 or (
+        None not in (size, num_outputs) and size != num_outputs
+    ):
+        raise _error(
+            method,
+            "`params[1]` has shape {}; expected shape [{out}] (or [1, {out}], "
+            "[{out}, 1]: one entry per output) to match weights of shape "
+            "{}.".format(
+                _describe(shape),
+                _describe(weights_shape),
+                out="out" if num_outputs is None else num_outputs,
+            ),
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -183,11 +283,23 @@ def _check_bias(method, bias, num_outputs, weights_shape) -> None:
 
 
 def check_fully_connected_params(method: str, params):
-    """Checks weights `[in, out]` (+ bias `[out]`); returns `(in, out, shape)`."""
+    """Checks weights `[..., out]` (+ bias); returns `(in, out, shape)`.
+
+    Weights of rank > 2 (a 1x1 convolution kernel `[1, 1, in, out]`) act on
+    `in = prod(leading dims)` inputs, as `layer_params_to_mat2d` flattens them.
+    Rank 0 or 1 is a warning (`in`/`out` unknown).
+    """
     weights, bias = split_params(method, params)
     argument = "params[0]" if isinstance(params, (tuple, list)) else "params"
-    shape = _check_rank(method, argument, weights, 2, "[in, out]")
-    fan_in, fan_out = _dims(shape, 2)
+    shape = _check_rank(
+        method, argument, weights, (2, None), "[in, out]", strict=False
+    )
+    if shape.rank is None:
+        fan_in = fan_out = None
+    else:
+        dims = shape.as_list()
+        leading, fan_out = dims[:-1], dims[-1]
+        fan_in = None if None in leading else int(np.prod(leading, dtype=np.int64))
     _check_bias(method, bias, fan_out, shape)
     return fan_in, fan_out, shape
 
@@ -195,8 +307,11 @@ def check_fully_connected_params(method: str, params):
 def check_fully_connected_io(
     method, params, inputs, outputs, names=("inputs", "outputs")
 ):
-    """Checks inputs `[B, in]` and outputs `[B, out]` (pre-activations) vs params.
+    """Checks inputs `[..., in]` and outputs `[..., out]` (pre-activations).
 
+    Rank-2 `[batch, in]`/`[batch, out]` is the usual case; higher ranks are
+    flattened to rows (every leading position is one input of the layer, as
+    for a 1x1 convolution or a dense layer over `[batch, time, features]`).
     Either of `inputs`/`outputs` may be None to skip it.
     """
     fan_in, fan_out, weights_shape = check_fully_connected_params(method, params)
@@ -208,11 +323,15 @@ def check_fully_connected_io(
     ):
         if value is None:
             continue
-        shape = _check_rank(method, name, value, 2, "[batch, {}]".format(symbol))
-        _check_dim(method, name, shape, 1, size, "[batch, {}]".format(size), reason)
-        checked.append((name, shape))
+        shape = _check_rank(
+            method, name, value, (2, None), "[batch, {}]".format(symbol), strict=False
+        )
+        layout = "[batch, {}]" if shape.rank == 2 else "[batch, ..., {}]"
+        _check_dim(method, name, shape, -1, size, layout.format(size), reason)
+        if shape.rank is not None:
+            checked.append((name, shape))
     if len(checked) == 2:
-        _check_same_batch(method, *checked)
+        _check_same_rows(method, *checked)
     weights, bias = split_params(method, params)
     check_same_dtype(
         method,
@@ -430,6 +549,10 @@ def check_convolution_io(
                 "{} and {} of shape {} ({} padding)".format(
                     reason, names[0], _describe(static_shape(inputs)), padding
                 ),
+                # The channels must agree; a spatial size that does not follow
+                # from the inputs is what the original accepted (its tests
+                # register such shapes), so only a warning.
+                strict=axis == rank - 1,
             )
         checked.append((names[1], shape))
     if len(checked) == 2:
@@ -444,8 +567,13 @@ def check_embedding_io(
     method, params, inputs, outputs, names=("inputs", "outputs")
 ) -> int:
     """Checks params `[vocab, dim]`, int ids, outputs `[..., dim]`; returns vocab."""
-    shape = _check_rank(method, "params", params, 2, "[vocab_size, dim]")
+    raw_shape = static_shape(params)
+    shape = _check_rank(
+        method, "params", params, 2, "[vocab_size, dim]", strict=False
+    )
     vocab_size, dim = _dims(shape, 2)
+    if vocab_size is None and raw_shape.rank:
+        vocab_size = raw_shape.as_list()[0]
     if vocab_size is None:
         raise _error(
             method,
@@ -465,16 +593,20 @@ def check_embedding_io(
         checked.append(
             (
                 names[0],
-                _check_rank(method, names[0], inputs, (1, 2), "[batch] or [batch, k]"),
+                _check_rank(
+                    method,
+                    names[0],
+                    inputs,
+                    (1, 2),
+                    "[batch] or [batch, k]",
+                    strict=False,
+                ),
             )
         )
     if outputs is not None:
-        out_shape = static_shape(outputs)
-        if out_shape.rank == 0:
-            raise _error(
-                method,
-                "`{}` must have shape [batch, {}]; got a scalar.".format(names[1], dim),
-            )
+        out_shape = _check_rank(
+            method, names[1], outputs, (1, None), "[batch, dim]", strict=False
+        )
         _check_dim(
             method,
             names[1],
@@ -505,6 +637,43 @@ def check_batch_size(method: str, batch_size) -> None:
             )
         return
     _check_rank(method, "batch_size", batch_size, 0, "[]")
+
+
+def check_targets(
+    method: str, inputs_name: str, inputs, targets, per_row=False, strict=True
+):
+    """Targets of a predictive distribution shaped like its inputs.
+
+    The loss adds `log p(targets | inputs)` entry by entry, so a targets tensor
+    of another shape would broadcast into a wrong loss without any error.
+    `per_row`: one target per row (class ids of `[batch, num_classes]` logits).
+    With `strict=False` a mismatch is a `RegistrationWarning` (categorical
+    targets: the original's own tests pass one-hot-shaped ones that are never
+    evaluated).
+
+    Raises:
+      ValueError: the static shapes are incompatible (both are named).
+    """
+    if targets is None:
+        return
+    inputs_shape, targets_shape = static_shape(inputs), static_shape(targets)
+    if inputs_shape.rank is None or targets_shape.rank is None:
+        return
+    expected = inputs_shape[:-1] if per_row and inputs_shape.rank else inputs_shape
+    if not expected.is_compatible_with(targets_shape):
+        message = (
+            "`targets` has shape {} but `{}` has shape {}: expected targets of "
+            "shape {}.".format(
+                _describe(targets_shape),
+                inputs_name,
+                _describe(inputs_shape),
+                _describe(expected),
+            )
+        )
+        if strict:
+            raise _error(method, message)
+        _warn(method, message + " `total_loss()` and \"empirical\" estimation would "
+              "be wrong.")
 
 
 def check_variance(method: str, var) -> None:
