@@ -110,6 +110,18 @@ def cast_scalar(value, dtype) -> tf.Tensor:
     return tf.constant(value, dtype=dtype)
 
 
+def _as_damping_func(damping):
+    """`damping` if it is a damping function, else one returning it, id `(damping,)`."""
+    if callable(damping) and hasattr(damping, "func_id"):
+        return damping
+
+    def damping_func():
+        return damping
+
+    damping_func.func_id = (naming.to_python_scalar(damping),)
+    return damping_func
+
+
 def flatten(nested) -> List[Any]:
     """Leaves of nested lists/tuples, in order (PartitionedTensors are leaves)."""
     if isinstance(nested, (tuple, list)):
@@ -145,7 +157,12 @@ def _zero_debias_variables(variable):
 
 
 def assign_moving_average(
-    variable, value, decay, zero_debias: bool = False, name: Optional[str] = None
+    variable,
+    value,
+    decay,
+    zero_debias: bool = False,
+    name: Optional[str] = None,
+    debias_variables=None,
 ) -> tf.Tensor:
     """Exponential moving average `v ← decay·v + (1 − decay)·value`.
 
@@ -163,6 +180,9 @@ def assign_moving_average(
       decay: scalar in [0, 1] (Python number or Tensor).
       zero_debias: whether to debias the average.
       name: optional name scope (default `"AssignMovingAvg"`).
+      debias_variables: the `(biased, local_step)` pair kept for `variable`
+        (made beside it when None), so that every update op built for one
+        variable shares one debiasing state.
 
     Returns:
       A Tensor that evaluates to the updated value of `variable`.
@@ -172,7 +192,7 @@ def assign_moving_average(
         value = tf.convert_to_tensor(value, dtype=dtype)
         decay = cast_scalar(decay, dtype)
         if zero_debias:
-            biased, local_step = _zero_debias_variables(variable)
+            biased, local_step = debias_variables or _zero_debias_variables(variable)
             update_biased = biased.assign_sub(
                 (biased - value) * (1.0 - decay), read_value=False
             )
@@ -255,6 +275,20 @@ class FisherFactor(abc.ABC):
                 dtype=self._dtype,
             )
         self._skipped_updates_counter()
+        if config.ZERO_DEBIAS:
+            self._debias_variables_for(self._cov)
+
+    def _debias_variables_for(self, variable):
+        """`(biased, local_step)` of `variable`'s debiased average, made once.
+
+        Made with the variable (`instantiate_cov_variables`), so that an
+        initializer run after instantiation covers them, and shared by every
+        update op built later (thunks may be called many times).
+        """
+        state = self.__dict__.setdefault("_zero_debias_state", {})
+        if variable.name not in state:
+            state[variable.name] = _zero_debias_variables(variable)
+        return state[variable.name]
 
     @property
     def num_skipped_updates(self):
@@ -263,7 +297,7 @@ class FisherFactor(abc.ABC):
         return getattr(self, "_num_skipped_updates", None)
 
     def _skipped_updates_counter(self):
-        """The `num_skipped_updates` variable, created next to `cov` on first use.
+        """The `num_skipped_updates` variable, created next to `cov`.
 
         Created outside any control flow (`init_scope`), in the current variable
         scope (the one `cov` was created in), so update ops may be built inside
@@ -283,8 +317,15 @@ class FisherFactor(abc.ABC):
         return counter
 
     def _count_skipped_updates(self, num_skipped=1) -> tf.Operation:
-        """Adds `num_skipped` (an int or a bool/int Tensor) to the counter."""
-        counter = self._skipped_updates_counter()
+        """Adds `num_skipped` (an int or a bool/int Tensor) to the counter.
+
+        A factor whose cov variable was never instantiated (tests assign
+        `_cov` directly) has no counter: the skip is not counted, and no
+        variable is created behind an initializer the caller already ran.
+        """
+        counter = getattr(self, "_num_skipped_updates", None)
+        if counter is None:
+            return tf.no_op()
         increment = tf.cast(num_skipped, tf.int64)
         return counter.assign_add(increment, use_locking=True, read_value=False)
 
@@ -297,8 +338,14 @@ class FisherFactor(abc.ABC):
         `utils.update_if_finite`). Evaluates to the value of `variable` after."""
 
         def update():
+            debias = config.ZERO_DEBIAS
+            debias_variables = self._debias_variables_for(variable) if debias else None
             return assign_moving_average(
-                variable, value, ema_decay, zero_debias=config.ZERO_DEBIAS
+                variable,
+                value,
+                ema_decay,
+                zero_debias=debias,
+                debias_variables=debias_variables,
             )
 
         def skip():
@@ -427,6 +474,19 @@ class InverseProvidingFactor(FisherFactor):
     def register_inverse(self, damping_func) -> None:
         self.register_matpower(-1, damping_func)
 
+    def register_damped_inverse(self, damping) -> None:
+        """`register_inverse` under its name in earlier contrib releases.
+
+        `damping` may be a damping function (with a `func_id`) or, as there,
+        the damping value itself (a number or scalar Tensor, identified by
+        itself); `get_damped_inverse(damping)` returns the variable.
+        """
+        self.register_inverse(_as_damping_func(damping))
+
+    def get_damped_inverse(self, damping):
+        """The inverse variable registered by `register_damped_inverse(damping)`."""
+        return self.get_inverse(_as_damping_func(damping))
+
     def _make_damped_variable(self, prefix: str, damping_id, initializer, shape):
         """Variable `<prefix>_damp{D}` in this factor's scope, D from the damping id."""
         damping_string = naming.graph_func_to_string(
@@ -442,7 +502,12 @@ class InverseProvidingFactor(FisherFactor):
             )
 
     def instantiate_inv_variables(self) -> None:
-        """Creates one identity-initialised variable per registered `(exp, damping)`."""
+        """Creates one identity-initialised variable per registered `(exp, damping)`.
+
+        Nothing else is created in the factor's scope; no later call creates
+        a variable (the inverse updates count skipped writes in the counter
+        `instantiate_cov_variables` made, or not at all without one).
+        """
         for exp, damping_id in self._registration_order:
             if (exp, damping_id) in self._matpower_by_exp_and_damping:
                 raise AssertionError(

@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops import utils
 from kfac.ops._factors import base
+from kfac.ops._factors import config
 from kfac.ops._factors import fully_connected
 from kfac.ops._factors import naming
 
@@ -90,6 +91,8 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
                     trainable=False,
                     dtype=self._dtype,
                 )
+            if config.ZERO_DEBIAS:
+                self._debias_variables_for(self._cov_dt1)
 
     def _compute_new_cov_dt1(self, source, tower):
         """`Ĉ₁ = futureᵀ present / (num_uses·B)`, `present = ã[:-B]`, `future = ã[B:]`.

@@ -17,6 +17,17 @@ def _check_sparse_matrix(matrix, arg_name: str, func_name: str):
         )
 
 
+def _dense_shape_tensor(matrix):
+    """`matrix.dense_shape` as an integer Tensor (it may be a list), or None.
+
+    `tf.IndexedSlices` accepts a Python list or tuple as its `dense_shape`,
+    and the original's products did too.
+    """
+    if matrix.dense_shape is None:
+        return None
+    return tf.convert_to_tensor(matrix.dense_shape, dtype_hint=tf.int64)
+
+
 def matmul_sparse_dense(A, B, name=None):  # noqa: N803 (names of the original)
     """`A @ B` for a sparse-row matrix `A` and a dense `B`.
 
@@ -38,13 +49,13 @@ def matmul_sparse_dense(A, B, name=None):  # noqa: N803 (names of the original)
                 % (B.shape,)
             )
         new_values = tf.matmul(A.values, B)
-        dense_shape = None
-        if A.dense_shape is not None:
+        dense_shape = _dense_shape_tensor(A)
+        if dense_shape is not None:
             num_cols = B.shape.as_list()[1]
             if num_cols is None:
-                num_cols = tf.shape(B, out_type=A.dense_shape.dtype)[1]
+                num_cols = tf.shape(B, out_type=dense_shape.dtype)[1]
             dense_shape = tf.stack(
-                [A.dense_shape[0], tf.cast(num_cols, A.dense_shape.dtype)]
+                [dense_shape[0], tf.cast(num_cols, dense_shape.dtype)]
             )
         return tf.IndexedSlices(new_values, A.indices, dense_shape=dense_shape)
 
@@ -71,5 +82,5 @@ def matmul_diag_sparse(A_diag, B, name=None):  # noqa: N803
         _check_sparse_matrix(B, "B", "matmul_diag_sparse")
         row_scales = tf.gather(A_diag, B.indices)[:, None]
         return tf.IndexedSlices(
-            row_scales * B.values, B.indices, dense_shape=B.dense_shape
+            row_scales * B.values, B.indices, dense_shape=_dense_shape_tensor(B)
         )
