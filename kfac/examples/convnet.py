@@ -308,6 +308,7 @@ def minimize_loss_distributed(
     num_steps: Optional[int] = None,
     history: Optional[List[StepStats]] = None,
     log_every: int = LOG_EVERY,
+    save_checkpoint_steps: Optional[int] = None,
 ) -> Optional[float]:
     """Trains with K-FAC as one worker task of a (possibly) distributed job.
 
@@ -337,7 +338,12 @@ def minimize_loss_distributed(
         (`StopAtGlobalStepHook`), so no gradient task waits for another that
         has already stopped. None: until the input ends.
       history: optional list that receives one `StepStats` per step.
-      log_every: steps between log lines (0: no logging).
+      log_every: steps between log lines (0: no logging); each line gives
+        this task's step, the global step and the loss.
+      save_checkpoint_steps: the chief saves a checkpoint every this many
+        global steps (None: every 10 minutes, TF's default). A restarted
+        chief restores the newest one: weights, K-FAC's moving averages and
+        inverses, the velocities and the global step.
 
     Returns:
       The accuracy of the last mini-batch this task saw.
@@ -401,6 +407,8 @@ def minimize_loss_distributed(
         checkpoint_dir=checkpoint_dir,
         hooks=hooks,
         stop_grace_period_secs=0,
+        save_checkpoint_steps=save_checkpoint_steps,
+        save_checkpoint_secs=None if save_checkpoint_steps else 600,
     ) as sess:
         return mlp.run_training_loop(
             sess,
@@ -411,6 +419,7 @@ def minimize_loss_distributed(
             period=invert_every,
             history=history,
             log_every=log_every,
+            global_step=global_step,
         )
 
 

@@ -15,7 +15,10 @@ as its own process (`python -m kfac.examples.launch_cluster --job_name=...`):
 
 The launcher waits for every worker, terminates the parameter servers, and
 prints a JSON summary. Every child is killed when the launcher exits, fails,
-or gets Ctrl-C / SIGTERM. Only 127.0.0.1 is used.
+or gets Ctrl-C / SIGTERM. Only 127.0.0.1 is used. `LocalCluster` gives the
+same processes one by one, to kill (SIGKILL) and restart a task in the middle
+of a run: a restarted worker rejoins the job, a restarted chief restores its
+newest checkpoint (`--checkpoint_dir`, `--save_checkpoint_steps`).
 
 Run:
   python -m kfac.examples.launch_cluster --use_fake_data --num_steps=20
@@ -152,6 +155,125 @@ def _read_report(path: str) -> dict:
     )
 
 
+class LocalCluster(object):
+    """The processes of one local cluster, started, killed and restarted at will.
+
+    Each task runs as `python -m kfac.examples.launch_cluster --job_name=...`;
+    incarnation `k` of a task writes `<job>_<index>.log` (`k = 0`) or
+    `<job>_<index>.restart<k>.log`. Use as a context manager: every process
+    it started is stopped (terminated, then killed) on exit.
+
+    Args:
+      num_ps_tasks, num_worker_tasks: the cluster's jobs (>= 1 each).
+      task_args: extra flags for every task.
+      log_dir: where the logs go (None: a new temporary folder).
+    """
+
+    def __init__(
+        self,
+        num_ps_tasks: int,
+        num_worker_tasks: int,
+        task_args: Sequence[str] = (),
+        log_dir: Optional[str] = None,
+    ):
+        self.cluster_spec = make_cluster_spec(num_ps_tasks, num_worker_tasks)
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="kfac_cluster_")
+        self.tasks = [("ps", i) for i in range(num_ps_tasks)]
+        self.tasks += [("worker", i) for i in range(num_worker_tasks)]
+        self._task_args = list(task_args)
+        self._processes: Dict[tuple, subprocess.Popen] = {}
+        self._log_paths: Dict[tuple, str] = {}
+        self._incarnations: Dict[tuple, int] = {}
+        self.pids: List[int] = []  # of every process started, in start order
+
+    def start(self, job_name: str, task_index: int) -> subprocess.Popen:
+        """Starts (or restarts) one task; returns its process."""
+        task = (job_name, task_index)
+        incarnation = self._incarnations.get(task, -1) + 1
+        self._incarnations[task] = incarnation
+        suffix = ".restart%d" % incarnation if incarnation else ""
+        log_path = os.path.join(
+            self.log_dir, "%s_%d%s.log" % (job_name, task_index, suffix)
+        )
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                _task_command(job_name, task_index, self.cluster_spec, self._task_args),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._processes[task], self._log_paths[task] = process, log_path
+        self.pids.append(process.pid)
+        return process
+
+    def start_all(self) -> None:
+        for job_name, task_index in self.tasks:
+            self.start(job_name, task_index)
+
+    def process(self, job_name: str, task_index: int) -> subprocess.Popen:
+        """The newest process of a task."""
+        return self._processes[(job_name, task_index)]
+
+    def log_path(self, job_name: str, task_index: int) -> str:
+        """The log of the newest incarnation of a task."""
+        return self._log_paths[(job_name, task_index)]
+
+    def kill(self, job_name: str, task_index: int) -> None:
+        """SIGKILLs a task (no clean-up of any kind runs) and reaps it."""
+        process = self.process(job_name, task_index)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def workers(self) -> List[subprocess.Popen]:
+        return [self._processes[task] for task in self.tasks if task[0] == "worker"]
+
+    def check_running(self) -> None:
+        """RuntimeError if a ps task exited, or a worker exited with an error."""
+        for (job_name, index), process in self._processes.items():
+            code = process.poll()
+            if code is not None and (job_name == "ps" or code != 0):
+                log_path = self._log_paths[(job_name, index)]
+                raise RuntimeError(
+                    "Task %s:%d exited with code %d; its log %s ends with:\n%s"
+                    % (job_name, index, code, log_path, _log_tail(log_path))
+                )
+
+    def wait_for_workers(self, timeout_secs: float) -> None:
+        """Waits until every worker has exited with code 0.
+
+        Raises:
+          RuntimeError: a task failed (a worker that fails would leave the
+            others waiting for it forever), or the timeout passed.
+        """
+        deadline = time.monotonic() + timeout_secs
+        while any(process.poll() is None for process in self.workers()):
+            self.check_running()
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "The workers did not finish within %.0f s; logs in %s."
+                    % (timeout_secs, self.log_dir)
+                )
+            time.sleep(POLL_SECS)
+        self.check_running()
+
+    def reports(self) -> List[dict]:
+        """The report line of every worker's newest incarnation, in task order."""
+        return [
+            _read_report(self._log_paths[task])
+            for task in self.tasks
+            if task[0] == "worker"
+        ]
+
+    def stop(self) -> None:
+        _stop(list(self._processes.values()))
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
 def run_cluster(
     num_ps_tasks: int = 1,
     num_worker_tasks: int = 4,
@@ -176,59 +298,15 @@ def run_cluster(
     Raises:
       RuntimeError: a task exited with an error, or the timeout passed.
     """
-    cluster_spec = make_cluster_spec(num_ps_tasks, num_worker_tasks)
-    log_dir = log_dir or tempfile.mkdtemp(prefix="kfac_cluster_")
-    tasks = [("ps", i) for i in range(num_ps_tasks)]
-    tasks += [("worker", i) for i in range(num_worker_tasks)]
-    log_paths = [os.path.join(log_dir, "%s_%d.log" % task) for task in tasks]
-    processes: List[subprocess.Popen] = []
-    try:
-        for (job_name, task_index), log_path in zip(tasks, log_paths):
-            with open(log_path, "w") as log:
-                processes.append(
-                    subprocess.Popen(
-                        _task_command(job_name, task_index, cluster_spec, task_args),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                    )
-                )
-        deadline = time.monotonic() + timeout_secs
-        # Every task must keep running until the workers are done: a worker
-        # that fails would leave the others waiting for it forever.
-        while any(p.poll() is None for p in processes[num_ps_tasks:]):
-            for process, (job_name, index), log_path in zip(
-                processes, tasks, log_paths
-            ):
-                code = process.poll()
-                if code is not None and (job_name == "ps" or code != 0):
-                    raise RuntimeError(
-                        "Task %s:%d exited with code %d; its log %s ends with:\n%s"
-                        % (job_name, index, code, log_path, _log_tail(log_path))
-                    )
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "The workers did not finish within %.0f s; logs in %s."
-                    % (timeout_secs, log_dir)
-                )
-            time.sleep(POLL_SECS)
-        worker_logs = log_paths[num_ps_tasks:]
-        for index, (process, log_path) in enumerate(
-            zip(processes[num_ps_tasks:], worker_logs)
-        ):
-            if process.returncode != 0:
-                raise RuntimeError(
-                    "Worker %d exited with code %d; its log %s ends with:\n%s"
-                    % (index, process.returncode, log_path, _log_tail(log_path))
-                )
-        reports = [_read_report(path) for path in worker_logs]
-    finally:
-        _stop(processes)
+    with LocalCluster(num_ps_tasks, num_worker_tasks, task_args, log_dir) as cluster:
+        cluster.start_all()
+        cluster.wait_for_workers(timeout_secs)
+        reports = cluster.reports()
     return ClusterRun(
-        cluster_spec=cluster_spec,
+        cluster_spec=cluster.cluster_spec,
         reports=reports,
-        pids=[p.pid for p in processes],
-        log_dir=log_dir,
+        pids=cluster.pids,
+        log_dir=cluster.log_dir,
     )
 
 
@@ -317,6 +395,7 @@ def run_task(flag_values: flags.FlagValues) -> None:
             flag_values.use_fake_data,
             batch_size=flag_values.batch_size,
             checkpoint_dir=flag_values.checkpoint_dir if task_index == 0 else None,
+            save_checkpoint_steps=flag_values.save_checkpoint_steps,
             num_steps=flag_values.num_steps,
             invert_every=flag_values.invert_every,
             cov_ema_decay=flag_values.cov_ema_decay,
@@ -334,6 +413,12 @@ FLAGS_TABLE = (
     _cli.FAKE_DATA_FLAG,
     ("string", "data_dir", mnist.DEFAULT_DATA_DIR, "MNIST-format folder."),
     ("string", "checkpoint_dir", None, "Where the chief saves checkpoints."),
+    (
+        "integer",
+        "save_checkpoint_steps",
+        None,
+        "Global steps between the chief's checkpoints (default: every 10 min).",
+    ),
     (
         "integer",
         "num_epochs",
@@ -373,6 +458,7 @@ _TASK_FLAGS = (
     "use_fake_data",
     "data_dir",
     "checkpoint_dir",
+    "save_checkpoint_steps",
     "num_epochs",
     "batch_size",
     "invert_every",

@@ -159,6 +159,10 @@ def _make_kfac_optimizer(
     )
 
 
+# A distributed task's log line (parsed by the cluster fault tests).
+GLOBAL_STEP_LOG_LINE = "step: %d | global_step: %d | loss: %f | accuracy: %f"
+
+
 def run_training_loop(
     sess: tf.train.MonitoredSession,
     step_fetches,
@@ -169,6 +173,7 @@ def run_training_loop(
     num_steps: Optional[int] = None,
     history: Optional[List[StepStats]] = None,
     log_every: int = LOG_EVERY,
+    global_step: Optional[tf.Tensor] = None,
 ) -> Optional[float]:
     """Runs `step_fetches` until the session stops or `num_steps` are done.
 
@@ -178,15 +183,21 @@ def run_training_loop(
     inverse update: refreshing it right after the first covariance update
     replaces the identity initial inverses at once).
 
+    With `global_step` (a distributed job), each log line also gives the
+    global step read in the same run (its value before that run's update).
+
     Returns:
       The accuracy of the last step (None if no step ran).
     """
     final_accuracy = None
     step = 0
+    extra = [] if global_step is None else [global_step]
     while not sess.should_stop() and (num_steps is None or step < num_steps):
         try:
             fetches = step_fetches(sess) if callable(step_fetches) else step_fetches
-            loss_value, accuracy_value, _ = sess.run([loss, accuracy, fetches])
+            loss_value, accuracy_value, _, *global_value = sess.run(
+                [loss, accuracy, fetches] + extra
+            )
         except tf.errors.OutOfRangeError:
             break  # The input pipeline is exhausted.
         # A hook may have asked to stop after this step (then no more runs).
@@ -195,7 +206,11 @@ def run_training_loop(
         final_accuracy = float(accuracy_value)
         if history is not None:
             history.append(StepStats(step, float(loss_value), final_accuracy))
-        if log_every and step % log_every == 0:
+        if log_every and step % log_every == 0 and global_value:
+            tf.logging.info(
+                GLOBAL_STEP_LOG_LINE, step, global_value[0], loss_value, accuracy_value
+            )
+        elif log_every and step % log_every == 0:
             tf.logging.info(
                 "step: %d | loss: %f | accuracy: %f", step, loss_value, accuracy_value
             )
