@@ -13,7 +13,7 @@ setuptools.setup(
     python_requires=">=3.9",
     install_requires=["tensorflow>=2.13", "numpy", "absl-py"],
     extras_require={
-        "tests": ["pytest", "hypothesis"],
+        "tests": ["pytest", "pytest-randomly", "hypothesis"],
         "examples": ["matplotlib"],
     },
 )

@@ -212,8 +212,8 @@ BAD_INPUTS = [
     # --- optimizer hyperparameters and option combinations
     ("unknown momentum_type", lambda env: env.optimizer(momentum_type="nesterov"),
      ValueError, r"Unsupported momentum_type 'nesterov'"),
-    ("learning rate zero", lambda env: env.optimizer(learning_rate=0.0),
-     ValueError, r"learning_rate must be > 0 and finite; got 0.0"),
+    ("learning rate negative", lambda env: env.optimizer(learning_rate=-0.1),
+     ValueError, r"learning_rate must be > 0 and finite; got -0.1"),
     ("learning rate infinite", lambda env: env.optimizer(learning_rate=np.inf),
      ValueError, r"learning_rate must be > 0 and finite; got inf"),
     ("damping negative", lambda env: env.optimizer(damping=-1e-3),
@@ -331,6 +331,21 @@ def test_questionable_input_warns_and_registers(build, fragment):
         with pytest.warns(layer_collection.RegistrationWarning, match=fragment):
             build(env)
         assert len(env.lc.fisher_blocks) == 1
+
+
+def test_a_zero_learning_rate_warns_and_leaves_the_variables():
+    """The original ran learning_rate=0 (e.g. to measure without training)."""
+    with tf.Graph().as_default():
+        env = Env()
+        with pytest.warns(UserWarning, match=r"learning_rate is 0, so no step"):
+            train_op = env.minimize(learning_rate=0.0)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            before = sess.run([env.w, env.b])
+            sess.run(train_op)
+            after = sess.run([env.w, env.b])
+        for old, new in zip(before, after):
+            np.testing.assert_array_equal(old, new)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

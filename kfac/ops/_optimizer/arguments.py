@@ -6,6 +6,7 @@ rate) and variables are accepted as they are, their value being unknown here.
 
 import math
 import numbers
+import warnings
 from typing import Any
 from typing import Sequence
 
@@ -74,7 +75,11 @@ def check_optimizer_arguments(learning_rate: Any, cov_ema_decay: Any, damping: A
                          "quadratic model uses the mini-batch Fisher); got None.")
     if layer_collection is None:
         raise ValueError("layer_collection must be a LayerCollection; got None.")
-    if not callable(learning_rate):
+    if is_number(learning_rate) and learning_rate == 0:
+        # The original ran it (every step leaves the variables unchanged).
+        warnings.warn("KfacOptimizer: learning_rate is 0, so no step changes the "
+                      "variables.", UserWarning, stacklevel=4)
+    elif not callable(learning_rate):
         check_positive("learning_rate", learning_rate)
     check_in_unit_interval("cov_ema_decay", cov_ema_decay, include_one=True)
     check_non_negative("damping", damping)
