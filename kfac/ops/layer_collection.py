@@ -35,7 +35,7 @@ from kfac.ops._registration.approximations import bad_approximation_message
 from kfac.ops._registration.approximations import block_types
 from kfac.ops._registration.approximations import check_approximation
 from kfac.ops._registration.layers import LayerRegistrationMethods
-from kfac.ops._registration.validation import RegistrationWarning  # noqa: F401
+from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
 
 _DEFAULT_LAYER_COLLECTION = None
 

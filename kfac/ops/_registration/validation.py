@@ -15,177 +15,26 @@ integer parameters) is a `RegistrationWarning` naming the problem.
 """
 
 import numbers
-import os
-import sys
-import warnings
 
 import numpy as np
-import tensorflow.compat.v1 as tf
+
+from kfac.ops._registration.shapes import base_dtype
+from kfac.ops._registration.shapes import check_bias
+from kfac.ops._registration.shapes import check_dim
+from kfac.ops._registration.shapes import check_rank
+from kfac.ops._registration.shapes import check_same_batch
+from kfac.ops._registration.shapes import check_same_dtype
+from kfac.ops._registration.shapes import check_same_rows
+from kfac.ops._registration.shapes import describe
+from kfac.ops._registration.shapes import dims
+from kfac.ops._registration.shapes import error
+from kfac.ops._registration.shapes import split_params
+from kfac.ops._registration.shapes import static_shape
+from kfac.ops._registration.shapes import warn
+from kfac.ops._registration.shapes import warn_registration
 
 _PADDINGS = ("SAME", "VALID")
 _CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
-
-
-def static_shape(value) -> tf.TensorShape:
-    """Static shape of a Tensor/Variable/array/PartitionedTensor, else unknown."""
-    shape = getattr(value, "shape", None)
-    if shape is None:
-        return tf.TensorShape(None)
-    try:
-        return tf.TensorShape(shape)
-    except (TypeError, ValueError):
-        return tf.TensorShape(None)
-
-
-def _dims(shape: tf.TensorShape, rank: int) -> list:
-    """The dimensions of `shape` (None where unknown), `rank` Nones if unknown."""
-    return [None] * rank if shape.rank is None else shape.as_list()
-
-
-def _describe(shape: tf.TensorShape) -> str:
-    return "unknown" if shape.rank is None else str(tuple(shape.as_list()))
-
-
-class RegistrationWarning(UserWarning):
-    """A registration the original accepted whose shapes or dtypes look wrong."""
-
-
-def _error(method: str, message: str) -> ValueError:
-    return ValueError("{}: {}".format(method, message))
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _caller_stacklevel() -> int:
-    """The `stacklevel` of the first frame outside `kfac/ops` (the user's call)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def warn_registration(message: str) -> None:
-    """Issues a `RegistrationWarning` attributed to the user's register_* call."""
-    warnings.warn(message, RegistrationWarning, stacklevel=_caller_stacklevel())
-
-
-def _warn(method: str, message: str) -> None:
-    warn_registration("{}: {}".format(method, message))
-
-
-def _check_rank(method, argument, value, ranks, layout, strict=True) -> tf.TensorShape:
-    """Returns the static shape of `value` after checking its rank is in `ranks`.
-
-    `ranks` is an int, a sequence of ints, or `(minimum, None)` for "at least".
-    With `strict=False` a wrong rank is a `RegistrationWarning` and the shape
-    returned is unknown, so that no later check reads its dimensions.
-    """
-    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
-    at_least = len(ranks) == 2 and ranks[1] is None
-    shape = static_shape(value)
-    if shape.rank is None:
-        return shape
-    if at_least:
-        accepted, expected = shape.rank >= ranks[0], "at least {}".format(ranks[0])
-    else:
-        accepted, expected = shape.rank in ranks, " or ".join(map(str, ranks))
-    if accepted:
-        return shape
-    message = "`{}` must have rank {} (shape {}); got shape {}.".format(
-        argument, expected, layout, _describe(shape)
-    )
-    if strict:
-        raise _error(method, message)
-    _warn(method, message + " Registered anyway (as the original did).")
-    return tf.TensorShape(None)
-
-
-def _check_dim(
-    method, argument, shape, axis, expected, layout, reason, strict=True
-) -> None:
-    """Checks `shape[axis] == expected` when both are known.
-
-    A mismatch is a ValueError, or a `RegistrationWarning` with `strict=False`.
-    """
-    if shape.rank is None or expected is None:
-        return
-    actual = shape.as_list()[axis]
-    if actual is not None and actual != expected:
-        message = "`{}` has shape {}; expected shape {} {}.".format(
-            argument, _describe(shape), layout, reason
-        )
-        if strict:
-            raise _error(method, message)
-        _warn(method, message + " Registered anyway (as the original did).")
-
-
-def _num_rows(shape: tf.TensorShape):
-    """`prod(shape[:-1])`, the rows a dense layer sees, or None if unknown."""
-    if shape.rank is None or shape.rank < 1:
-        return None
-    leading = shape.as_list()[:-1]
-    return None if None in leading else int(np.prod(leading, dtype=np.int64))
-
-
-def _check_same_rows(method, first, second) -> None:
-    """Dense layers: `first`/`second` (argument name, shape) have as many rows.
-
-    Rows are all dimensions but the last (each row is one input of the
-    layer), so `[B, T, in]` inputs pair with `[B, T, out]` or `[B·T, out]`
-    outputs; with equal ranks dimension 0 must also agree.
-    """
-    (name_a, shape_a), (name_b, shape_b) = first, second
-    if shape_a.rank is not None and shape_a.rank == shape_b.rank:
-        _check_same_batch(method, first, second)
-    rows_a, rows_b = _num_rows(shape_a), _num_rows(shape_b)
-    if rows_a is not None and rows_b is not None and rows_a != rows_b:
-        raise _error(
-            method,
-            "`{}` (shape {}) and `{}` (shape {}) must have the same number of rows "
-            "(product of all dimensions but the last).".format(
-                name_a, _describe(shape_a), name_b, _describe(shape_b)
-            ),
-        )
-
-
-def _check_same_batch(method, first, second) -> None:
-    """`first`/`second` are (argument name, shape) pairs that share dimension 0."""
-    (name_a, shape_a), (name_b, shape_b) = first, second
-    if shape_a.rank and shape_b.rank:
-        batch_a, batch_b = shape_a.as_list()[0], shape_b.as_list()[0]
-        if batch_a is not None and batch_b is not None and batch_a != batch_b:
-            raise _error(
-                method,
-                "`{}` (shape {}) and `{}` (shape {}) must have the same batch "
-                "size (dimension 0).".format(
-                    name_a, _describe(shape_a), name_b, _describe(shape_b)
-                ),
-            )
-
-
-def base_dtype(value):
-    """The base dtype of `value` (ref dtypes stripped), or None."""
-    dtype = getattr(value, "dtype", None)
-    if dtype is None:
-        return None
-    try:
-        return tf.as_dtype(dtype).base_dtype
-    except TypeError:
-        return None
-
-
-def check_same_dtype(method: str, named_values) -> None:
-    """ValueError unless all `(argument, value)` pairs with a dtype share it."""
-    dtypes = [(name, base_dtype(value)) for name, value in named_values]
-    dtypes = [(name, dtype) for name, dtype in dtypes if dtype is not None]
-    if len({dtype for _, dtype in dtypes}) > 1:
-        raise _error(
-            method,
-            "params, inputs and outputs must share one dtype; got {}.".format(
-                ", ".join("`{}` {}".format(name, dtype.name) for name, dtype in dtypes)
-            ),
-        )
 
 
 def check_model_dtype(params, registered_variables) -> None:
@@ -211,9 +60,7 @@ def check_model_dtype(params, registered_variables) -> None:
         if not dtype.is_floating:
             warn_registration(
                 "LayerCollection: `params` {} has dtype {}; only floating "
-                "parameters can be trained or preconditioned.".format(
-                    name, dtype.name
-                )
+                "parameters can be trained or preconditioned.".format(name, dtype.name)
             )
             continue
         for other in registered_variables:
@@ -226,56 +73,13 @@ def check_model_dtype(params, registered_variables) -> None:
                     "LayerCollection: all registered parameters must share one "
                     "dtype (mixed-precision models are not supported); `params` {} "
                     "has dtype {} but the already registered {} has dtype {}.".format(
-                        name, dtype.name, getattr(other, "name", other),
-                        other_dtype.name
+                        name,
+                        dtype.name,
+                        getattr(other, "name", other),
+                        other_dtype.name,
                     )
                 )
             break
-
-
-def split_params(method: str, params):
-    """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
-
-    A 1-tuple `(w,)` is accepted: the blocks decide bias presence by
-    `isinstance(params, (tuple, list))` (API.md §1), and original code uses it.
-    """
-    if not isinstance(params, (tuple, list)):
-        return params, None
-    if len(params) not in (1, 2):
-        raise _error(
-            method,
-            "`params` must be a weight tensor or a (weights, bias) pair; got a "
-            "{} of length {}.".format(type(params).__name__, len(params)),
-        )
-    return params[0], (params[1] if len(params) == 2 else None)
-
-
-def _check_bias(method, bias, num_outputs, weights_shape) -> None:
-    """A bias holds one entry per output: `[out]`, `[1, out]`, `[out, 1]`, ...
-
-    Products return it in the shape it was given (`mat2d_to_layer_params`).
-    """
-    if bias is None:
-        return
-    shape = static_shape(bias)
-    if shape.rank is None:
-        return
-    dims = shape.as_list()
-    non_unit = [d for d in dims if d != 1]
-    size = None if None in dims else int(np.prod(dims, dtype=np.int64))
-    if len(non_unit) > 1 or (
-        None not in (size, num_outputs) and size != num_outputs
-    ):
-        raise _error(
-            method,
-            "`params[1]` has shape {}; expected shape [{out}] (or [1, {out}], "
-            "[{out}, 1]: one entry per output) to match weights of shape "
-            "{}.".format(
-                _describe(shape),
-                _describe(weights_shape),
-                out="out" if num_outputs is None else num_outputs,
-            ),
-        )
 
 
 # ----------------------------------------------------------------------------
@@ -291,16 +95,14 @@ def check_fully_connected_params(method: str, params):
     """
     weights, bias = split_params(method, params)
     argument = "params[0]" if isinstance(params, (tuple, list)) else "params"
-    shape = _check_rank(
-        method, argument, weights, (2, None), "[in, out]", strict=False
-    )
+    shape = check_rank(method, argument, weights, (2, None), "[in, out]", strict=False)
     if shape.rank is None:
         fan_in = fan_out = None
     else:
         dims = shape.as_list()
         leading, fan_out = dims[:-1], dims[-1]
         fan_in = None if None in leading else int(np.prod(leading, dtype=np.int64))
-    _check_bias(method, bias, fan_out, shape)
+    check_bias(method, bias, fan_out, shape)
     return fan_in, fan_out, shape
 
 
@@ -315,7 +117,7 @@ def check_fully_connected_io(
     Either of `inputs`/`outputs` may be None to skip it.
     """
     fan_in, fan_out, weights_shape = check_fully_connected_params(method, params)
-    reason = "to match weights of shape {}".format(_describe(weights_shape))
+    reason = "to match weights of shape {}".format(describe(weights_shape))
     checked = []
     for name, value, size, symbol in (
         (names[0], inputs, fan_in, "in"),
@@ -323,15 +125,15 @@ def check_fully_connected_io(
     ):
         if value is None:
             continue
-        shape = _check_rank(
+        shape = check_rank(
             method, name, value, (2, None), "[batch, {}]".format(symbol), strict=False
         )
         layout = "[batch, {}]" if shape.rank == 2 else "[batch, ..., {}]"
-        _check_dim(method, name, shape, -1, size, layout.format(size), reason)
+        check_dim(method, name, shape, -1, size, layout.format(size), reason)
         if shape.rank is not None:
             checked.append((name, shape))
     if len(checked) == 2:
-        _check_same_rows(method, *checked)
+        check_same_rows(method, *checked)
     weights, bias = split_params(method, params)
     check_same_dtype(
         method,
@@ -375,7 +177,7 @@ def check_each_use(check, inputs, outputs) -> None:
 
 def check_padding(method: str, padding) -> None:
     if padding not in _PADDINGS:
-        raise _error(
+        raise error(
             method,
             "`padding` must be one of {}; got {!r}.".format(list(_PADDINGS), padding),
         )
@@ -391,7 +193,7 @@ def check_data_format(method: str, data_format, spatial_rank) -> None:
         if data_format.startswith("N") and data_format.endswith("C"):
             return
     if data_format is not None and data_format != expected:
-        raise _error(
+        raise error(
             method,
             "`data_format` must be None or {!r} (channels last); got {!r}.".format(
                 expected, data_format
@@ -410,7 +212,7 @@ def check_full_strides(method: str, argument: str, values, allow_none: bool) -> 
     if values is None and allow_none:
         return
     if not (_is_int_list(values) and len(values) == 4 and values[0] == values[3] == 1):
-        raise _error(
+        raise error(
             method,
             "`{}` must be a list of 4 positive ints [1, h, w, 1]; got {!r}.".format(
                 argument, values
@@ -423,7 +225,7 @@ def check_spatial_list(method: str, argument: str, values, spatial_rank: int) ->
     if values is None:
         return
     if not (_is_int_list(values) and len(values) == spatial_rank):
-        raise _error(
+        raise error(
             method,
             "`{}` must be None or a list of {} positive ints (spatial dimensions "
             "only); got {!r}.".format(argument, spatial_rank, values),
@@ -437,10 +239,10 @@ def conv_spatial_rank(method: str, params, inputs):
         shape = static_shape(value)
         if shape.rank is not None:
             if shape.rank < 3:
-                raise _error(
+                raise error(
                     method,
                     "`{}` must have rank >= 3 for a convolution; got shape {}.".format(
-                        argument, _describe(shape)
+                        argument, describe(shape)
                     ),
                 )
             return shape.rank - 2
@@ -496,25 +298,25 @@ def check_convolution_io(
         if depthwise
         else ("[*kernel_size, in_channels, out_channels]")
     )
-    filter_shape = _check_rank(method, argument, weights, rank, layout)
-    filter_dims = _dims(filter_shape, rank)
+    filter_shape = check_rank(method, argument, weights, rank, layout)
+    filter_dims = dims(filter_shape, rank)
     kernel, in_channels = filter_dims[:spatial_rank], filter_dims[-2]
     out_channels = filter_dims[-1]
     if depthwise:
         out_channels = (
             None if None in filter_dims[-2:] else in_channels * filter_dims[-1]
         )
-    _check_bias(method, bias, out_channels, filter_shape)
-    reason = "for a filter of shape {}".format(_describe(filter_shape))
+    check_bias(method, bias, out_channels, filter_shape)
+    reason = "for a filter of shape {}".format(describe(filter_shape))
     strides = spatial_strides or [1] * spatial_rank
     dilations = spatial_dilations or [1] * spatial_rank
     input_dims = None
     checked = []
     if inputs is not None:
-        shape = _check_rank(
+        shape = check_rank(
             method, names[0], inputs, rank, "[batch, *spatial, in_channels]"
         )
-        _check_dim(
+        check_dim(
             method,
             names[0],
             shape,
@@ -523,10 +325,10 @@ def check_convolution_io(
             "[batch, ..., {}]".format(in_channels),
             reason,
         )
-        input_dims = _dims(shape, rank)
+        input_dims = dims(shape, rank)
         checked.append((names[0], shape))
     if outputs is not None:
-        shape = _check_rank(
+        shape = check_rank(
             method, names[1], outputs, rank, "[batch, *spatial, out_channels]"
         )
         expected = [None] * rank
@@ -537,7 +339,7 @@ def check_convolution_io(
                 for size, k, s, d in zip(input_dims[1:-1], kernel, strides, dilations)
             ]
         for axis in range(1, rank):
-            _check_dim(
+            check_dim(
                 method,
                 names[1],
                 shape,
@@ -547,7 +349,7 @@ def check_convolution_io(
                     ", ".join("?" if d is None else str(d) for d in expected[1:])
                 ),
                 "{} and {} of shape {} ({} padding)".format(
-                    reason, names[0], _describe(static_shape(inputs)), padding
+                    reason, names[0], describe(static_shape(inputs)), padding
                 ),
                 # The channels must agree; a spatial size that does not follow
                 # from the inputs is what the original accepted (its tests
@@ -556,7 +358,7 @@ def check_convolution_io(
             )
         checked.append((names[1], shape))
     if len(checked) == 2:
-        _check_same_batch(method, *checked)
+        check_same_batch(method, *checked)
 
 
 # ----------------------------------------------------------------------------
@@ -568,23 +370,21 @@ def check_embedding_io(
 ) -> int:
     """Checks params `[vocab, dim]`, int ids, outputs `[..., dim]`; returns vocab."""
     raw_shape = static_shape(params)
-    shape = _check_rank(
-        method, "params", params, 2, "[vocab_size, dim]", strict=False
-    )
-    vocab_size, dim = _dims(shape, 2)
+    shape = check_rank(method, "params", params, 2, "[vocab_size, dim]", strict=False)
+    vocab_size, dim = dims(shape, 2)
     if vocab_size is None and raw_shape.rank:
         vocab_size = raw_shape.as_list()[0]
     if vocab_size is None:
-        raise _error(
+        raise error(
             method,
             "`params` must have a static vocabulary size (dimension 0); got shape "
-            "{}.".format(_describe(shape)),
+            "{}.".format(describe(shape)),
         )
     checked = []
     if inputs is not None:
         dtype = base_dtype(inputs)
         if dtype is not None and not dtype.is_integer:
-            raise _error(
+            raise error(
                 method,
                 "`{}` must hold integer ids; got dtype {}.".format(
                     names[0], dtype.name
@@ -593,7 +393,7 @@ def check_embedding_io(
         checked.append(
             (
                 names[0],
-                _check_rank(
+                check_rank(
                     method,
                     names[0],
                     inputs,
@@ -604,21 +404,21 @@ def check_embedding_io(
             )
         )
     if outputs is not None:
-        out_shape = _check_rank(
+        out_shape = check_rank(
             method, names[1], outputs, (1, None), "[batch, dim]", strict=False
         )
-        _check_dim(
+        check_dim(
             method,
             names[1],
             out_shape,
             -1,
             dim,
             "[batch, {}]".format(dim),
-            "for params of shape {}".format(_describe(shape)),
+            "for params of shape {}".format(describe(shape)),
         )
         checked.append((names[1], out_shape))
     if len(checked) == 2:
-        _check_same_batch(method, *checked)
+        check_same_batch(method, *checked)
     check_same_dtype(method, [("params", params), (names[1], outputs)])
     return int(vocab_size)
 
@@ -626,17 +426,17 @@ def check_embedding_io(
 def check_batch_size(method: str, batch_size) -> None:
     """A positive number or a scalar Tensor."""
     if isinstance(batch_size, bool):
-        raise _error(
+        raise error(
             method,
             "`batch_size` must be a positive number; got {!r}.".format(batch_size),
         )
     if isinstance(batch_size, (numbers.Real, np.number)):
         if not batch_size > 0:
-            raise _error(
+            raise error(
                 method, "`batch_size` must be positive; got {!r}.".format(batch_size)
             )
         return
-    _check_rank(method, "batch_size", batch_size, 0, "[]")
+    check_rank(method, "batch_size", batch_size, 0, "[]")
 
 
 def check_targets(
@@ -664,27 +464,29 @@ def check_targets(
         message = (
             "`targets` has shape {} but `{}` has shape {}: expected targets of "
             "shape {}.".format(
-                _describe(targets_shape),
+                describe(targets_shape),
                 inputs_name,
-                _describe(inputs_shape),
-                _describe(expected),
+                describe(inputs_shape),
+                describe(expected),
             )
         )
         if strict:
-            raise _error(method, message)
-        _warn(method, message + " `total_loss()` and \"empirical\" estimation would "
-              "be wrong.")
+            raise error(method, message)
+        warn(
+            method,
+            message + ' `total_loss()` and "empirical" estimation would be wrong.',
+        )
 
 
 def check_variance(method: str, var) -> None:
     """The variance of a normal predictive distribution: a positive scalar."""
     shape = static_shape(var)
     if shape.rank not in (None, 0):
-        raise _error(
-            method, "`var` must be a scalar; got shape {}.".format(_describe(shape))
+        raise error(
+            method, "`var` must be a scalar; got shape {}.".format(describe(shape))
         )
     if isinstance(var, (numbers.Real, np.number)) and not var > 0:
-        raise _error(method, "`var` must be positive; got {!r}.".format(var))
+        raise error(method, "`var` must be positive; got {!r}.".format(var))
 
 
 def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> None:
@@ -701,7 +503,7 @@ def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> Non
     if num_uses is not None:
         lengths.append(("num_uses", num_uses))
     if len({length for _, length in lengths}) > 1:
-        raise _error(
+        raise error(
             method,
             "the number of uses disagrees: {}.".format(
                 ", ".join("{} {}".format(name, length) for name, length in lengths)
@@ -710,13 +512,13 @@ def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> Non
     if not lengths:
         if not required:
             return
-        raise _error(
+        raise error(
             method,
             "`num_uses` is required when `inputs` and `outputs` are single folded "
             "tensors of shape [num_uses * batch, ...].",
         )
     if lengths[0][1] < 1:
-        raise _error(
+        raise error(
             method, "at least one use is required; got {}.".format(lengths[0][1])
         )
     uses = lengths[0][1]
@@ -726,8 +528,8 @@ def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> Non
         shape = static_shape(value)
         rows = shape.as_list()[0] if shape.rank else None
         if rows is not None and rows % uses:
-            raise _error(
+            raise error(
                 method,
                 "folded `{}` of shape {} must have num_uses * batch rows with "
-                "num_uses = {}.".format(name, _describe(shape), uses),
+                "num_uses = {}.".format(name, describe(shape), uses),
             )

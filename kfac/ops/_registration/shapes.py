@@ -1,0 +1,220 @@
+"""Static-shape checks shared by the registration checks (validation.py).
+
+Each check compares static shapes and names the argument, the shape that
+arrived and the one expected. Unknown dimensions (e.g. a `None` batch size)
+and objects without a static shape are never an error. A failed check is a
+ValueError (`error`), or, where the original accepted the registration, a
+`RegistrationWarning` attributed to the user's register_* call (`warn`).
+"""
+
+import os
+import sys
+import warnings
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+
+def static_shape(value) -> tf.TensorShape:
+    """Static shape of a Tensor/Variable/array/PartitionedTensor, else unknown."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return tf.TensorShape(None)
+    try:
+        return tf.TensorShape(shape)
+    except (TypeError, ValueError):
+        return tf.TensorShape(None)
+
+
+def dims(shape: tf.TensorShape, rank: int) -> list:
+    """The dimensions of `shape` (None where unknown), `rank` Nones if unknown."""
+    return [None] * rank if shape.rank is None else shape.as_list()
+
+
+def describe(shape: tf.TensorShape) -> str:
+    return "unknown" if shape.rank is None else str(tuple(shape.as_list()))
+
+
+class RegistrationWarning(UserWarning):
+    """A registration the original accepted whose shapes or dtypes look wrong."""
+
+
+def error(method: str, message: str) -> ValueError:
+    return ValueError("{}: {}".format(method, message))
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` of the first frame outside `kfac/ops` (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_registration(message: str) -> None:
+    """Issues a `RegistrationWarning` attributed to the user's register_* call."""
+    warnings.warn(message, RegistrationWarning, stacklevel=_caller_stacklevel())
+
+
+def warn(method: str, message: str) -> None:
+    warn_registration("{}: {}".format(method, message))
+
+
+def check_rank(method, argument, value, ranks, layout, strict=True) -> tf.TensorShape:
+    """Returns the static shape of `value` after checking its rank is in `ranks`.
+
+    `ranks` is an int, a sequence of ints, or `(minimum, None)` for "at least".
+    With `strict=False` a wrong rank is a `RegistrationWarning` and the shape
+    returned is unknown, so that no later check reads its dimensions.
+    """
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    at_least = len(ranks) == 2 and ranks[1] is None
+    shape = static_shape(value)
+    if shape.rank is None:
+        return shape
+    if at_least:
+        accepted, expected = shape.rank >= ranks[0], "at least {}".format(ranks[0])
+    else:
+        accepted, expected = shape.rank in ranks, " or ".join(map(str, ranks))
+    if accepted:
+        return shape
+    message = "`{}` must have rank {} (shape {}); got shape {}.".format(
+        argument, expected, layout, describe(shape)
+    )
+    if strict:
+        raise error(method, message)
+    warn(method, message + " Registered anyway (as the original did).")
+    return tf.TensorShape(None)
+
+
+def check_dim(
+    method, argument, shape, axis, expected, layout, reason, strict=True
+) -> None:
+    """Checks `shape[axis] == expected` when both are known.
+
+    A mismatch is a ValueError, or a `RegistrationWarning` with `strict=False`.
+    """
+    if shape.rank is None or expected is None:
+        return
+    actual = shape.as_list()[axis]
+    if actual is not None and actual != expected:
+        message = "`{}` has shape {}; expected shape {} {}.".format(
+            argument, describe(shape), layout, reason
+        )
+        if strict:
+            raise error(method, message)
+        warn(method, message + " Registered anyway (as the original did).")
+
+
+def num_rows(shape: tf.TensorShape):
+    """`prod(shape[:-1])`, the rows a dense layer sees, or None if unknown."""
+    if shape.rank is None or shape.rank < 1:
+        return None
+    leading = shape.as_list()[:-1]
+    return None if None in leading else int(np.prod(leading, dtype=np.int64))
+
+
+def check_same_rows(method, first, second) -> None:
+    """Dense layers: `first`/`second` (argument name, shape) have as many rows.
+
+    Rows are all dimensions but the last (each row is one input of the
+    layer), so `[B, T, in]` inputs pair with `[B, T, out]` or `[B·T, out]`
+    outputs; with equal ranks dimension 0 must also agree.
+    """
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    if shape_a.rank is not None and shape_a.rank == shape_b.rank:
+        check_same_batch(method, first, second)
+    rows_a, rows_b = num_rows(shape_a), num_rows(shape_b)
+    if rows_a is not None and rows_b is not None and rows_a != rows_b:
+        raise error(
+            method,
+            "`{}` (shape {}) and `{}` (shape {}) must have the same number of rows "
+            "(product of all dimensions but the last).".format(
+                name_a, describe(shape_a), name_b, describe(shape_b)
+            ),
+        )
+
+
+def check_same_batch(method, first, second) -> None:
+    """`first`/`second` are (argument name, shape) pairs that share dimension 0."""
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    if shape_a.rank and shape_b.rank:
+        batch_a, batch_b = shape_a.as_list()[0], shape_b.as_list()[0]
+        if batch_a is not None and batch_b is not None and batch_a != batch_b:
+            raise error(
+                method,
+                "`{}` (shape {}) and `{}` (shape {}) must have the same batch "
+                "size (dimension 0).".format(
+                    name_a, describe(shape_a), name_b, describe(shape_b)
+                ),
+            )
+
+
+def base_dtype(value):
+    """The base dtype of `value` (ref dtypes stripped), or None."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    try:
+        return tf.as_dtype(dtype).base_dtype
+    except TypeError:
+        return None
+
+
+def check_same_dtype(method: str, named_values) -> None:
+    """ValueError unless all `(argument, value)` pairs with a dtype share it."""
+    dtypes = [(name, base_dtype(value)) for name, value in named_values]
+    dtypes = [(name, dtype) for name, dtype in dtypes if dtype is not None]
+    if len({dtype for _, dtype in dtypes}) > 1:
+        raise error(
+            method,
+            "params, inputs and outputs must share one dtype; got {}.".format(
+                ", ".join("`{}` {}".format(name, dtype.name) for name, dtype in dtypes)
+            ),
+        )
+
+
+def split_params(method: str, params):
+    """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
+
+    A 1-tuple `(w,)` is accepted: the blocks decide bias presence by
+    `isinstance(params, (tuple, list))` (API.md §1), and original code uses it.
+    """
+    if not isinstance(params, (tuple, list)):
+        return params, None
+    if len(params) not in (1, 2):
+        raise error(
+            method,
+            "`params` must be a weight tensor or a (weights, bias) pair; got a "
+            "{} of length {}.".format(type(params).__name__, len(params)),
+        )
+    return params[0], (params[1] if len(params) == 2 else None)
+
+
+def check_bias(method, bias, num_outputs, weights_shape) -> None:
+    """A bias holds one entry per output: `[out]`, `[1, out]`, `[out, 1]`, ...
+
+    Products return it in the shape it was given (`mat2d_to_layer_params`).
+    """
+    if bias is None:
+        return
+    shape = static_shape(bias)
+    if shape.rank is None:
+        return
+    entries = shape.as_list()
+    non_unit = [d for d in entries if d != 1]
+    size = None if None in entries else int(np.prod(entries, dtype=np.int64))
+    if len(non_unit) > 1 or (None not in (size, num_outputs) and size != num_outputs):
+        raise error(
+            method,
+            "`params[1]` has shape {}; expected shape [{out}] (or [1, {out}], "
+            "[{out}, 1]: one entry per output) to match weights of shape "
+            "{}.".format(
+                describe(shape),
+                describe(weights_shape),
+                out="out" if num_outputs is None else num_outputs,
+            ),
+        )
