@@ -1,7 +1,7 @@
 """Shared maths of all factors and the three abstract factor families.
 
 * helpers: initializers, `place_on_device`, `compute_cov`, `append_homog`;
-* `assign_moving_average`: the one exponential-moving-average update;
+* `assign_moving_average` (moving_average.py): the one EMA update;
 * `FisherFactor`: one covariance-like variable `cov` and its EMA update
   (Martens & Grosse 2015, §5: statistics are averaged over mini-batches);
 * `InverseProvidingFactor`: also keeps damped matrix powers `(C + d·I)^e` in
@@ -25,8 +25,10 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops import utils
 from kfac.ops._factors import config
+from kfac.ops._factors import moving_average
 from kfac.ops._factors import naming
 from kfac.ops._factors import second_moments
+from kfac.ops._factors.scalars import cast_scalar
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -99,17 +101,6 @@ def append_homog(tensor) -> tf.Tensor:
     return tf.concat([tensor, tf.ones(ones_shape, dtype=tensor.dtype)], axis=-1)
 
 
-def cast_scalar(value, dtype) -> tf.Tensor:
-    """`value` (Python/numpy number, Tensor or Variable) as a Tensor of `dtype`.
-
-    Python numbers become constants of `dtype` directly (`tf.cast(0.1,
-    tf.float64)` would first round 0.1 to float32).
-    """
-    if isinstance(value, naming.TENSOR_LIKE_TYPES):
-        return tf.cast(value, dtype)
-    return tf.constant(value, dtype=dtype)
-
-
 def _as_damping_func(damping):
     """`damping` if it is a damping function, else one returning it, id `(damping,)`."""
     if callable(damping) and hasattr(damping, "func_id"):
@@ -127,86 +118,6 @@ def flatten(nested) -> List[Any]:
     if isinstance(nested, (tuple, list)):
         return [leaf for item in nested for leaf in flatten(item)]
     return [nested]
-
-
-def _read_after(variable, update_op) -> tf.Tensor:
-    """The value of `variable` read after `update_op` ran."""
-    with tf.control_dependencies([update_op]):
-        return tf.identity(variable.read_value())
-
-
-def _zero_debias_variables(variable):
-    """Creates `<variable>/biased` (zeros) and `<variable>/local_step` (0) beside it.
-
-    Created in the outermost graph context, so the update may be built inside
-    control flow (e.g. `batch_execute`'s `tf.cond`).
-    """
-    with tf.init_scope(), tf.name_scope(variable.op.name + "/"):
-        with tf.colocate_with(variable):
-            biased = tf.Variable(
-                tf.zeros(variable.shape, dtype=variable.dtype.base_dtype),
-                name="biased",
-                trainable=False,
-            )
-            local_step = tf.Variable(
-                tf.zeros([], dtype=variable.dtype.base_dtype),
-                name="local_step",
-                trainable=False,
-            )
-    return biased, local_step
-
-
-def assign_moving_average(
-    variable,
-    value,
-    decay,
-    zero_debias: bool = False,
-    name: Optional[str] = None,
-    debias_variables=None,
-) -> tf.Tensor:
-    """Exponential moving average `v ← decay·v + (1 − decay)·value`.
-
-    Written `v ← v − (1 − decay)·(v − value)`, as TensorFlow's moving average.
-    With `zero_debias`, the standard (Adam-style) debiasing applies: a biased
-    accumulator `b` (initially 0) and a step counter `t` are kept beside `v`,
-    `b ← decay·b + (1 − decay)·value`, `t ← t + 1`, and `v ← b / (1 − decayᵗ)`
-    (so the initial value of `v` does not enter the average).
-
-    Works for ref and resource variables, in and out of control flow.
-
-    Args:
-      variable: the variable to update.
-      value: the new estimate, same shape as `variable`.
-      decay: scalar in [0, 1] (Python number or Tensor).
-      zero_debias: whether to debias the average.
-      name: optional name scope (default `"AssignMovingAvg"`).
-      debias_variables: the `(biased, local_step)` pair kept for `variable`
-        (made beside it when None), so that every update op built for one
-        variable shares one debiasing state.
-
-    Returns:
-      A Tensor that evaluates to the updated value of `variable`.
-    """
-    with tf.name_scope(name, "AssignMovingAvg", [value, decay]):
-        dtype = variable.dtype.base_dtype
-        value = tf.convert_to_tensor(value, dtype=dtype)
-        decay = cast_scalar(decay, dtype)
-        if zero_debias:
-            biased, local_step = debias_variables or _zero_debias_variables(variable)
-            update_biased = biased.assign_sub(
-                (biased - value) * (1.0 - decay), read_value=False
-            )
-            update_step = local_step.assign_add(1.0, read_value=False)
-            with tf.control_dependencies([update_biased, update_step]):
-                debiased = biased.read_value() / (
-                    1.0 - tf.pow(decay, local_step.read_value())
-                )
-            update = variable.assign(debiased, read_value=False)
-        else:
-            update = variable.assign_sub(
-                (variable - value) * (1.0 - decay), read_value=False
-            )
-        return _read_after(variable, update)
 
 
 # --------------------------------------------------------------------------
@@ -287,7 +198,7 @@ class FisherFactor(abc.ABC):
         """
         state = self.__dict__.setdefault("_zero_debias_state", {})
         if variable.name not in state:
-            state[variable.name] = _zero_debias_variables(variable)
+            state[variable.name] = moving_average.zero_debias_variables(variable)
         return state[variable.name]
 
     @property
@@ -340,7 +251,7 @@ class FisherFactor(abc.ABC):
         def update():
             debias = config.ZERO_DEBIAS
             debias_variables = self._debias_variables_for(variable) if debias else None
-            return assign_moving_average(
+            return moving_average.assign_moving_average(
                 variable,
                 value,
                 ema_decay,
