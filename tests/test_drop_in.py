@@ -458,3 +458,39 @@ def test_categorical_targets_shaped_like_the_logits_warn():
         logits, targets=tf.zeros([4], tf.int32)
     )
     assert len(lc.losses) == 2
+
+
+def _fully_connected_step(images, targets, kernel0, hand_reshaped):
+    """One K-FAC step of `kernel`, registered on 4-D tensors or on rows."""
+    with tf.Graph().as_default():
+        kernel = tf.get_variable("kernel", initializer=kernel0)
+        if hand_reshaped:
+            inputs = tf.reshape(tf.constant(images), [-1, kernel0.shape[2]])
+            outputs = tf.matmul(inputs, tf.reshape(kernel, kernel0.shape[2:]))
+            targets = targets.reshape(-1, kernel0.shape[3])
+        else:
+            inputs = tf.constant(images)
+            outputs = tf.nn.conv2d(inputs, kernel, [1, 1, 1, 1], "SAME")
+        lc = kfac.LayerCollection()
+        lc.register_fully_connected(kernel, inputs, outputs)
+        lc.register_normal_predictive_distribution(outputs, targets=targets)
+        optimizer = kfac.KfacOptimizer(
+            0.3, 0.0, _DAMPING, lc, momentum=0.0, estimation_mode="empirical"
+        )
+        train_op = optimizer.minimize(tf.reduce_sum(tf.square(outputs - targets)))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(optimizer.cov_update_op)
+            sess.run(optimizer.inv_update_op)
+            sess.run(train_op)
+            return sess.run(kernel)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_4d_registration_equals_the_hand_reshaped_one(rng):
+    images, targets = rng.randn(3, 2, 2, 4), rng.randn(3, 2, 2, 2)
+    kernel0 = rng.randn(1, 1, 4, 2)
+    on_tensors = _fully_connected_step(images, targets, kernel0, False)
+    on_rows = _fully_connected_step(images, targets, kernel0, True)
+    assert np.abs(on_tensors - kernel0).max() > 1e-3  # a real step
+    np.testing.assert_allclose(on_tensors, on_rows, rtol=1e-12, atol=1e-14)
