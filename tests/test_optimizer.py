@@ -321,7 +321,6 @@ def test_momentum_type_is_checked_before_anything_is_built():
     (dict(momentum_type="adam", norm_constraint=1.0), "norm_constraint"),
     (dict(momentum_type="qmodel", batch_size=4), "momentum must be 0"),
     (dict(momentum_type="qmodel", momentum=0), "batch_size is required"),
-    (dict(learning_rate=0.0), "learning_rate must be > 0"),
     (dict(learning_rate=-1.0), "learning_rate must be > 0"),
     (dict(damping=-0.1), "damping must be non-negative"),
     (dict(damping=float("nan")), "damping must be non-negative"),
