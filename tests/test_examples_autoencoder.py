@@ -176,7 +176,9 @@ def test_max_seconds_stops_training(images):
         code_layer=CODE_LAYER,
     )
     record = ae.train_one(SPECS["sgd"], settings, images, images[:64])
-    assert record["seconds"] >= 0.3 and record["steps"] > 1
+    # Only the clock can stop this run (no step limit); a slow machine may
+    # manage a single step in 0.3 s.
+    assert record["seconds"] >= 0.3 and record["steps"] >= 1
     assert record["evals"][-1]["step"] == record["steps"]
 
 
