@@ -114,13 +114,28 @@ def _check_finished(cluster, checkpoint_dir):
     return [report["final_loss"] for report in cluster.reports()]
 
 
+def _log_has(cluster, job_name, task_index, text):
+    with open(cluster.log_path(job_name, task_index), errors="replace") as log:
+        return text in log.read()
+
+
 def test_a_killed_worker_restarts_and_training_reaches_the_step_target(tmp_path):
     cluster, checkpoint_dir = _start(tmp_path)
     with cluster:
         before, _, _ = _kill_once_learnt(cluster, checkpoint_dir, victim=1)
         killed_at = before[-1][0]
         assert cluster.process("worker", 1).returncode == -9
+        # The chief alone can drive the job to its end (it may hand in both
+        # gradients of a step), which would leave nothing to rejoin: it is
+        # paused until the restarted worker has its session.
+        cluster.pause("worker", 0)
         cluster.start("worker", 1)
+        _wait_for(
+            cluster,
+            lambda: _log_has(cluster, "worker", 1, "Done running local_init_op"),
+            "the restarted worker's session",
+        )
+        cluster.resume("worker", 0)
         final_losses = _check_finished(cluster, checkpoint_dir)
         after = _progress(cluster.log_path("worker", 1))
     print(

@@ -120,6 +120,15 @@ def test_read_report_finds_the_line_after_other_output(tmp_path):
         launch_cluster._read_report(str(log))
 
 
+def test_read_report_ignores_what_another_writer_appended(tmp_path):
+    log = tmp_path / "worker_1.log"
+    log.write_text(
+        launch_cluster.REPORT_PREFIX
+        + '{"task_index": 1, "losses": [0.5]}2026-12-02 15:33:41.2: W queue_runner\n'
+    )
+    assert launch_cluster._read_report(str(log)) == {"task_index": 1, "losses": [0.5]}
+
+
 @pytest.mark.parametrize(
     "num_steps, num_epochs, expected",
     [

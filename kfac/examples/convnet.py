@@ -283,6 +283,12 @@ class StopAtGlobalStepHook(tf.train.SessionRunHook):
         if self._global_step is None:
             raise RuntimeError("StopAtGlobalStepHook needs a global step.")
 
+    def after_create_session(self, session, coord):
+        # A task (re)started after the job reached its last step stops before
+        # its first run: that run would wait for a token no chief hands out.
+        if session.run(self._global_step) >= self._last_step:
+            coord.request_stop()
+
     def after_run(self, run_context, run_values):
         del run_values  # Unused.
         if run_context.session.run(self._global_step) >= self._last_step:
@@ -400,10 +406,18 @@ def minimize_loss_distributed(
             # identity initialisation: harmless.
             return inv_update_queue.next_op(sess)
 
+    # On a real cluster a session talks to the parameter servers and its own
+    # task only, so a worker can (re)start while another task is down or done.
+    session_config = (
+        tf.ConfigProto(device_filters=["/job:ps", "/job:worker/task:%d" % task_id])
+        if master
+        else None
+    )
     tf.logging.info("Starting training.")
     with tf.train.MonitoredTrainingSession(
         master=master,
         is_chief=is_chief,
+        config=session_config,
         checkpoint_dir=checkpoint_dir,
         hooks=hooks,
         stop_grace_period_secs=0,

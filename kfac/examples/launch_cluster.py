@@ -149,7 +149,11 @@ def _read_report(path: str) -> dict:
             # may have started the line the report is printed on.
             start = line.find(REPORT_PREFIX)
             if start >= 0:
-                return json.loads(line[start + len(REPORT_PREFIX) :])
+                # Another writer may also have continued the line.
+                report, _ = json.JSONDecoder().raw_decode(
+                    line[start + len(REPORT_PREFIX) :]
+                )
+                return report
     raise RuntimeError(
         "Worker log %s has no report line; its tail:\n%s" % (path, _log_tail(path))
     )
@@ -224,6 +228,14 @@ class LocalCluster(object):
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def pause(self, job_name: str, task_index: int) -> None:
+        """SIGSTOPs a task: it holds its state and does nothing until `resume`."""
+        self.process(job_name, task_index).send_signal(signal.SIGSTOP)
+
+    def resume(self, job_name: str, task_index: int) -> None:
+        """SIGCONTs a task stopped by `pause`."""
+        self.process(job_name, task_index).send_signal(signal.SIGCONT)
+
     def workers(self) -> List[subprocess.Popen]:
         return [self._processes[task] for task in self.tasks if task[0] == "worker"]
 
@@ -265,7 +277,11 @@ class LocalCluster(object):
         ]
 
     def stop(self) -> None:
-        _stop(list(self._processes.values()))
+        processes = list(self._processes.values())
+        for process in processes:  # a paused task would not act on SIGTERM
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+        _stop(processes)
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -403,7 +419,10 @@ def run_task(flag_values: flags.FlagValues) -> None:
             log_every=flag_values.log_every,
         )
     report = _worker_report(task_index, graph, history, accuracy)
-    print(REPORT_PREFIX + json.dumps(report), flush=True)
+    # One write(2) of the whole line: stderr shares the log, and TF's threads
+    # may write to it while the process winds down (a print may be split).
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (REPORT_PREFIX + json.dumps(report) + "\n").encode())
 
 
 FLAGS_TABLE = (
