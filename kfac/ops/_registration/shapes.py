@@ -117,6 +117,25 @@ def num_rows(shape: tf.TensorShape):
     return None if None in leading else int(np.prod(leading, dtype=np.int64))
 
 
+def _first_dim(shape: tf.TensorShape):
+    """Dimension 0 of `shape`, or None if unknown (or a scalar)."""
+    return shape.as_list()[0] if shape.rank else None
+
+
+def _check_agree(method, first, second, measure, what) -> None:
+    """ValueError if `measure` of the two (argument name, shape) pairs is known
+    for both and differs; `what` names the measure in the message."""
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    value_a, value_b = measure(shape_a), measure(shape_b)
+    if value_a is not None and value_b is not None and value_a != value_b:
+        raise error(
+            method,
+            "`{}` (shape {}) and `{}` (shape {}) must have the same {}.".format(
+                name_a, describe(shape_a), name_b, describe(shape_b), what
+            ),
+        )
+
+
 def check_same_rows(method, first, second) -> None:
     """Dense layers: `first`/`second` (argument name, shape) have as many rows.
 
@@ -124,33 +143,20 @@ def check_same_rows(method, first, second) -> None:
     layer), so `[B, T, in]` inputs pair with `[B, T, out]` or `[B·T, out]`
     outputs; with equal ranks dimension 0 must also agree.
     """
-    (name_a, shape_a), (name_b, shape_b) = first, second
-    if shape_a.rank is not None and shape_a.rank == shape_b.rank:
+    if first[1].rank is not None and first[1].rank == second[1].rank:
         check_same_batch(method, first, second)
-    rows_a, rows_b = num_rows(shape_a), num_rows(shape_b)
-    if rows_a is not None and rows_b is not None and rows_a != rows_b:
-        raise error(
-            method,
-            "`{}` (shape {}) and `{}` (shape {}) must have the same number of rows "
-            "(product of all dimensions but the last).".format(
-                name_a, describe(shape_a), name_b, describe(shape_b)
-            ),
-        )
+    _check_agree(
+        method,
+        first,
+        second,
+        num_rows,
+        "number of rows (product of all dimensions but the last)",
+    )
 
 
 def check_same_batch(method, first, second) -> None:
     """`first`/`second` are (argument name, shape) pairs that share dimension 0."""
-    (name_a, shape_a), (name_b, shape_b) = first, second
-    if shape_a.rank and shape_b.rank:
-        batch_a, batch_b = shape_a.as_list()[0], shape_b.as_list()[0]
-        if batch_a is not None and batch_b is not None and batch_a != batch_b:
-            raise error(
-                method,
-                "`{}` (shape {}) and `{}` (shape {}) must have the same batch "
-                "size (dimension 0).".format(
-                    name_a, describe(shape_a), name_b, describe(shape_b)
-                ),
-            )
+    _check_agree(method, first, second, _first_dim, "batch size (dimension 0)")
 
 
 def base_dtype(value):
