@@ -206,14 +206,22 @@ def run_training_loop(
         final_accuracy = float(accuracy_value)
         if history is not None:
             history.append(StepStats(step, float(loss_value), final_accuracy))
-        if log_every and step % log_every == 0 and global_value:
-            tf.logging.info(
-                GLOBAL_STEP_LOG_LINE, step, global_value[0], loss_value, accuracy_value
-            )
-        elif log_every and step % log_every == 0:
-            tf.logging.info(
-                "step: %d | loss: %f | accuracy: %f", step, loss_value, accuracy_value
-            )
+        if log_every and step % log_every == 0:
+            if global_value:
+                tf.logging.info(
+                    GLOBAL_STEP_LOG_LINE,
+                    step,
+                    global_value[0],
+                    loss_value,
+                    accuracy_value,
+                )
+            else:
+                tf.logging.info(
+                    "step: %d | loss: %f | accuracy: %f",
+                    step,
+                    loss_value,
+                    accuracy_value,
+                )
         step += 1
     return final_accuracy
 
