@@ -13,6 +13,35 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+# The original's module constants (the defaults of every KfacConfig made).
+_MODULE_CONSTANTS = {
+    "kfac.ops.fisher_factors": (
+        "INIT_COVARIANCES_AT_ZERO",
+        "ZERO_DEBIAS",
+        "EIGENVALUE_DECOMPOSITION_THRESHOLD",
+        "EIGENVALUE_CLIPPING_THRESHOLD",
+        "TOWER_STRATEGY",
+    ),
+    "kfac.ops.fisher_blocks": ("NORMALIZE_DAMPING_POWER", "PI_TYPE"),
+    "kfac.ops.utils": ("POSDEF_INV_METHOD", "POSDEF_EIG_METHOD"),
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_module_constants():
+    """Every test starts from, and leaves, the constants as they were."""
+    import importlib
+
+    modules = {name: importlib.import_module(name) for name in _MODULE_CONSTANTS}
+    saved = {
+        (name, constant): getattr(modules[name], constant)
+        for name, constants in _MODULE_CONSTANTS.items()
+        for constant in constants
+    }
+    yield
+    for (name, constant), value in saved.items():
+        setattr(modules[name], constant, value)
+
 
 @pytest.fixture(autouse=True)
 def _tf2_behavior_by_default():

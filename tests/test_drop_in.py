@@ -347,9 +347,7 @@ def test_inverse_variables_exist_before_the_initializer_runs(rng):
 
 
 def test_zero_debias_variables_are_made_with_the_covariance(rng, monkeypatch):
-    from kfac.ops._factors import config as factors_config
-
-    monkeypatch.setattr(factors_config, "ZERO_DEBIAS", True)
+    monkeypatch.setattr(ff, "ZERO_DEBIAS", True)
     rows = rng.randn(5, 2)
     factor = ff.FullyConnectedKroneckerFactor(((tf.constant(rows),),))
     factor.instantiate_cov_variables()

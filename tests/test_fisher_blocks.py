@@ -21,9 +21,9 @@ from test_fisher_blocks_support import solve_dense
 from test_fisher_blocks_support import with_ones
 
 from kfac.ops import fisher_blocks as fb
+from kfac.ops import fisher_factors as ff
 from kfac.ops import utils
-from kfac.ops._blocks import config as blocks_config
-from kfac.ops._factors import config as factors_config
+from kfac.ops._config import KfacConfig
 
 # ----------------------------------------------------------------------------
 # Damping helpers
@@ -60,14 +60,19 @@ def test_compute_pi_adjusted_damping_splits_by_pi(graph, monkeypatch):
         np.testing.assert_allclose(
             sess.run(fb.compute_pi_adjusted_damping(left, right, 0.3)), [0.6, 0.15]
         )
-        monkeypatch.setattr(blocks_config, "PI_TYPE", fb.PI_OFF_NAME)
+        monkeypatch.setattr(fb, "PI_TYPE", fb.PI_OFF_NAME)
         assert fb.compute_pi_adjusted_damping(left, right, 0.3) == (0.3, 0.3)
 
 
 def test_compute_pi_adjusted_damping_unknown_pi_type(graph, monkeypatch):
-    monkeypatch.setattr(blocks_config, "PI_TYPE", "bogus")
+    monkeypatch.setattr(fb, "PI_TYPE", "bogus")
     with pytest.raises(ValueError, match="PI_TYPE"):
         fb.compute_pi_adjusted_damping(tf.eye(2), tf.eye(2), 0.1)
+
+
+def _block_defaults():
+    config = KfacConfig.from_defaults()
+    return (config.normalize_damping_power, config.pi_type)
 
 
 def test_constants_are_forwarded_to_config():
@@ -76,27 +81,24 @@ def test_constants_are_forwarded_to_config():
     assert fb.PI_OFF_NAME == "off"
     try:
         fb.set_global_constants(normalize_damping_power=0.5, pi_type="off")
-        assert (blocks_config.NORMALIZE_DAMPING_POWER, blocks_config.PI_TYPE) == (
-            0.5,
-            "off",
-        )
+        assert _block_defaults() == (0.5, "off")
         fb.PI_TYPE = "tracenorm"
-        assert blocks_config.PI_TYPE == "tracenorm"
+        assert _block_defaults() == (0.5, "tracenorm")
     finally:
         fb.set_global_constants(normalize_damping_power=1.0, pi_type="tracenorm")
     with pytest.raises(ValueError, match="pi_type"):
         fb.set_global_constants(pi_type="trace")
     # mock.patch.object deletes, then restores the attribute.
     with mock.patch.object(fb, "PI_TYPE", "off"):
-        assert blocks_config.PI_TYPE == "off"
-    assert blocks_config.PI_TYPE == fb.PI_TYPE == "tracenorm"
+        assert _block_defaults()[1] == "off"
+    assert _block_defaults()[1] == fb.PI_TYPE == "tracenorm"
 
 
 def test_normalize_damping_uses_the_power(monkeypatch):
     assert fb.normalize_damping(0.8, 4) == pytest.approx(0.2)
-    monkeypatch.setattr(blocks_config, "NORMALIZE_DAMPING_POWER", 0.5)
+    monkeypatch.setattr(fb, "NORMALIZE_DAMPING_POWER", 0.5)
     assert fb.normalize_damping(0.8, 4) == pytest.approx(0.4)
-    monkeypatch.setattr(blocks_config, "NORMALIZE_DAMPING_POWER", 0)
+    monkeypatch.setattr(fb, "NORMALIZE_DAMPING_POWER", 0)
     assert fb.normalize_damping(0.8, 4) == 0.8
 
 
@@ -358,7 +360,7 @@ def test_damping_variable_is_read_at_inverse_update(graph, rng, tf_behavior):
 def test_fully_connected_diagonal_matches_dense(
     graph, rng, has_bias, strategy, monkeypatch
 ):
-    monkeypatch.setattr(factors_config, "TOWER_STRATEGY", strategy)
+    monkeypatch.setattr(ff, "TOWER_STRATEGY", strategy)
     inputs, grads = _fc_data(rng, batch=6)
     rows = with_ones(inputs) if has_bias else inputs
     diagonal = np.mean(
@@ -407,10 +409,16 @@ def test_fully_connected_diagonal_matches_dense(
 
 
 def test_process_data_tower_strategies(graph, monkeypatch):
-    block = fb.FullyConnectedKFACBasicFB(FakeLayerCollection())
     towers = [(tf.ones([2, 3]), tf.ones([2, 4])), (tf.ones([1, 3]), tf.ones([1, 4]))]
-    for tower_inputs, tower_outputs in towers:
-        block.register_additional_tower(tower_inputs, tower_outputs)
+
+    def make_block():
+        # The strategy is read when the block is made (its configuration).
+        block = fb.FullyConnectedKFACBasicFB(FakeLayerCollection())
+        for tower_inputs, tower_outputs in towers:
+            block.register_additional_tower(tower_inputs, tower_outputs)
+        return block
+
+    block = make_block()
     assert block.num_registered_towers == 2
     outputs = block.tensors_to_compute_grads()
     assert isinstance(outputs, tuple) and outputs[1] is towers[1][1]
@@ -421,10 +429,10 @@ def test_process_data_tower_strategies(graph, monkeypatch):
     assert inputs[0].tensors == [towers[0][0], towers[1][0]]
     assert len(packed) == 1 and packed[0][0].tensors == list(grads_list[0])
 
-    monkeypatch.setattr(factors_config, "TOWER_STRATEGY", "separate")
-    inputs, packed = block._process_data(grads_list)
+    monkeypatch.setattr(ff, "TOWER_STRATEGY", "separate")
+    inputs, packed = make_block()._process_data(grads_list)
     assert inputs == (towers[0][0], towers[1][0]) and packed == grads_list
 
-    monkeypatch.setattr(factors_config, "TOWER_STRATEGY", "bogus")
+    monkeypatch.setattr(ff, "TOWER_STRATEGY", "bogus")
     with pytest.raises(ValueError, match="TOWER_STRATEGY"):
-        block._process_data(grads_list)
+        make_block()._process_data(grads_list)

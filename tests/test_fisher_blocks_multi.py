@@ -21,7 +21,7 @@ from test_fisher_blocks_support import solve_dense
 from test_fisher_blocks_support import with_ones
 
 from kfac.ops import fisher_blocks as fb
-from kfac.ops._factors import config as factors_config
+from kfac.ops import fisher_factors as ff
 
 NUM_USES = 3
 
@@ -120,9 +120,15 @@ def test_multi_use_process_data_formats(graph, monkeypatch):
         [tf.ones([1, 3]) * (i + 3) for i in range(2)],
     ]
     grads = tuple([tf.ones([len_, 4]) for _ in range(2)] for len_ in (2, 1))
-    block = fb.FullyConnectedMultiIndepFB(FakeLayerCollection())
-    for tower in towers:
-        block.register_additional_tower(tower, [tf.ones([1])] * 2)
+
+    def make_block():
+        # The strategy is read when the block is made (its configuration).
+        block = fb.FullyConnectedMultiIndepFB(FakeLayerCollection())
+        for tower in towers:
+            block.register_additional_tower(tower, [tf.ones([1])] * 2)
+        return block
+
+    block = make_block()
     inputs, grads_list = block._process_data((grads,))
     # concat: use-major, tower-minor.
     assert inputs[0].tensors == [towers[0][0], towers[1][0], towers[0][1], towers[1][1]]
@@ -133,8 +139,8 @@ def test_multi_use_process_data_formats(graph, monkeypatch):
         grads[1][1],
     ]
     assert block._num_uses == 2
-    monkeypatch.setattr(factors_config, "TOWER_STRATEGY", "separate")
-    inputs, grads_list = block._process_data((grads,))
+    monkeypatch.setattr(ff, "TOWER_STRATEGY", "separate")
+    inputs, grads_list = make_block()._process_data((grads,))
     assert [p.tensors for p in inputs] == towers
     assert [p.tensors for p in grads_list[0]] == [list(g) for g in grads]
     hash((inputs, grads_list))
@@ -168,7 +174,7 @@ def test_multi_use_errors(graph, monkeypatch):
         block_with([folded])._process_data(((folded,),))
     with pytest.raises(ValueError, match="positive integer"):
         fb.FullyConnectedMultiIndepFB(FakeLayerCollection(), num_uses=0)
-    monkeypatch.setattr(factors_config, "TOWER_STRATEGY", "bogus")
+    monkeypatch.setattr(ff, "TOWER_STRATEGY", "bogus")
     with pytest.raises(ValueError, match="TOWER_STRATEGY"):
         block_with([three_uses])._process_data(((three_uses,),))
 

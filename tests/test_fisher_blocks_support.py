@@ -31,7 +31,11 @@ def make_factor_updates(layer_collection):
     Returns `(cov_update_ops, inv_update_ops)`; covariances use decay 0, so after
     one cov update each factor equals its mini-batch estimate.
     """
-    factors = list(layer_collection.fisher_factors.values())
+    # A LayerCollection (or the fake) or a block's FactorCache.
+    factors = getattr(layer_collection, "fisher_factors", None)
+    if factors is None:
+        factors = layer_collection.factors
+    factors = list(factors.values())
     for factor in factors:
         factor.instantiate_cov_variables()
     for factor in factors:
@@ -46,7 +50,7 @@ def build_block_updates(block, grads_list, damping, exps=(-1,)):
     block.instantiate_factors(grads_list, damping)
     for exp in exps:
         block.register_matpower(exp)
-    return make_factor_updates(block._layer_collection)
+    return make_factor_updates(block._factors)
 
 
 def run_updates(sess, cov_ops, inv_ops):

@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops import fisher_factors as ff
 from kfac.ops import utils
-from kfac.ops._factors import config
+from kfac.ops._config import KfacConfig
 from kfac.ops._factors import second_moments
 
 
@@ -22,13 +22,6 @@ class DampingFunc(object):
     def __call__(self):
         return self._value
 
-
-@pytest.fixture(autouse=True)
-def _restore_constants():
-    saved = {name: getattr(config, name) for name in config.CONSTANT_NAMES}
-    yield
-    for name, value in saved.items():
-        setattr(config, name, value)
 
 
 def _ema(init, estimates, decay):
@@ -72,7 +65,7 @@ def test_default_constants():
 def test_set_global_constants_overwrites_only_given_values():
     ff.set_global_constants(zero_debias=True, tower_strategy="separate")
     assert (ff.ZERO_DEBIAS, ff.TOWER_STRATEGY) == (True, "separate")
-    assert config.TOWER_STRATEGY == "separate"
+    assert KfacConfig.from_defaults().tower_strategy == "separate"
     ff.set_global_constants(
         init_covariances_at_zero=True,
         eigenvalue_decomposition_threshold=5,
@@ -86,16 +79,18 @@ def test_set_global_constants_overwrites_only_given_values():
 
 def test_module_attribute_assignment_forwards_to_config():
     ff.TOWER_STRATEGY = "separate"
-    assert config.TOWER_STRATEGY == "separate"
-    assert "TOWER_STRATEGY" not in vars(ff)
+    assert KfacConfig.from_defaults().tower_strategy == "separate"
+    assert ff.FullyConnectedKroneckerFactor(((tf.ones([2, 2]),),)).config == (
+        KfacConfig(tower_strategy="separate")
+    )
     with pytest.raises(AttributeError, match="NO_SUCH_CONSTANT"):
         ff.NO_SUCH_CONSTANT  # noqa: B018
 
 
 def test_unknown_tower_strategy_raises_when_building_update(graph):
+    ff.set_global_constants(tower_strategy="bogus")
     factor = ff.FullyConnectedKroneckerFactor(((tf.ones([2, 2]),),))
     factor.instantiate_cov_variables()
-    ff.set_global_constants(tower_strategy="bogus")
     with pytest.raises(ValueError, match="TOWER_STRATEGY"):
         factor.make_covariance_update_op(0.5)
 

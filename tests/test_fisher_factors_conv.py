@@ -8,15 +8,6 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import fisher_factors as ff
-from kfac.ops._factors import config
-
-
-@pytest.fixture(autouse=True)
-def _restore_constants():
-    saved = {name: getattr(config, name) for name in config.CONSTANT_NAMES}
-    yield
-    for name, value in saved.items():
-        setattr(config, name, value)
 
 
 def _np_patches(x, kernel, strides, dilations, padding):

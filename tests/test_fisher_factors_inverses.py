@@ -6,7 +6,6 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import fisher_factors as ff
-from kfac.ops._factors import config
 
 
 class DampingFunc(object):
@@ -19,13 +18,6 @@ class DampingFunc(object):
     def __call__(self):
         return self._value
 
-
-@pytest.fixture(autouse=True)
-def _restore_constants():
-    saved = {name: getattr(config, name) for name in config.CONSTANT_NAMES}
-    yield
-    for name, value in saved.items():
-        setattr(config, name, value)
 
 
 class FisherFactorDummy(ff.FisherFactor):

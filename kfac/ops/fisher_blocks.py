@@ -6,18 +6,18 @@ matrix powers it needs, and multiplies parameter-shaped vectors by damped powers
 of itself. The implementation lives in `kfac.ops._blocks`, one family per file;
 this module is the public surface.
 
-`NORMALIZE_DAMPING_POWER` and `PI_TYPE` are stored in `kfac.ops._blocks.config`;
-reading or assigning them here (or calling `set_global_constants`) reads or
-writes that single copy (they are not in `__all__`: a star-import would copy
-them).
+`NORMALIZE_DAMPING_POWER` and `PI_TYPE` are this module's constants, the
+defaults of `KfacConfig` (`kfac/ops/_config.py`): read once when a
+`LayerCollection` (or a stand-alone block) is made, so assigning one, or
+`set_global_constants`, affects collections made afterwards (they are not in
+`__all__`, as in the original).
 """
 
-from kfac.ops import _forwarding
-from kfac.ops._blocks import config as _config
+import sys
+from typing import Optional
+
+from kfac.ops import _config
 from kfac.ops._blocks.base import FisherBlock
-from kfac.ops._blocks.config import PI_OFF_NAME
-from kfac.ops._blocks.config import PI_TRACENORM_NAME
-from kfac.ops._blocks.config import set_global_constants
 from kfac.ops._blocks.conv import ConvDiagonalFB
 from kfac.ops._blocks.conv import ConvKFCBasicFB
 from kfac.ops._blocks.conv import DepthwiseConvDiagonalFB
@@ -44,6 +44,49 @@ from kfac.ops._blocks.series import FullyConnectedSeriesFB
 from kfac.ops._blocks.series import SeriesFBApproximation
 from kfac.ops._blocks.towers import InputOutputMultiTower
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+from kfac.ops._config import PI_OFF_NAME
+from kfac.ops._config import PI_TRACENORM_NAME
+from kfac.ops._config import PI_TYPES
+
+# Damping of a block whose parameters are used at `n` locations/uses is divided
+# by `n ** NORMALIZE_DAMPING_POWER` before the pi split (0 turns this off).
+NORMALIZE_DAMPING_POWER = 1.0
+
+# How the damping of a Kronecker block is split between its two factors.
+PI_TYPE = PI_TRACENORM_NAME
+
+_config.declare_defaults(
+    sys.modules[__name__],
+    {"normalize_damping_power": "NORMALIZE_DAMPING_POWER", "pi_type": "PI_TYPE"},
+)
+
+
+def set_global_constants(
+    normalize_damping_power: Optional[float] = None, pi_type: Optional[str] = None
+) -> None:
+    """Overwrites the block constants whose argument is not None.
+
+    They are the defaults of the collections (and stand-alone blocks) made
+    afterwards.
+
+    Args:
+        normalize_damping_power: new `NORMALIZE_DAMPING_POWER` (a number >= 0).
+        pi_type: new `PI_TYPE`, `"tracenorm"` or `"off"`.
+
+    Raises:
+        ValueError: for a `pi_type` other than those two names.
+    """
+    global NORMALIZE_DAMPING_POWER, PI_TYPE
+    if pi_type is not None and pi_type not in PI_TYPES:
+        raise ValueError(
+            "set_global_constants: pi_type must be one of %s, got %r."
+            % (PI_TYPES, pi_type)
+        )
+    if normalize_damping_power is not None:
+        NORMALIZE_DAMPING_POWER = normalize_damping_power
+    if pi_type is not None:
+        PI_TYPE = pi_type
+
 
 __all__ = [
     "PI_OFF_NAME",
@@ -76,8 +119,3 @@ __all__ = [
     "SeriesFBApproximation",
     "FullyConnectedSeriesFB",
 ]
-
-_FORWARDED_CONSTANTS = ("NORMALIZE_DAMPING_POWER", "PI_TYPE")
-
-
-_forwarding.forward_constants(__name__, _config, _FORWARDED_CONSTANTS)

@@ -5,33 +5,28 @@ folds a fresh mini-batch estimate into it by exponential moving average, and
 (for `InverseProvidingFactor`) variables holding damped matrix powers of it
 (Martens & Grosse 2015; Grosse & Martens 2016 for convolutions). See API.md §4.
 
-The families live in `kfac/ops/_factors/`; this module re-exports them. The
-module constants (`TOWER_STRATEGY`, ...) are stored in `_factors/config.py`:
-reading `fisher_factors.TOWER_STRATEGY` forwards there, and so does
-assigning it (the original's constants were plain module globals);
-`set_global_constants` is the documented way to change them.
+The families live in `kfac/ops/_factors/`; this module re-exports them and owns
+the original's module constants. They are the *defaults* of `KfacConfig`
+(`kfac/ops/_config.py`): read once when a `LayerCollection` (or a stand-alone
+factor) is made, so assigning one, or `set_global_constants`, affects
+collections made afterwards, not existing ones.
 """
 
-from kfac.ops import _forwarding
-from kfac.ops._factors import config as _config
-from kfac.ops._factors.base import DiagonalFactor
+import sys
+from typing import Optional
+
+from kfac.ops import _config
 from kfac.ops._factors.base import FisherFactor
-from kfac.ops._factors.base import InverseProvidingFactor
-from kfac.ops._factors.base import append_homog
-from kfac.ops._factors.base import compute_cov
-from kfac.ops._factors.base import covariance_initializer
-from kfac.ops._factors.base import diagonal_covariance_initializer
-from kfac.ops._factors.base import inverse_initializer
-from kfac.ops._factors.base import place_on_device
-from kfac.ops._factors.config import set_global_constants
 from kfac.ops._factors.conv import ConvDiagonalFactor
 from kfac.ops._factors.conv import ConvInputKroneckerFactor
 from kfac.ops._factors.conv import ConvOutputKroneckerFactor
 from kfac.ops._factors.dense import FullFactor
 from kfac.ops._factors.dense import NaiveDiagonalFactor
+from kfac.ops._factors.diagonal import DiagonalFactor
 from kfac.ops._factors.embedding import EmbeddingInputKroneckerFactor
 from kfac.ops._factors.fully_connected import FullyConnectedDiagonalFactor
 from kfac.ops._factors.fully_connected import FullyConnectedKroneckerFactor
+from kfac.ops._factors.inverse_providing import InverseProvidingFactor
 from kfac.ops._factors.multi_use import FullyConnectedMultiKF
 from kfac.ops._factors.naming import graph_func_to_id
 from kfac.ops._factors.naming import graph_func_to_string
@@ -39,15 +34,79 @@ from kfac.ops._factors.naming import list_to_string
 from kfac.ops._factors.naming import scalar_or_tensor_to_string
 from kfac.ops._factors.naming import scope_string_from_name
 from kfac.ops._factors.naming import scope_string_from_params
+from kfac.ops._factors.statistics import append_homog
+from kfac.ops._factors.statistics import compute_cov
+from kfac.ops._factors.statistics import covariance_initializer
+from kfac.ops._factors.statistics import diagonal_covariance_initializer
+from kfac.ops._factors.statistics import inverse_initializer
+from kfac.ops._factors.statistics import place_on_device
 
-_forwarding.forward_constants(__name__, _config, _config.CONSTANT_NAMES)
+# Initial covariance: identity (dense) / ones (diagonal) when False, zeros when True.
+INIT_COVARIANCES_AT_ZERO = False
+
+# Passed as `zero_debias` to the covariance moving-average update.
+ZERO_DEBIAS = False
+
+# When the number of registered inverses (exp = -1) on one factor reaches this
+# value, all matrix powers of that factor come from one eigendecomposition.
+EIGENVALUE_DECOMPOSITION_THRESHOLD = 2
+
+# Eigenvalues of a covariance estimate are clipped from below to this value
+# before they are used for inverses or matrix powers. Must be nonnegative.
+EIGENVALUE_CLIPPING_THRESHOLD = 0.0
+
+# "concat": towers are merged into one PartitionedTensor before a factor sees
+# them; "separate": a factor gets a tuple over towers, computes each statistic
+# on that tower's device and averages them.
+TOWER_STRATEGY = "concat"
+
+_config.declare_defaults(
+    sys.modules[__name__],
+    {
+        "init_covariances_at_zero": "INIT_COVARIANCES_AT_ZERO",
+        "zero_debias": "ZERO_DEBIAS",
+        "eigenvalue_decomposition_threshold": "EIGENVALUE_DECOMPOSITION_THRESHOLD",
+        "eigenvalue_clipping_threshold": "EIGENVALUE_CLIPPING_THRESHOLD",
+        "tower_strategy": "TOWER_STRATEGY",
+    },
+)
+
+
+def set_global_constants(
+    init_covariances_at_zero: Optional[bool] = None,
+    zero_debias: Optional[bool] = None,
+    eigenvalue_decomposition_threshold: Optional[int] = None,
+    eigenvalue_clipping_threshold: Optional[float] = None,
+    tower_strategy: Optional[str] = None,
+) -> None:
+    """Overwrites each constant whose argument is not None.
+
+    The constants are the defaults of the collections (and stand-alone
+    factors) made afterwards. `tower_strategy` is not validated here (the
+    original accepted anything); an unknown strategy raises a ValueError when
+    a factor or block uses it.
+    """
+    global INIT_COVARIANCES_AT_ZERO, ZERO_DEBIAS
+    global EIGENVALUE_DECOMPOSITION_THRESHOLD, EIGENVALUE_CLIPPING_THRESHOLD
+    global TOWER_STRATEGY
+    if init_covariances_at_zero is not None:
+        INIT_COVARIANCES_AT_ZERO = init_covariances_at_zero
+    if zero_debias is not None:
+        ZERO_DEBIAS = zero_debias
+    if eigenvalue_decomposition_threshold is not None:
+        EIGENVALUE_DECOMPOSITION_THRESHOLD = eigenvalue_decomposition_threshold
+    if eigenvalue_clipping_threshold is not None:
+        EIGENVALUE_CLIPPING_THRESHOLD = eigenvalue_clipping_threshold
+    if tower_strategy is not None:
+        TOWER_STRATEGY = tower_strategy
+
 
 __all__ = [
-    "INIT_COVARIANCES_AT_ZERO",  # noqa: F822 (served by the module __getattr__)
-    "ZERO_DEBIAS",  # noqa: F822 (served by the module __getattr__)
-    "EIGENVALUE_DECOMPOSITION_THRESHOLD",  # noqa: F822 (served by the module __getattr__)
-    "EIGENVALUE_CLIPPING_THRESHOLD",  # noqa: F822 (served by the module __getattr__)
-    "TOWER_STRATEGY",  # noqa: F822 (served by the module __getattr__)
+    "INIT_COVARIANCES_AT_ZERO",
+    "ZERO_DEBIAS",
+    "EIGENVALUE_DECOMPOSITION_THRESHOLD",
+    "EIGENVALUE_CLIPPING_THRESHOLD",
+    "TOWER_STRATEGY",
     "set_global_constants",
     "inverse_initializer",
     "covariance_initializer",

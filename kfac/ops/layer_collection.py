@@ -15,8 +15,10 @@ import math
 
 import tensorflow.compat.v1 as tf
 
+from kfac.ops import _config
 from kfac.ops import loss_functions
 from kfac.ops import utils
+from kfac.ops._factors.cache import FactorCache
 from kfac.ops._registration import validation
 from kfac.ops._registration.approximations import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.approximations import APPROX_FULL_NAME  # noqa: F401
@@ -147,9 +149,24 @@ class LayerCollection(LayerRegistrationMethods):
     The layer `register_*` methods come from `LayerRegistrationMethods`.
     """
 
-    def __init__(self, graph=None, name: str = "LayerCollection"):
+    def __init__(self, graph=None, name: str = "LayerCollection", config=None):
+        """Makes an empty collection.
+
+        Args:
+          graph: the graph of the model (default: the default graph).
+          name: default name of the variable scope its factors live under.
+          config: (port addition) the `KfacConfig` its factors and blocks use;
+            None takes the module constants' current values
+            (`KfacConfig.from_defaults()`): changing a constant later does not
+            affect this collection.
+        """
+        if config is None:
+            config = _config.KfacConfig.from_defaults()
+        elif not isinstance(config, _config.KfacConfig):
+            raise TypeError(
+                "LayerCollection: config must be a KfacConfig, got %r." % (config,)
+            )
         self.fisher_blocks = LayerParametersDict()
-        self.fisher_factors = collections.OrderedDict()
         self.loss_colocation_ops = {}
         self._graph = graph if graph is not None else tf.get_default_graph()
         self._loss_dict = collections.OrderedDict()  # name -> [loss per tower]
@@ -163,6 +180,8 @@ class LayerCollection(LayerRegistrationMethods):
         with self._graph.as_default():
             with tf.variable_scope(None, default_name=name) as scope:
                 self._var_scope = scope.name
+        self._factor_cache = FactorCache(self._graph, self._var_scope, config)
+        self.fisher_factors = self._factor_cache.factors
 
     # --------------------------------------------------------------------
     # Read-only views.
@@ -340,19 +359,17 @@ class LayerCollection(LayerRegistrationMethods):
         Raises:
           TypeError: if `args` cannot be hashed.
         """
-        try:
-            hash(args)
-        except TypeError as error:
-            raise TypeError(
-                "Unable to use (cls, args) = ({}, {}) as a key in "
-                "LayerCollection.fisher_factors. The pair cannot be hashed "
-                "({}).".format(cls, args, error)
-            ) from error
-        key = (cls, args)
-        if key not in self.fisher_factors:
-            with self._graph.as_default(), tf.variable_scope(self._var_scope):
-                self.fisher_factors[key] = cls(*args)
-        return self.fisher_factors[key]
+        return self._factor_cache.make_or_get_factor(cls, args)
+
+    @property
+    def factor_cache(self) -> FactorCache:
+        """What the blocks build their factors with (they see nothing else)."""
+        return self._factor_cache
+
+    @property
+    def config(self) -> "_config.KfacConfig":
+        """The `KfacConfig` of this collection's factors and blocks."""
+        return self._factor_cache.config
 
     def define_linked_parameters(self, params, approximation=None) -> None:
         """Declares `params` a group, optionally with the approximation to use.

@@ -1,12 +1,16 @@
 """Utilities shared by every kfac module (API.md §2).
 
 Families live in `kfac/ops/_utils/`; this module re-exports them and owns the
-module constants `POSDEF_INV_METHOD` / `POSDEF_EIG_METHOD`, which are read at
-one point, when `posdef_inv` / `posdef_eig` build their ops.
+module constants `POSDEF_INV_METHOD` / `POSDEF_EIG_METHOD`: `posdef_inv` /
+`posdef_eig` read them when they build their ops, and they are the defaults of
+`KfacConfig.posdef_inv_method` / `posdef_eig_method`, read when a
+`LayerCollection` (or a stand-alone factor) is made.
 """
 
-import tensorflow.compat.v1 as tf
+import sys
 
+from kfac.ops import _config
+from kfac.ops._utils import linalg
 from kfac.ops._utils.containers import SequenceDict
 from kfac.ops._utils.containers import ensure_sequence
 from kfac.ops._utils.conv_patches import conv_output_spatial_shape
@@ -49,16 +53,9 @@ POSDEF_INV_METHOD = "cholesky"
 # Method used by `posdef_eig` (a key of `posdef_eig_functions`).
 POSDEF_EIG_METHOD = "self_adjoint"
 
-posdef_inv_functions = {
-    "matrix_inverse": posdef_inv_matrix_inverse,
-    "cholesky": posdef_inv_cholesky,
-    "eig": posdef_inv_eig,
-}
-
-posdef_eig_functions = {
-    "self_adjoint": posdef_eig_self_adjoint,
-    "svd": posdef_eig_svd,
-}
+# The dictionaries the methods are looked up in (shared with `_utils.linalg`).
+posdef_inv_functions = linalg.POSDEF_INV_FUNCTIONS
+posdef_eig_functions = linalg.POSDEF_EIG_FUNCTIONS
 
 
 def set_global_constants(posdef_inv_method=None):
@@ -90,17 +87,21 @@ def posdef_inv(tensor, damping):
     Returns:
       `[n, n]` Tensor.
     """
-    size = tensor.shape.as_list()[0]
-    if size is None:
-        size = tf.shape(tensor)[0]
-    identity = tf.eye(size, dtype=tensor.dtype)
-    damping = convert_to_dtype(damping, tensor.dtype)
-    return posdef_inv_functions[POSDEF_INV_METHOD](tensor, identity, damping)
+    return linalg.posdef_inv(tensor, damping, POSDEF_INV_METHOD)
 
 
 def posdef_eig(mat):
     """`(eigenvalues, eigenvectors)` of a symmetric PSD `mat` by `POSDEF_EIG_METHOD`."""
-    return posdef_eig_functions[POSDEF_EIG_METHOD](mat)
+    return linalg.posdef_eig(mat, POSDEF_EIG_METHOD)
+
+
+_config.declare_defaults(
+    sys.modules[__name__],
+    {
+        "posdef_inv_method": "POSDEF_INV_METHOD",
+        "posdef_eig_method": "POSDEF_EIG_METHOD",
+    },
+)
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 import abc
 
+from kfac.ops._factors import cache
+
 
 class FisherBlock(object, metaclass=abc.ABCMeta):
     """Approximate Fisher (curvature) block for one layer's parameter group.
@@ -18,12 +20,15 @@ class FisherBlock(object, metaclass=abc.ABCMeta):
     """
 
     def __init__(self, layer_collection):
-        """Stores the owning layer collection (it builds and shares the factors).
+        """Keeps the factor cache of `layer_collection` and its configuration.
 
         Args:
-            layer_collection: object with `make_or_get_factor(cls, args)`.
+            layer_collection: a `LayerCollection` (its `factor_cache` builds and
+                shares the factors), or any object with
+                `make_or_get_factor(cls, args)`.
         """
-        self._layer_collection = layer_collection
+        self._factors = cache.factor_cache_of(layer_collection)
+        self._config = cache.config_of(self._factors)
 
     @abc.abstractmethod
     def instantiate_factors(self, grads_list, damping):

@@ -13,12 +13,12 @@ from typing import Sequence
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import fisher_factors
-from kfac.ops import utils
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.diagonal import Mat2dDiagonalFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._factors import conv as conv_factors
+from kfac.ops._utils import conv_patches
 
 
 def maybe_tuple(obj):
@@ -164,7 +164,7 @@ class ConvDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
                 "ConvDiagonalFB: dilations must have 4 entries, got %s."
                 % (list(dilations),)
             )
-        if not utils.is_data_format_channel_last(data_format):
+        if not conv_patches.is_data_format_channel_last(data_format):
             raise ValueError(
                 "ConvDiagonalFB: data_format must be channels-last, got "
                 "%r." % (data_format,)
@@ -187,8 +187,8 @@ class ConvDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
         self._num_locations = num_conv_locations(
             inputs[0].shape.as_list(), self._strides
         )
-        self._factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.ConvDiagonalFactor,
+        self._factor = self._factors.make_or_get_factor(
+            conv_factors.ConvDiagonalFactor,
             (
                 inputs,
                 grads_list,
@@ -205,7 +205,9 @@ class ConvDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
         def damping_func():
             # = damping when NORMALIZE_DAMPING_POWER is 1: the diagonal is not
             # normalised by the locations.
-            return num_locations * damping_lib.normalize_damping(damping, num_locations)
+            return num_locations * damping_lib.normalize_damping(
+                damping, num_locations, self._config.normalize_damping_power
+            )
 
         damping_id = (
             num_locations,
@@ -237,8 +239,8 @@ class ConvKFCMixin(object):
         self._num_locations = num_conv_locations(
             inputs[0].shape.as_list(), self._strides
         )
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.ConvInputKroneckerFactor,
+        self._input_factor = self._factors.make_or_get_factor(
+            conv_factors.ConvInputKroneckerFactor,
             (
                 inputs,
                 self._filter_shape,
@@ -250,8 +252,8 @@ class ConvKFCMixin(object):
                 self._has_bias,
             ),
         )
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.ConvOutputKroneckerFactor, (grads_list,)
+        self._output_factor = self._factors.make_or_get_factor(
+            conv_factors.ConvOutputKroneckerFactor, (grads_list,)
         )
 
 
@@ -320,7 +322,7 @@ def _check_depthwise_args(block_name, params, strides, rate, data_format):
         raise ValueError(
             "%s: rate must have 2 entries, got %s." % (block_name, list(rate))
         )
-    if not utils.is_data_format_channel_last(data_format):
+    if not conv_patches.is_data_format_channel_last(data_format):
         raise ValueError(
             "%s: data_format must be channels-last, got %r." % (block_name, data_format)
         )

@@ -15,7 +15,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from kfac.ops._blocks import config
+from kfac.ops import _config
 
 
 def plain_scalar(value):
@@ -88,8 +88,8 @@ def constant_damping_func(damping) -> PackagedFunc:
     return PackagedFunc(lambda: damping, (damping,))
 
 
-def normalize_damping(damping, num_replications: int):
-    """Damping per replication: `damping / num_replications ** NORMALIZE_DAMPING_POWER`.
+def normalize_damping(damping, num_replications: int, power=None):
+    """Damping per replication: `damping / num_replications ** power`.
 
     For parameters applied at `n` locations (conv) or uses (RNN steps) the block
     is `n·(A ⊗ G)`; dividing the damping by `n` makes the effective damping of
@@ -99,11 +99,14 @@ def normalize_damping(damping, num_replications: int):
     Args:
         damping: Python float, scalar Tensor or `tf.Variable`.
         num_replications: number of locations/uses `n`.
+        power: the exponent; None reads `fisher_blocks.NORMALIZE_DAMPING_POWER`
+            now (blocks pass their configuration's value).
 
     Returns:
         The normalised damping (same kind as `damping`).
     """
-    power = config.NORMALIZE_DAMPING_POWER
+    if power is None:
+        power = _config.current().normalize_damping_power
     if power:
         return damping / (num_replications**power)
     return damping
@@ -146,7 +149,7 @@ def compute_pi_tracenorm(left_cov, right_cov) -> tf.Tensor:
     return tf.sqrt(left_norm / right_norm)
 
 
-def compute_pi_adjusted_damping(left_cov, right_cov, damping):
+def compute_pi_adjusted_damping(left_cov, right_cov, damping, pi_type=None):
     """Splits a damping `d` between the factors of `L ⊗ R` (one place for the pi split).
 
     `PI_TYPE == "tracenorm"`: `(d·π, d/π)` with `π = compute_pi_tracenorm(L, R)`,
@@ -157,6 +160,8 @@ def compute_pi_adjusted_damping(left_cov, right_cov, damping):
         left_cov: the left (input) factor's covariance, `[m, m]` or `[m]`.
         right_cov: the right (output) factor's covariance, `[n, n]` or `[n]`.
         damping: `d`, Python float, scalar Tensor or `tf.Variable`.
+        pi_type: "tracenorm" or "off"; None reads `fisher_blocks.PI_TYPE` now
+            (blocks pass their configuration's value).
 
     Returns:
         `(left_damping, right_damping)`.
@@ -164,16 +169,17 @@ def compute_pi_adjusted_damping(left_cov, right_cov, damping):
     Raises:
         ValueError: for an unknown `PI_TYPE` (the original returned None).
     """
-    pi_type = config.PI_TYPE
-    if pi_type == config.PI_TRACENORM_NAME:
+    if pi_type is None:
+        pi_type = _config.current().pi_type
+    if pi_type == _config.PI_TRACENORM_NAME:
         pi = compute_pi_tracenorm(left_cov, right_cov)
         if not isinstance(damping, numbers.Number):
             # A float32 damping variable must still work with float64 factors.
             damping = tf.cast(damping, pi.dtype)
         return (damping * pi, damping / pi)
-    if pi_type == config.PI_OFF_NAME:
+    if pi_type == _config.PI_OFF_NAME:
         return (damping, damping)
     raise ValueError(
         "compute_pi_adjusted_damping: PI_TYPE must be one of %s, got %r."
-        % (config.PI_TYPES, pi_type)
+        % (_config.PI_TYPES, pi_type)
     )

@@ -8,10 +8,10 @@ any parameter, but high variance. Vectors are flattened with
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import fisher_factors
-from kfac.ops import utils
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
+from kfac.ops._factors import dense as dense_factors
+from kfac.ops._utils import reshape
 
 
 class _GenericParamsBlock(FisherBlock):
@@ -31,15 +31,15 @@ class _GenericParamsBlock(FisherBlock):
             tuple(grads) if isinstance(grads, list) else grads for grads in grads_list
         )
         self._damping_func = damping_lib.constant_damping_func(damping)
-        self._factor = self._layer_collection.make_or_get_factor(
+        self._factor = self._factors.make_or_get_factor(
             self._FACTOR_CLASS, (grads_list, self._batch_size)
         )
 
     def multiply_matpower(self, vector, exp):
         """`(F + d I)^exp v` on the flattened vector, returned in `vector`'s format."""
-        column = utils.tensors_to_column(vector)
+        column = reshape.tensors_to_column(vector)
         out = self._factor.left_multiply_matpower(column, exp, self._damping_func)
-        return utils.column_to_tensors(vector, out)
+        return reshape.column_to_tensors(vector, out)
 
     def full_fisher_block(self):
         """The undamped Fisher block as a dense `[n, n]` matrix."""
@@ -69,7 +69,7 @@ class FullFB(_GenericParamsBlock):
     average of `g gᵀ / batch_size`.
     """
 
-    _FACTOR_CLASS = fisher_factors.FullFactor
+    _FACTOR_CLASS = dense_factors.FullFactor
 
     def register_matpower(self, exp):
         self._factor.register_matpower(exp, self._damping_func)
@@ -82,7 +82,7 @@ class NaiveDiagonalFB(_GenericParamsBlock):
     demand, so `register_matpower` does nothing.
     """
 
-    _FACTOR_CLASS = fisher_factors.NaiveDiagonalFactor
+    _FACTOR_CLASS = dense_factors.NaiveDiagonalFactor
 
     def register_matpower(self, exp):
         # Diagonal powers are computed when multiplying; nothing to maintain.

@@ -5,11 +5,11 @@ of that parameter, shaped like the mat2d form `V` (`[in(+1), out]`) of a vector,
 so `multiply_matpower(v, exp) = (diag(F) + d)^exp ∘ V`.
 """
 
-from kfac.ops import fisher_factors
-from kfac.ops import utils
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._factors import fully_connected as fc_factors
+from kfac.ops._utils import reshape
 
 
 class Mat2dDiagonalFB(FisherBlock):
@@ -21,9 +21,9 @@ class Mat2dDiagonalFB(FisherBlock):
 
     def multiply_matpower(self, vector, exp):
         """`(diag(F) + d)^exp ∘ V`, `V` the mat2d form of `vector`; same format out."""
-        mat = utils.layer_params_to_mat2d(vector)
+        mat = reshape.layer_params_to_mat2d(vector)
         out = self._factor.left_multiply_matpower(mat, exp, self._damping_func)
-        return utils.mat2d_to_layer_params(vector, out)
+        return reshape.mat2d_to_layer_params(vector, out)
 
     def full_fisher_block(self):
         """The undamped diagonal block as a dense matrix (row-major `vec` of mat2d)."""
@@ -49,8 +49,8 @@ class FullyConnectedDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedDiagonalFactor,
+        self._factor = self._factors.make_or_get_factor(
+            fc_factors.FullyConnectedDiagonalFactor,
             (inputs, grads_list, self._has_bias),
         )
         self._damping_func = damping_lib.constant_damping_func(damping)

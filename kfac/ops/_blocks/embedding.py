@@ -7,10 +7,12 @@ then only touch the gathered rows and never densify the table.
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import fisher_factors
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTower
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+from kfac.ops._factors import embedding as embedding_factors
+from kfac.ops._factors import fully_connected as fc_factors
+from kfac.ops._factors import multi_use as multi_use_factors
 
 
 class DiagonalInputKroneckerMixin(object):
@@ -60,11 +62,11 @@ class EmbeddingKFACFB(
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
+        self._input_factor = self._factors.make_or_get_factor(
+            embedding_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
         )
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedKroneckerFactor, (grads_list,)
+        self._output_factor = self._factors.make_or_get_factor(
+            fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
         )
         self._setup_damping(damping)
 
@@ -92,11 +94,11 @@ class EmbeddingKFACMultiIndepFB(
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
+        self._input_factor = self._factors.make_or_get_factor(
+            embedding_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
         )
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
+        self._output_factor = self._factors.make_or_get_factor(
+            multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
         )
         self._setup_damping(damping, normalization=self._num_uses)
 

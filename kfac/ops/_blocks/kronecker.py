@@ -8,11 +8,11 @@ mat2d form `X` (`[in(+1), out]`, row-major `vec`): `(A ⊗ G) vec(X) = vec(A X G
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import fisher_factors
-from kfac.ops import utils
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._factors import fully_connected as fc_factors
+from kfac.ops._utils import reshape
 
 
 def scale_vector(vector, coeff: float):
@@ -56,13 +56,16 @@ class KroneckerProductFB(FisherBlock):
 
         def compute_damping():
             if normalization is not None:
-                scaled_damping = damping_lib.normalize_damping(damping, normalization)
+                scaled_damping = damping_lib.normalize_damping(
+                    damping, normalization, self._config.normalize_damping_power
+                )
             else:
                 scaled_damping = damping
             return damping_lib.compute_pi_adjusted_damping(
                 self._input_cov_for_pi(),
                 self._output_factor.get_cov(),
                 scaled_damping**0.5,
+                self._config.pi_type,
             )
 
         if normalization is not None:
@@ -117,7 +120,7 @@ class KroneckerProductFB(FisherBlock):
         Returns:
             The product in the format of `vector`.
         """
-        mat = utils.layer_params_to_mat2d(vector)
+        mat = reshape.layer_params_to_mat2d(vector)
         mat = self._output_factor.right_multiply_matpower(
             mat, exp, self._output_damping_func
         )
@@ -125,13 +128,13 @@ class KroneckerProductFB(FisherBlock):
         renorm_coeff = self._renorm_coeff
         if renorm_coeff != 1.0:
             mat = scale_vector(mat, float(renorm_coeff) ** exp)
-        return utils.mat2d_to_layer_params(vector, mat)
+        return reshape.mat2d_to_layer_params(vector, mat)
 
     def full_fisher_block(self):
         """Undamped `c·kron(A, G)` as a dense matrix (row-major `vec` of mat2d)."""
         left_factor = self._input_factor.get_cov()
         right_factor = self._output_factor.get_cov()
-        return self._renorm_coeff * utils.kronecker_product(left_factor, right_factor)
+        return self._renorm_coeff * reshape.kronecker_product(left_factor, right_factor)
 
 
 class FullyConnectedKFACBasicFB(InputOutputMultiTower, KroneckerProductFB):
@@ -153,10 +156,10 @@ class FullyConnectedKFACBasicFB(InputOutputMultiTower, KroneckerProductFB):
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
+        self._input_factor = self._factors.make_or_get_factor(
+            fc_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
         )
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedKroneckerFactor, (grads_list,)
+        self._output_factor = self._factors.make_or_get_factor(
+            fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
         )
         self._setup_damping(damping)

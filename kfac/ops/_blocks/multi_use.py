@@ -6,10 +6,10 @@ statistics are averaged over uses and batch, and the block is
 the damping is normalised by the number of uses (and locations, for convs).
 """
 
-from kfac.ops import fisher_factors
 from kfac.ops._blocks.conv import ConvKFCMixin
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+from kfac.ops._factors import multi_use as multi_use_factors
 
 
 class FullyConnectedMultiIndepFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
@@ -33,12 +33,12 @@ class FullyConnectedMultiIndepFB(InputOutputMultiTowerMultiUse, KroneckerProduct
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedMultiKF,
+        self._input_factor = self._factors.make_or_get_factor(
+            multi_use_factors.FullyConnectedMultiKF,
             ((inputs,), self._num_uses, self._has_bias),
         )
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
+        self._output_factor = self._factors.make_or_get_factor(
+            multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
         )
         self._setup_damping(damping, normalization=self._num_uses)
 

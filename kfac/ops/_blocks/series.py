@@ -18,10 +18,10 @@ import enum
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import fisher_factors
-from kfac.ops import utils
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+from kfac.ops._factors import multi_use as multi_use_factors
+from kfac.ops._utils import reshape
 
 
 class SeriesFBApproximation(enum.IntEnum):
@@ -75,13 +75,13 @@ class FullyConnectedSeriesFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedMultiKF,
+        self._input_factor = self._factors.make_or_get_factor(
+            multi_use_factors.FullyConnectedMultiKF,
             ((inputs,), self._num_uses, self._has_bias),
         )
         self._input_factor.register_cov_dt1()
-        self._output_factor = self._layer_collection.make_or_get_factor(
-            fisher_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
+        self._output_factor = self._factors.make_or_get_factor(
+            multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
         )
         self._output_factor.register_cov_dt1()
         self._setup_damping(damping, normalization=self._num_uses)
@@ -122,7 +122,7 @@ class FullyConnectedSeriesFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
                 "(exp=-1), got exp=%r." % (exp,)
             )
         # The derivation uses the [out, in] orientation.
-        z = tf.transpose(utils.layer_params_to_mat2d(vector))
+        z = tf.transpose(reshape.layer_params_to_mat2d(vector))
         if self._option == SeriesFBApproximation.option1:
             z = self._multiply_inverse_option1(z)
         elif self._option == SeriesFBApproximation.option2:
@@ -132,7 +132,7 @@ class FullyConnectedSeriesFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
                 "FullyConnectedSeriesFB: option must be SeriesFBApproximation.option1 "
                 "or option2, got %r." % (self._option,)
             )
-        return utils.mat2d_to_layer_params(vector, tf.transpose(z))
+        return reshape.mat2d_to_layer_params(vector, tf.transpose(z))
 
     def _multiply_inverse_option1(self, z):
         """`Z ← L_G (γ(ψ_G ψ_Aᵀ) ∘ (L_Gᵀ Z L_A)) L_Aᵀ`."""

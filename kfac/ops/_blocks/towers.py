@@ -2,7 +2,8 @@
 
 A tower is one registered mini-batch slice. Factors receive their data as
 `inputs[tower]` and `grads_list[source][tower]`; how towers are merged is the
-factors' `TOWER_STRATEGY` (read here once, when the data is packed):
+configuration's `tower_strategy` (`fisher_factors.TOWER_STRATEGY` by
+default), checked when the data is packed:
 
 * `"concat"`: all towers become one `PartitionedTensor` (factors see 1 tower);
 * `"separate"`: tuples of per-tower tensors (factors average per-tower estimates).
@@ -13,21 +14,7 @@ two blocks on the same tensors share a factor.
 
 import itertools
 
-from kfac.ops import utils
-from kfac.ops._factors import config as factors_config
-
-_CONCAT = "concat"
-_SEPARATE = "separate"
-
-
-def _tower_strategy():
-    strategy = factors_config.TOWER_STRATEGY
-    if strategy not in (_CONCAT, _SEPARATE):
-        raise ValueError(
-            "TOWER_STRATEGY (fisher_factors) must be 'concat' or 'separate', "
-            "got %r." % (strategy,)
-        )
-    return strategy
+from kfac.ops._utils import partitioned_tensor
 
 
 class InputOutputMultiTower(object):
@@ -80,12 +67,12 @@ class InputOutputMultiTower(object):
         Raises:
             ValueError: for an unknown `TOWER_STRATEGY`.
         """
-        strategy = _tower_strategy()
+        strategy = self._config.checked_tower_strategy()
         inputs = self._inputs
-        if strategy == _CONCAT:
-            inputs = (utils.PartitionedTensor(inputs),)
+        if strategy == "concat":
+            inputs = (partitioned_tensor.PartitionedTensor(inputs),)
             grads_list = tuple(
-                (utils.PartitionedTensor(grads),) for grads in grads_list
+                (partitioned_tensor.PartitionedTensor(grads),) for grads in grads_list
             )
         else:
             inputs = tuple(inputs)
@@ -135,10 +122,12 @@ class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
         rows are a reshape of `[num_uses, total_batch, ...]`; "separate": one
         `PartitionedTensor` over uses per tower.
         """
-        if strategy == _CONCAT:
+        if strategy == "concat":
             use_major = itertools.chain.from_iterable(zip(*per_tower_lists))
-            return (utils.PartitionedTensor(list(use_major)),)
-        return tuple(utils.PartitionedTensor(uses) for uses in per_tower_lists)
+            return (partitioned_tensor.PartitionedTensor(list(use_major)),)
+        return tuple(
+            partitioned_tensor.PartitionedTensor(uses) for uses in per_tower_lists
+        )
 
     def _process_data(self, grads_list):
         """Packs multi-use inputs and gradients in the factors' format.
@@ -158,7 +147,7 @@ class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
                 the lists disagrees with `num_uses` or between towers; if
                 `num_uses` cannot be inferred (folded format without `num_uses`).
         """
-        strategy = _tower_strategy()
+        strategy = self._config.checked_tower_strategy()
         inputs = self._inputs
         if isinstance(inputs[0], (list, tuple)):
             self._infer_num_uses(inputs, "inputs")

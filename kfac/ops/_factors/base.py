@@ -1,12 +1,10 @@
-"""Shared maths of all factors and the three abstract factor families.
+"""`FisherFactor`: a covariance-like statistic and its moving-average update.
 
-* helpers: initializers, `place_on_device`, `compute_cov`, `append_homog`;
-* `assign_moving_average` (moving_average.py): the one EMA update;
-* `FisherFactor`: one covariance-like variable `cov` and its EMA update
-  (Martens & Grosse 2015, §5: statistics are averaged over mini-batches);
-* `InverseProvidingFactor`: also keeps damped matrix powers `(C + d·I)^e` in
-  variables, refreshed by inverse-update ops (Martens & Grosse 2015, §4.2/§6.3);
-* `DiagonalFactor`: one entry per parameter, powers computed on demand.
+A factor owns one non-trainable variable `cov` and an op folding a fresh
+mini-batch estimate into it by exponential moving average (Martens & Grosse
+2015, §5: statistics are averaged over mini-batches). The two families built on
+it are `InverseProvidingFactor` (inverse_providing.py: dense, keeps damped
+matrix powers in variables) and `DiagonalFactor` (diagonal.py).
 
 Non-finite values never enter the factor variables: a covariance estimate with
 a NaN/Inf is not folded into the moving average (`non_finite_policy`), and an
@@ -15,113 +13,15 @@ write is counted in the factor's int64 variable `num_skipped_updates`.
 """
 
 import abc
-import contextlib
-from typing import Any
 from typing import Callable
-from typing import List
-from typing import Optional
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import utils
-from kfac.ops._factors import config
+from kfac.ops import _config
 from kfac.ops._factors import moving_average
-from kfac.ops._factors import naming
-from kfac.ops._factors import second_moments
-from kfac.ops._factors.scalars import cast_scalar
-
-# --------------------------------------------------------------------------
-# Helpers
-
-
-def _static_size(shape, index: int) -> int:
-    return tf.compat.dimension_value(tf.TensorShape(shape)[index])
-
-
-def inverse_initializer(shape, dtype, partition_info=None):
-    """Identity of size `shape[0]` (initial value of matrix-power variables)."""
-    del partition_info  # Unused; part of the variable-initializer signature.
-    return tf.eye(_static_size(shape, 0), dtype=tf.as_dtype(dtype))
-
-
-def covariance_initializer(shape, dtype, partition_info=None):
-    """Identity of size `shape[0]`, or zeros if `INIT_COVARIANCES_AT_ZERO`."""
-    del partition_info  # Unused; part of the variable-initializer signature.
-    size = _static_size(shape, 0)
-    if config.INIT_COVARIANCES_AT_ZERO:
-        return tf.zeros([size, size], dtype=tf.as_dtype(dtype))
-    return tf.eye(size, dtype=tf.as_dtype(dtype))
-
-
-def diagonal_covariance_initializer(shape, dtype, partition_info):
-    """Ones of `shape` (zeros if `INIT_COVARIANCES_AT_ZERO`)."""
-    del partition_info  # Unused; part of the variable-initializer signature.
-    shape = tf.TensorShape(shape).as_list()
-    if config.INIT_COVARIANCES_AT_ZERO:
-        return tf.zeros(shape, dtype=tf.as_dtype(dtype))
-    return tf.ones(shape, dtype=tf.as_dtype(dtype))
-
-
-@contextlib.contextmanager
-def place_on_device(device: Optional[str]):
-    """`tf.device(device)` when `device` is a non-empty string, else nothing."""
-    if device:
-        with tf.device(device):
-            yield
-    else:
-        yield
-
-
-def compute_cov(tensor, tensor_right=None, normalizer=None) -> tf.Tensor:
-    """Second moment of the rows of a 2-D tensor.
-
-    With `X = tensor` (`[n, k]`) and `N = normalizer` (default: the dynamic row
-    count of `X`), returns the symmetrised `(XᵀX/N + (XᵀX/N)ᵀ)/2`; with
-    `Y = tensor_right` (`[n, m]`), returns the cross moment `XᵀY/N` (not
-    symmetrised). `N` is cast to the tensor dtype.
-    """
-    if tensor_right is None:
-        # Blocked, upper triangle only; exactly symmetric (second_moments).
-        return second_moments.symmetric_second_moment(tensor, normalizer)
-    tensor = tf.convert_to_tensor(tensor)
-    if normalizer is None:
-        normalizer = tf.shape(tensor)[0]
-    normalizer = tf.cast(normalizer, tensor.dtype)
-    return tf.matmul(tensor, tensor_right, transpose_a=True) / normalizer
-
-
-def append_homog(tensor) -> tf.Tensor:
-    """Appends a column of ones on the last axis: `[..., k] → [..., k+1]`.
-
-    The homogeneous coordinate turns a bias into one more input row of the
-    weight matrix (Martens & Grosse 2015, §2.1).
-    """
-    tensor = tf.convert_to_tensor(tensor)
-    ones_shape = tf.concat([tf.shape(tensor)[:-1], [1]], axis=0)
-    return tf.concat([tensor, tf.ones(ones_shape, dtype=tensor.dtype)], axis=-1)
-
-
-def _as_damping_func(damping):
-    """`damping` if it is a damping function, else one returning it, id `(damping,)`."""
-    if callable(damping) and hasattr(damping, "func_id"):
-        return damping
-
-    def damping_func():
-        return damping
-
-    damping_func.func_id = (naming.to_python_scalar(damping),)
-    return damping_func
-
-
-def flatten(nested) -> List[Any]:
-    """Leaves of nested lists/tuples, in order (PartitionedTensors are leaves)."""
-    if isinstance(nested, (tuple, list)):
-        return [leaf for item in nested for leaf in flatten(item)]
-    return [nested]
-
-
-# --------------------------------------------------------------------------
-# Abstract factors
+from kfac.ops._factors import statistics
+from kfac.ops._utils import graph
+from kfac.ops._utils import non_finite
 
 
 class FisherFactor(abc.ABC):
@@ -136,6 +36,20 @@ class FisherFactor(abc.ABC):
     def __init__(self):
         self._cov = None
         self._num_skipped_updates = None
+        self._kfac_config = _config.current()
+
+    @property
+    def config(self) -> _config.KfacConfig:
+        """The settings this factor builds its ops with.
+
+        Those of the `LayerCollection` that made it (see `FactorCache`), else
+        the defaults when it was made (or first asked, for a subclass that
+        skips `__init__`).
+        """
+        config = self.__dict__.get("_kfac_config")
+        if config is None:
+            config = self._kfac_config = _config.current()
+        return config
 
     @property
     @abc.abstractmethod
@@ -168,7 +82,7 @@ class FisherFactor(abc.ABC):
 
     @property
     def _cov_initializer(self):
-        return covariance_initializer
+        return statistics.covariance_initializer
 
     def instantiate_cov_variables(self) -> None:
         """Creates the non-trainable variables `<scope>/<_var_scope>/cov` and
@@ -177,7 +91,8 @@ class FisherFactor(abc.ABC):
             raise AssertionError(
                 "instantiate_cov_variables: %s already has a cov variable." % self.name
             )
-        with tf.variable_scope(self._var_scope):
+        # The initializers read `init_covariances_at_zero` of this factor.
+        with tf.variable_scope(self._var_scope), _config.building_with(self.config):
             self._cov = tf.get_variable(
                 "cov",
                 initializer=self._cov_initializer,
@@ -186,7 +101,7 @@ class FisherFactor(abc.ABC):
                 dtype=self._dtype,
             )
         self._skipped_updates_counter()
-        if config.ZERO_DEBIAS:
+        if self.config.zero_debias:
             self._debias_variables_for(self._cov)
 
     def _debias_variables_for(self, variable):
@@ -246,10 +161,10 @@ class FisherFactor(abc.ABC):
         """`assign_moving_average(variable, value, ema_decay)` unless `value` has a
         NaN/Inf: then, under "skip", `variable` keeps its value and the skip is
         counted; under "raise" the op fails naming this factor (see
-        `utils.update_if_finite`). Evaluates to the value of `variable` after."""
+        `non_finite.update_if_finite`). Evaluates to the value of `variable` after."""
 
         def update():
-            debias = config.ZERO_DEBIAS
+            debias = self.config.zero_debias
             debias_variables = self._debias_variables_for(variable) if debias else None
             return moving_average.assign_moving_average(
                 variable,
@@ -263,7 +178,7 @@ class FisherFactor(abc.ABC):
             with tf.control_dependencies([self._count_skipped_updates()]):
                 return tf.identity(variable.read_value())
 
-        new_value = utils.update_if_finite(
+        new_value = non_finite.update_if_finite(
             [(self.name, value)],
             update,
             skip,
@@ -285,7 +200,7 @@ class FisherFactor(abc.ABC):
         data device. On TPU the result is averaged across replicas, so every
         replica folds the same statistic into its variable.
         """
-        tower_strategy = config.checked_tower_strategy()
+        tower_strategy = self.config.checked_tower_strategy()
         contributions = []
         for source in range(self._num_sources):
             for tower in range(self._num_towers):
@@ -294,13 +209,13 @@ class FisherFactor(abc.ABC):
                     if tower_strategy == "separate"
                     else None
                 )
-                with place_on_device(device):
+                with statistics.place_on_device(device):
                     contributions.append(compute_fn(source, tower))
         new_value = tf.add_n(contributions)
         if self._num_towers != 1:  # (a division by 1 is a pass over the matrix)
             new_value = new_value / float(self._num_towers)
-        if utils.on_tpu():
-            new_value = utils.cross_replica_mean(new_value)
+        if graph.on_tpu():
+            new_value = graph.cross_replica_mean(new_value)
         return new_value
 
     def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
@@ -345,326 +260,3 @@ class FisherFactor(abc.ABC):
     @abc.abstractmethod
     def right_multiply_matpower(self, x, exp, damping_func):
         """`x · (C + d·I)^exp`."""
-
-
-class InverseProvidingFactor(FisherFactor):
-    """A dense `[n, n]` factor that keeps variables for `(C + d·I)^e`.
-
-    Each registered `(exp, damping)` pair gets one variable, named
-    `matpower_exp{E}_damp{D}`; an inverse-update round refreshes all of them
-    from the current `self._cov`: by a (robust) Cholesky inverse while there
-    are only a few inverses, otherwise from one eigendecomposition
-    `C = V diag(λ) Vᵀ` as `V diag((λ + d)^e) Vᵀ`.
-    """
-
-    def __init__(self):
-        self._matpower_by_exp_and_damping = {}  # {(exp, damping_id): variable}
-        self._matpower_registrations = set()  # {(exp, damping_id)}
-        self._registration_order = []  # the same pairs, for a stable op order
-        self._eigendecomp = None  # cached (clipped eigenvalues, eigenvectors)
-        self._damping_funcs_by_id = {}  # {damping_id: damping_func}
-        super(InverseProvidingFactor, self).__init__()
-
-    def _register_damping(self, damping_func) -> tuple:
-        """Records `damping_func` under its id (the first one wins); returns the id."""
-        damping_id = naming.graph_func_to_id(damping_func)
-        if damping_id not in self._damping_funcs_by_id:
-            self._damping_funcs_by_id[damping_id] = damping_func
-        return damping_id
-
-    def register_matpower(self, exp, damping_func) -> None:
-        """Requests a variable for `(C + d·I)^exp` (`exp == 1` is done on the fly)."""
-        exp = naming.to_python_scalar(exp)
-        if exp == 1:
-            return
-        damping_id = self._register_damping(damping_func)
-        if (exp, damping_id) not in self._matpower_registrations:
-            self._matpower_registrations.add((exp, damping_id))
-            self._registration_order.append((exp, damping_id))
-
-    def register_inverse(self, damping_func) -> None:
-        self.register_matpower(-1, damping_func)
-
-    def register_damped_inverse(self, damping) -> None:
-        """`register_inverse` under its name in earlier contrib releases.
-
-        `damping` may be a damping function (with a `func_id`) or, as there,
-        the damping value itself (a number or scalar Tensor, identified by
-        itself); `get_damped_inverse(damping)` returns the variable.
-        """
-        self.register_inverse(_as_damping_func(damping))
-
-    def get_damped_inverse(self, damping):
-        """The inverse variable registered by `register_damped_inverse(damping)`."""
-        return self.get_inverse(_as_damping_func(damping))
-
-    def _make_damped_variable(self, prefix: str, damping_id, initializer, shape):
-        """Variable `<prefix>_damp{D}` in this factor's scope, D from the damping id."""
-        damping_string = naming.graph_func_to_string(
-            self._damping_funcs_by_id[damping_id]
-        )
-        with tf.variable_scope(self._var_scope):
-            return tf.get_variable(
-                naming.legal_op_name("%s_damp%s" % (prefix, damping_string)),
-                initializer=initializer,
-                shape=shape,
-                trainable=False,
-                dtype=self._dtype,
-            )
-
-    def instantiate_inv_variables(self) -> None:
-        """Creates one identity-initialised variable per registered `(exp, damping)`.
-
-        Nothing else is created in the factor's scope; no later call creates
-        a variable (the inverse updates count skipped writes in the counter
-        `instantiate_cov_variables` made, or not at all without one).
-        """
-        for exp, damping_id in self._registration_order:
-            if (exp, damping_id) in self._matpower_by_exp_and_damping:
-                raise AssertionError(
-                    "instantiate_inv_variables: %s already made its variables."
-                    % self.name
-                )
-            exp_string = naming.scalar_or_tensor_to_string(exp)
-            self._matpower_by_exp_and_damping[(exp, damping_id)] = (
-                self._make_damped_variable(
-                    "matpower_exp%s" % exp_string,
-                    damping_id,
-                    inverse_initializer,
-                    self._cov_shape,
-                )
-            )
-
-    def _damping_values(self) -> dict:
-        """Each registered damping function evaluated once, cast to the dtype."""
-        return {
-            damping_id: cast_scalar(func(), self._dtype)
-            for damping_id, func in self._damping_funcs_by_id.items()
-        }
-
-    def _assign_if_finite(self, variable, value, cov_is_finite) -> tf.Operation:
-        """`variable ← value`, unless `value` (or the covariance it was computed
-        from) has a NaN/Inf: then `variable` keeps its value and the skip is
-        counted in `num_skipped_updates`."""
-        is_finite = tf.logical_and(cov_is_finite, utils.all_finite(value))
-        count = self._count_skipped_updates(tf.logical_not(is_finite))
-        # One op (the assignment itself), which also updates the counter.
-        with tf.control_dependencies([count]):
-            return variable.assign(
-                tf.where(is_finite, value, variable), read_value=False
-            )
-
-    def _matpower_update_ops(self, damping_values: dict) -> List[tf.Operation]:
-        """Assign ops for all matrix-power variables (see `make_inverse_update_ops`)."""
-        matpowers = self._matpower_by_exp_and_damping
-        num_inverses = sum(1 for exp, _ in matpowers if exp == -1)
-        use_eig = (
-            bool(self._eigendecomp)
-            or num_inverses < len(matpowers)
-            or num_inverses >= config.EIGENVALUE_DECOMPOSITION_THRESHOLD
-        )
-        cov = tf.convert_to_tensor(self._cov)
-        cov_is_finite = utils.all_finite(cov)
-        ops = []
-        if use_eig:
-            eigenvalues, eigenvectors = self.get_eigendecomp()
-            for (exp, damping_id), matpower in matpowers.items():
-                damping = damping_values[damping_id]
-                if exp < 0:
-                    # Floored, so that a singular cov with a tiny damping still
-                    # gives finite powers (as the Cholesky path's fallback).
-                    damped = utils.floor_damped_eigenvalues(eigenvalues, damping)
-                    # V diag(p) Vᵀ = (V√p)(V√p)ᵀ for p > 0: symmetric, so only
-                    # the upper blocks are multiplied (second_moments).
-                    value = second_moments.symmetric_outer_product(
-                        eigenvectors * damped ** (exp / 2.0)
-                    )
-                else:
-                    damped = eigenvalues + damping
-                    value = tf.matmul(
-                        eigenvectors * damped**exp, eigenvectors, transpose_b=True
-                    )
-                ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
-            # The assignments share one eigendecomposition: one op, one device.
-            return [tf.group(*ops)]
-        # A non-finite cov is never written by the guarded updates, but may come
-        # from outside (a restored checkpoint, an assignment); its inverse is not
-        # written, and zeros in its place keep the fallback eigh from failing.
-        finite_cov = utils.replace_non_finite(cov)
-        for (_, damping_id), matpower in matpowers.items():  # all exps are -1
-            value = utils.posdef_inv(finite_cov, damping_values[damping_id])
-            ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
-        return ops
-
-    def make_inverse_update_ops(self) -> List[tf.Operation]:
-        """Ops that refresh every matrix-power variable from the current `_cov`.
-
-        Each damping function is evaluated once (so a damping `tf.Variable` is
-        read when the op runs). The eigen path (one grouped op) is used when an
-        eigendecomposition is already cached, when a power other than −1 is
-        registered, or when there are at least
-        `EIGENVALUE_DECOMPOSITION_THRESHOLD` inverses; otherwise each inverse is
-        `utils.posdef_inv(cov, d)` (a Cholesky inverse that falls back to a
-        clipped eigendecomposition when not finite) and one op per inverse is
-        returned. The cached eigendecomposition is cleared afterwards.
-
-        Port improvements: negative powers on the eigen path use eigenvalues
-        floored as in `utils.floor_damped_eigenvalues` (finite for a singular
-        cov and zero damping), and a power that still comes out non-finite (or
-        a non-finite cov) leaves its variable unchanged, counted in
-        `num_skipped_updates`.
-        """
-        ops = self._matpower_update_ops(self._damping_values())
-        self._eigendecomp = None
-        return ops
-
-    def get_matpower(self, exp, damping_func):
-        """The variable for `(C + d·I)^exp` (as fresh as the last inverse update).
-
-        Raises:
-          KeyError: the pair was not registered and instantiated.
-        """
-        exp = naming.to_python_scalar(exp)
-        damping_id = naming.graph_func_to_id(damping_func)
-        return self._matpower_by_exp_and_damping[(exp, damping_id)]
-
-    def get_inverse(self, damping_func):
-        return self.get_matpower(-1, damping_func)
-
-    def get_eigendecomp(self):
-        """Cached `(max(λ, EIGENVALUE_CLIPPING_THRESHOLD), V)` of `eigh(self._cov)`.
-
-        `cov` is PSD by construction; clipping removes slightly negative
-        eigenvalues caused by rounding.
-        """
-        if not self._eigendecomp:
-            # eigh fails on a NaN/Inf input; a non-finite cov (which guarded
-            # updates never write) gets zeros instead, and the writes of
-            # anything derived from it are skipped by the callers.
-            finite_cov = utils.replace_non_finite(self._cov)
-            eigenvalues, eigenvectors = tf.linalg.eigh(finite_cov)
-            clipped = tf.maximum(
-                eigenvalues,
-                cast_scalar(config.EIGENVALUE_CLIPPING_THRESHOLD, eigenvalues.dtype),
-            )
-            self._eigendecomp = (clipped, eigenvectors)
-        return self._eigendecomp
-
-    def get_cov(self):
-        return self._cov
-
-    def _check_matrix(self, x, method: str) -> None:
-        if x.shape.ndims != 2:
-            raise ValueError(
-                "%s: InverseProvidingFactors apply to matrix-shaped vectors; "
-                "x must have rank 2, got shape %s." % (method, x.shape)
-            )
-
-    def left_multiply_matpower(self, x, exp, damping_func):
-        """`(C + d·I)^exp · x` for a rank-2 Tensor `x`.
-
-        Raises:
-          ValueError: `x` is an `IndexedSlices` or not of rank 2.
-        """
-        if isinstance(x, tf.IndexedSlices):
-            raise ValueError(
-                "left_multiply_matpower: x must be a dense rank-2 Tensor, got "
-                "IndexedSlices (left-multiplication is not supported for them)."
-            )
-        self._check_matrix(x, "left_multiply_matpower")
-        if exp == 1:
-            damping = cast_scalar(damping_func(), x.dtype)
-            return tf.matmul(self._cov, x) + damping * x
-        return tf.matmul(self.get_matpower(exp, damping_func), x)
-
-    def right_multiply_matpower(self, x, exp, damping_func):
-        """`x · (C + d·I)^exp` for a rank-2 Tensor or an `IndexedSlices` matrix.
-
-        Raises:
-          ValueError: a dense `x` not of rank 2.
-        """
-        if isinstance(x, tf.IndexedSlices):
-            if exp == 1:
-                cov = tf.convert_to_tensor(self._cov)
-                damping = cast_scalar(damping_func(), cov.dtype)
-                size = _static_size(cov.shape, 0)
-                damped_cov = cov + damping * tf.eye(size, dtype=cov.dtype)
-                return utils.matmul_sparse_dense(x, damped_cov)
-            return utils.matmul_sparse_dense(x, self.get_matpower(exp, damping_func))
-        self._check_matrix(x, "right_multiply_matpower")
-        if exp == 1:
-            damping = cast_scalar(damping_func(), x.dtype)
-            return tf.matmul(x, self._cov) + damping * x
-        return tf.matmul(x, self.get_matpower(exp, damping_func))
-
-
-class DiagonalFactor(FisherFactor):
-    """A factor whose cov variable holds exactly one entry per parameter.
-
-    Powers `(cov + d)^exp` are element-wise and computed on demand, so there
-    are no inverse variables or inverse-update ops.
-    """
-
-    def __init__(self):
-        self._damping_funcs_by_id = {}  # {damping_id: damping_func}
-        super(DiagonalFactor, self).__init__()
-
-    @property
-    def _cov_initializer(self):
-        return diagonal_covariance_initializer
-
-    def make_inverse_update_ops(self) -> list:
-        return []
-
-    def instantiate_inv_variables(self) -> None:
-        pass
-
-    def register_matpower(self, exp, damping_func) -> None:
-        pass
-
-    def get_cov(self):
-        """Dense `diag(reshape(cov, [-1]))`."""
-        return tf.linalg.diag(tf.reshape(self._cov, [-1]))
-
-    def left_multiply_matpower(self, x, exp, damping_func):
-        """`P ∘ x` with `P = (cov + d)^exp` element-wise (for `exp < 0` the
-        entries `cov + d` are floored as by `utils.floor_damped_eigenvalues`).
-
-        `x` may be an `IndexedSlices` matrix (rows of a `[n, m]` matrix, `P`
-        flattened to its diagonal), a dense Tensor of exactly `P`'s shape, or
-        (port extension, for embedding blocks) a `[n, m]` Tensor when `P` has
-        shape `[n]`: the diagonal is broadcast over the columns.
-
-        Raises:
-          ValueError: a dense `x` of another shape.
-        """
-        cov = tf.convert_to_tensor(self._cov)
-        damping = cast_scalar(damping_func(), cov.dtype)
-        if exp < 0:
-            # Floored as the eigenvalues of dense factors: zero entries with zero
-            # damping give large finite values, not Inf.
-            matpower = utils.floor_damped_eigenvalues(cov, damping) ** exp
-        else:
-            matpower = (cov + damping) ** exp
-        if isinstance(x, tf.IndexedSlices):
-            return utils.matmul_diag_sparse(tf.reshape(matpower, [-1]), x)
-        x_shape = x.shape.as_list() if x.shape.ndims is not None else None
-        power_shape = matpower.shape.as_list()
-        if x_shape == power_shape:
-            return matpower * x
-        if (
-            x_shape is not None
-            and len(power_shape) == 1
-            and len(x_shape) == 2
-            and x_shape[0] == power_shape[0]
-        ):
-            return matpower[:, None] * x
-        raise ValueError(
-            "left_multiply_matpower: x must have the shape of the diagonal "
-            "factor %s, got %s." % (power_shape, x.shape)
-        )
-
-    def right_multiply_matpower(self, x, exp, damping_func):
-        raise NotImplementedError(
-            "DiagonalFactor: only left_multiply_matpower is supported."
-        )

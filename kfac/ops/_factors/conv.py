@@ -14,10 +14,12 @@ gradient at one output location. `B` = batch, `T` = output locations.
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import utils
-from kfac.ops._factors import base
+from kfac.ops._factors import diagonal
+from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import naming
 from kfac.ops._factors import second_moments
+from kfac.ops._factors import statistics
+from kfac.ops._utils import conv_patches
 
 _PATCH_FNS = (
     None,
@@ -45,7 +47,7 @@ def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
     )
 
 
-class ConvDiagonalFactor(base.DiagonalFactor):
+class ConvDiagonalFactor(diagonal.DiagonalFactor):
     """Diagonal Fisher of a 2-D convolution, shape `[kh·kw·cin + has_bias, cout]`.
 
     With per-example weight gradient `G_b = Σ_loc p̃_{b,loc} ds_{b,loc}ᵀ`:
@@ -79,7 +81,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
         has_bias=False,
     ):
         filter_shape = _int_tuple(filter_shape)
-        if not utils.is_data_format_channel_last(data_format):
+        if not conv_patches.is_data_format_channel_last(data_format):
             raise ValueError(
                 "ConvDiagonalFactor: data_format must be channels-last, got %r."
                 % (data_format,)
@@ -140,7 +142,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
     @property
     def _var_scope(self):
         return "ff_convdiag_" + naming.scope_string_from_params(
-            tuple(self._inputs) + tuple(base.flatten(self._outputs_grads))
+            tuple(self._inputs) + tuple(statistics.flatten(self._outputs_grads))
         )
 
     @property
@@ -168,7 +170,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
         rates = self._dilations if self._dilations is not None else (1, 1, 1, 1)
         self._patches = []
         for tower in range(self._num_towers):
-            with base.place_on_device(self._get_data_device(tower)):
+            with statistics.place_on_device(self._get_data_device(tower)):
                 patches = _extract_image_patches(
                     tf.convert_to_tensor(self._inputs[tower]),
                     self._filter_shape,
@@ -177,7 +179,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
                     self._padding,
                 )
                 if self._has_bias:
-                    patches = base.append_homog(patches)
+                    patches = statistics.append_homog(patches)
                 self._patches.append(patches)
         return super(ConvDiagonalFactor, self).make_covariance_update_op(
             ema_decay, non_finite_policy=non_finite_policy
@@ -196,7 +198,7 @@ class ConvDiagonalFactor(base.DiagonalFactor):
         return self._inputs[tower].device
 
 
-class ConvInputKroneckerFactor(base.InverseProvidingFactor):
+class ConvInputKroneckerFactor(inverse_providing.InverseProvidingFactor):
     """Input factor `Ω̂ = (1/(B·T)) Σ_{b,loc} p̃ p̃ᵀ` of an N-D convolution.
 
     Shape `[prod(filter_shape[:-2])·cin + has_bias]²`.
@@ -209,9 +211,9 @@ class ConvInputKroneckerFactor(base.InverseProvidingFactor):
         extractor; 4 entries for `"extract_image_patches"`.
       data_format: None or a channels-last format.
       extract_patches_fn: None / `"extract_convolution_patches"` (N-D,
-        `utils.extract_convolution_patches`), `"extract_image_patches"` (2-D,
+        `conv_patches.extract_convolution_patches`), `"extract_image_patches"` (2-D,
         `tf.extract_image_patches`) or `"extract_pointwise_conv2d_patches"`
-        (1×1 conv2d, `utils.extract_pointwise_conv2d_patches`); any other value
+        (1×1 conv2d, `conv_patches.extract_pointwise_conv2d_patches`); any other value
         raises NotImplementedError when the update op is built.
       has_bias: append a homogeneous coordinate to every patch.
     """
@@ -274,7 +276,7 @@ class ConvInputKroneckerFactor(base.InverseProvidingFactor):
         """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
         patches_fn = self._extract_patches_fn
         if patches_fn in (None, "extract_convolution_patches"):
-            return utils.extract_convolution_patches(
+            return conv_patches.extract_convolution_patches(
                 inputs,
                 self._filter_shape,
                 padding=self._padding,
@@ -316,7 +318,7 @@ class ConvInputKroneckerFactor(base.InverseProvidingFactor):
                     "extract_pointwise_conv2d_patches needs a 1x1 filter, got "
                     "filter_shape %s." % (self._filter_shape,)
                 )
-            return utils.extract_pointwise_conv2d_patches(
+            return conv_patches.extract_pointwise_conv2d_patches(
                 inputs, self._filter_shape, data_format=None
             )
         raise NotImplementedError(
@@ -338,7 +340,7 @@ class ConvInputKroneckerFactor(base.InverseProvidingFactor):
         return self._inputs[tower].device
 
 
-class ConvOutputKroneckerFactor(base.InverseProvidingFactor):
+class ConvOutputKroneckerFactor(inverse_providing.InverseProvidingFactor):
     """Output factor `Γ̂ = (1/(B·T)) Σ_{b,loc} ds dsᵀ`, shape `[cout, cout]`.
 
     Args:
@@ -350,7 +352,7 @@ class ConvOutputKroneckerFactor(base.InverseProvidingFactor):
     """
 
     def __init__(self, outputs_grads, data_format=None):
-        if not utils.is_data_format_channel_last(data_format):
+        if not conv_patches.is_data_format_channel_last(data_format):
             raise ValueError(
                 "ConvOutputKroneckerFactor: data_format must be channels-last, "
                 "got %r." % (data_format,)
@@ -362,7 +364,7 @@ class ConvOutputKroneckerFactor(base.InverseProvidingFactor):
     @property
     def _var_scope(self):
         return "ff_convoutkron_" + naming.scope_string_from_params(
-            base.flatten(self._outputs_grads)
+            statistics.flatten(self._outputs_grads)
         )
 
     @property
@@ -383,7 +385,9 @@ class ConvOutputKroneckerFactor(base.InverseProvidingFactor):
 
     def _compute_new_cov(self, source, tower):
         outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
-        return base.compute_cov(tf.reshape(outputs_grad, [-1, self._out_channels]))
+        return statistics.compute_cov(
+            tf.reshape(outputs_grad, [-1, self._out_channels])
+        )
 
     def _get_data_device(self, tower):
         return self._outputs_grads[0][tower].device

@@ -7,13 +7,17 @@ unbiased but high-variance estimate of the Fisher (Martens & Grosse 2015, §2).
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import utils
-from kfac.ops._factors import base
+from kfac.ops._factors import diagonal
+from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import naming
+from kfac.ops._utils import containers
+from kfac.ops._utils import reshape
 
 
 def _normalise_params_grads(params_grads) -> tuple:
-    return tuple(utils.ensure_sequence(params_grad) for params_grad in params_grads)
+    return tuple(
+        containers.ensure_sequence(params_grad) for params_grad in params_grads
+    )
 
 
 def _num_elements(params_grad) -> int:
@@ -29,7 +33,7 @@ def _num_elements(params_grad) -> int:
     return size
 
 
-class FullFactor(base.InverseProvidingFactor):
+class FullFactor(inverse_providing.InverseProvidingFactor):
     """Dense Fisher of all entries of some parameters: `Ĉ = g gᵀ / batch_size`.
 
     Args:
@@ -69,7 +73,7 @@ class FullFactor(base.InverseProvidingFactor):
 
     def _compute_new_cov(self, source, tower):
         del tower  # A single tower: the gradients are already summed over them.
-        column = utils.tensors_to_column(self._params_grads[source])
+        column = reshape.tensors_to_column(self._params_grads[source])
         return tf.matmul(column, column, transpose_b=True) / tf.cast(
             self._batch_size, column.dtype
         )
@@ -78,7 +82,7 @@ class FullFactor(base.InverseProvidingFactor):
         return None
 
 
-class NaiveDiagonalFactor(base.DiagonalFactor):
+class NaiveDiagonalFactor(diagonal.DiagonalFactor):
     """Diagonal of `FullFactor`'s estimate: `Ĉ = (g∘g) / batch_size`, shape `[n, 1]`."""
 
     def __init__(self, params_grads, batch_size):
@@ -110,7 +114,7 @@ class NaiveDiagonalFactor(base.DiagonalFactor):
 
     def _compute_new_cov(self, source, tower):
         del tower  # A single tower: the gradients are already summed over them.
-        column = utils.tensors_to_column(self._params_grads[source])
+        column = reshape.tensors_to_column(self._params_grads[source])
         return tf.square(column) / tf.cast(self._batch_size, column.dtype)
 
     def _get_data_device(self, tower):

@@ -7,11 +7,11 @@ matrix, so the cost is `O(B·k + vocab)`.
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops._factors import base
+from kfac.ops._factors import diagonal
 from kfac.ops._factors import naming
 
 
-class EmbeddingInputKroneckerFactor(base.DiagonalFactor):
+class EmbeddingInputKroneckerFactor(diagonal.DiagonalFactor):
     """`Ĉ_v = (number of occurrences of id v in the tower) / B`, shape `[vocab_size]`.
 
     Args:

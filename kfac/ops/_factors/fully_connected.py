@@ -11,9 +11,11 @@ one example is the outer product `ã gᵀ`.
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops._factors import base
+from kfac.ops._factors import diagonal
+from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import naming
 from kfac.ops._factors import second_moments
+from kfac.ops._factors import statistics
 
 
 def _static_dim(tensor, index: int) -> int:
@@ -34,7 +36,7 @@ def as_rows(tensor) -> tf.Tensor:
     return tensor
 
 
-class FullyConnectedDiagonalFactor(base.DiagonalFactor):
+class FullyConnectedDiagonalFactor(diagonal.DiagonalFactor):
     """Diagonal Fisher of a fully connected layer, shape `[in + has_bias, out]`.
 
     `Ĉ = (1/B) Σ_b (ã_b ∘ ã_b)(g_b ∘ g_b)ᵀ`, the mean squared per-example weight
@@ -58,7 +60,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
     @property
     def _var_scope(self):
         return "ff_diagfc_" + naming.scope_string_from_params(
-            tuple(self._inputs) + tuple(base.flatten(self._outputs_grads))
+            tuple(self._inputs) + tuple(statistics.flatten(self._outputs_grads))
         )
 
     @property
@@ -83,10 +85,10 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
         # The squared inputs are shared by every source of a tower.
         self._squared_inputs = []
         for tower in range(self._num_towers):
-            with base.place_on_device(self._get_data_device(tower)):
+            with statistics.place_on_device(self._get_data_device(tower)):
                 inputs = as_rows(self._inputs[tower])
                 if self._has_bias:
-                    inputs = base.append_homog(inputs)
+                    inputs = statistics.append_homog(inputs)
                 self._squared_inputs.append(tf.square(inputs))
         return super(FullyConnectedDiagonalFactor, self).make_covariance_update_op(
             ema_decay, non_finite_policy=non_finite_policy
@@ -102,7 +104,7 @@ class FullyConnectedDiagonalFactor(base.DiagonalFactor):
         return self._inputs[tower].device
 
 
-class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
+class FullyConnectedKroneckerFactor(inverse_providing.InverseProvidingFactor):
     """Kronecker factor `E[ã ãᵀ]` of a fully connected layer, `[n + has_bias]²`.
 
     `Ĉ = compute_cov(ã) = (1/N) Σ_rows ã ãᵀ` for each source and tower. Used for
@@ -123,7 +125,7 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
     @property
     def _var_scope(self):
         return "ff_fckron_" + naming.scope_string_from_params(
-            tuple(base.flatten(self._tensors)) + (self._has_bias,)
+            tuple(statistics.flatten(self._tensors)) + (self._has_bias,)
         )
 
     @property
@@ -147,7 +149,7 @@ class FullyConnectedKroneckerFactor(base.InverseProvidingFactor):
         """The `[N, n (+1)]` rows `ã` of one source and tower."""
         tensor = as_rows(self._tensors[source][tower])
         if self._has_bias:
-            tensor = base.append_homog(tensor)
+            tensor = statistics.append_homog(tensor)
         return tensor
 
     def _compute_new_cov(self, source, tower):

@@ -12,11 +12,11 @@ per-damping quantities of option 1 (`Lmat`, `psi`) and option 2 (`Pmat`,
 
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import utils
-from kfac.ops._factors import base
-from kfac.ops._factors import config
 from kfac.ops._factors import fully_connected
 from kfac.ops._factors import naming
+from kfac.ops._factors import statistics
+from kfac.ops._utils import linalg
+from kfac.ops._utils import non_finite
 
 
 class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
@@ -45,7 +45,8 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
     @property
     def _var_scope(self):
         return "ff_fc_multi_" + naming.scope_string_from_params(
-            tuple(base.flatten(self._tensors)) + (self._num_timesteps, self._has_bias)
+            tuple(statistics.flatten(self._tensors))
+            + (self._num_timesteps, self._has_bias)
         )
 
     @property
@@ -91,7 +92,7 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
                     trainable=False,
                     dtype=self._dtype,
                 )
-            if config.ZERO_DEBIAS:
+            if self.config.zero_debias:
                 self._debias_variables_for(self._cov_dt1)
 
     def _compute_new_cov_dt1(self, source, tower):
@@ -106,7 +107,9 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
         batch_size = total_rows // self._num_uses
         present = rows[: total_rows - batch_size]
         future = rows[batch_size:]
-        return base.compute_cov(future, tensor_right=present, normalizer=total_rows)
+        return statistics.compute_cov(
+            future, tensor_right=present, normalizer=total_rows
+        )
 
     def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):
         """The parent's cov update, grouped with the EMA of `cov_dt1` if it exists
@@ -155,7 +158,7 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
         when both options are registered with one damping.
         """
         super(FullyConnectedMultiKF, self).instantiate_inv_variables()
-        identity, ones = base.inverse_initializer, tf.ones_initializer()
+        identity, ones = statistics.inverse_initializer, tf.ones_initializer()
         for damping_id in self._ordered(self._option1quants_registrations):
             self._option1quants_by_damping[damping_id] = (
                 self._make_damped_variable(
@@ -179,21 +182,21 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
 
         With `(λ, V)` the eigendecomposition of `C₀` and, per damping `d`,
         `S = (C₀ + d·I)^{-1/2} = V diag((λ+d)^{-1/2}) Vᵀ` (symmetrised):
-        * option 1: `Ψ = S ((C₁ + C₁ᵀ)/2) S = U diag(ψ) Uᵀ` (`utils.posdef_eig`),
+        * option 1: `Ψ = S ((C₁ + C₁ᵀ)/2) S = U diag(ψ) Uᵀ` (`linalg.posdef_eig`),
           `Lmat = S U`, `psi = ψ`;
         * option 2: `Ψ = S C₁ S`, SVD `Ψ = Uₛ diag(σ) Eᵀ`, `mu = min(σ², 1)`
           (≤ 1 in exact arithmetic), `Pmat = (S C₁)ᵀ S = C₁ᵀ (C₀ + d·I)⁻¹`,
           `Kmat = S E`.
         Option 1's symmetrisation of `C₁` does not leak into option 2 (it did
         in the original when both were registered). The damped eigenvalues are
-        floored (`utils.floor_damped_eigenvalues`), and a quantity that is not
+        floored (`linalg.floor_damped_eigenvalues`), and a quantity that is not
         finite (or comes from a non-finite `C₀`/`C₁`) is not written.
         """
         raw_cov_dt1 = tf.convert_to_tensor(self.get_cov_dt1())
-        inputs_are_finite = utils.all_finite([self._cov, raw_cov_dt1])
+        inputs_are_finite = non_finite.all_finite([self._cov, raw_cov_dt1])
         # Zeros for NaN/Inf keep eigh/svd from failing; nothing derived from a
         # non-finite input is written (`_assign_if_finite`).
-        cov_dt1 = utils.replace_non_finite(raw_cov_dt1)
+        cov_dt1 = non_finite.replace_non_finite(raw_cov_dt1)
         eigenvalues, eigenvectors = self.get_eigendecomp()
         ops = []
 
@@ -201,7 +204,7 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
             ops.append(self._assign_if_finite(variable, value, inputs_are_finite))
 
         def inverse_sqrt(damping):
-            damped = utils.floor_damped_eigenvalues(eigenvalues, damping)
+            damped = linalg.floor_damped_eigenvalues(eigenvalues, damping)
             inv_sqrt = tf.matmul(
                 eigenvectors * damped**-0.5, eigenvectors, transpose_b=True
             )
@@ -211,7 +214,9 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
             inv_sqrt = inverse_sqrt(damping_values[damping_id])
             symmetric_dt1 = (cov_dt1 + tf.transpose(cov_dt1)) / 2.0
             psi_hat = tf.matmul(tf.matmul(inv_sqrt, symmetric_dt1), inv_sqrt)
-            psi_value, eigvecs = utils.posdef_eig(psi_hat)
+            psi_value, eigvecs = linalg.posdef_eig(
+                psi_hat, self.config.posdef_eig_method
+            )
             assign(lmat, tf.matmul(inv_sqrt, eigvecs))
             assign(psi, psi_value)
 

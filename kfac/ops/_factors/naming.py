@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from kfac.ops import utils
+from kfac.ops._utils import partitioned_tensor
 
 
 def to_python_scalar(value: Any) -> Any:
@@ -58,7 +58,7 @@ def scope_string_from_name(tensor: Any) -> str:
     tensor = to_python_scalar(tensor)
     if isinstance(tensor, (tuple, list)):
         return "__".join(scope_string_from_name(item) for item in tensor)
-    if isinstance(tensor, utils.PartitionedTensor):
+    if isinstance(tensor, partitioned_tensor.PartitionedTensor):
         return scope_string_from_name(tensor.tensors)
     if isinstance(tensor, str):
         return tensor
@@ -104,7 +104,7 @@ def scope_string_from_params(params: Any) -> str:
             parts.append(str(param))
         elif _is_tensor_like(param):
             parts.append(scope_string_from_name(param))
-        elif isinstance(param, utils.PartitionedTensor):
+        elif isinstance(param, partitioned_tensor.PartitionedTensor):
             parts.append(scope_string_from_name(param.tensors))
         else:
             raise ValueError(

@@ -60,9 +60,7 @@ def floor_damped_eigenvalues(eigenvalues, damping):
     """
     eigenvalues = tf.convert_to_tensor(eigenvalues)
     finfo = np.finfo(eigenvalues.dtype.as_numpy_dtype)
-    damped = tf.maximum(eigenvalues, 0.0) + convert_to_dtype(
-        damping, eigenvalues.dtype
-    )
+    damped = tf.maximum(eigenvalues, 0.0) + convert_to_dtype(damping, eigenvalues.dtype)
     floor = tf.maximum(
         float(finfo.eps) * tf.reduce_max(tf.abs(eigenvalues)), float(finfo.tiny)
     )
@@ -197,3 +195,44 @@ def posdef_eig_svd(mat):
     """SVD `mat = U diag(s) Vᵀ`, returns `(s, U)` (eigenpairs of a PSD `mat`)."""
     singular_values, left_vectors, _ = tf.linalg.svd(mat)
     return singular_values, left_vectors
+
+
+# The methods `posdef_inv` / `posdef_eig` choose from, by name.
+POSDEF_INV_FUNCTIONS = {
+    "matrix_inverse": posdef_inv_matrix_inverse,
+    "cholesky": posdef_inv_cholesky,
+    "eig": posdef_inv_eig,
+}
+
+POSDEF_EIG_FUNCTIONS = {
+    "self_adjoint": posdef_eig_self_adjoint,
+    "svd": posdef_eig_svd,
+}
+
+
+def posdef_inv(tensor, damping, method: str):
+    """`(M + d·I)⁻¹` for a symmetric PSD `M` by `POSDEF_INV_FUNCTIONS[method]`.
+
+    Args:
+      tensor: `[n, n]` symmetric PSD Tensor.
+      damping: scalar `d` (Python number or Tensor), cast to `tensor.dtype`.
+      method: a key of `POSDEF_INV_FUNCTIONS` ("cholesky" never returns NaNs:
+        see `damped_posdef_inverse`).
+
+    Returns:
+      `[n, n]` Tensor.
+    """
+    size = tensor.shape.as_list()[0]
+    if size is None:
+        size = tf.shape(tensor)[0]
+    identity = tf.eye(size, dtype=tensor.dtype)
+    damping = convert_to_dtype(damping, tensor.dtype)
+    return POSDEF_INV_FUNCTIONS[method](tensor, identity, damping)
+
+
+def posdef_eig(mat, method: str):
+    """`(eigenvalues, eigenvectors)` of a symmetric PSD `mat`.
+
+    By `POSDEF_EIG_FUNCTIONS[method]` ("self_adjoint" or "svd").
+    """
+    return POSDEF_EIG_FUNCTIONS[method](mat)
