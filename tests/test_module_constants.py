@@ -133,3 +133,47 @@ def test_two_collections_with_different_settings_do_not_interfere(graph, rng):
     )
     np.testing.assert_allclose(result_off, expected(root, root), rtol=1e-9)
     assert not np.allclose(result_tracenorm, result_off)
+
+
+# ------------------------------------------------ fisher_factors constants
+
+
+def test_default_constants():
+    assert fisher_factors.INIT_COVARIANCES_AT_ZERO is False
+    assert fisher_factors.ZERO_DEBIAS is False
+    assert fisher_factors.EIGENVALUE_DECOMPOSITION_THRESHOLD == 2
+    assert fisher_factors.EIGENVALUE_CLIPPING_THRESHOLD == 0.0
+    assert fisher_factors.TOWER_STRATEGY == "concat"
+
+
+def test_set_global_constants_overwrites_only_given_values():
+    fisher_factors.set_global_constants(zero_debias=True, tower_strategy="separate")
+    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (True, "separate")
+    assert KfacConfig.from_defaults().tower_strategy == "separate"
+    fisher_factors.set_global_constants(
+        init_covariances_at_zero=True,
+        eigenvalue_decomposition_threshold=5,
+        eigenvalue_clipping_threshold=0.25,
+    )
+    assert fisher_factors.INIT_COVARIANCES_AT_ZERO is True
+    assert fisher_factors.EIGENVALUE_DECOMPOSITION_THRESHOLD == 5
+    assert fisher_factors.EIGENVALUE_CLIPPING_THRESHOLD == 0.25
+    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (True, "separate")
+
+
+def test_module_attribute_assignment_forwards_to_config():
+    fisher_factors.TOWER_STRATEGY = "separate"
+    assert KfacConfig.from_defaults().tower_strategy == "separate"
+    assert fisher_factors.FullyConnectedKroneckerFactor(((tf.ones([2, 2]),),)).config == (
+        KfacConfig(tower_strategy="separate")
+    )
+    with pytest.raises(AttributeError, match="NO_SUCH_CONSTANT"):
+        fisher_factors.NO_SUCH_CONSTANT  # noqa: B018
+
+
+def test_unknown_tower_strategy_raises_when_building_update(graph):
+    fisher_factors.set_global_constants(tower_strategy="bogus")
+    factor = fisher_factors.FullyConnectedKroneckerFactor(((tf.ones([2, 2]),),))
+    factor.instantiate_cov_variables()
+    with pytest.raises(ValueError, match="TOWER_STRATEGY"):
+        factor.make_covariance_update_op(0.5)
