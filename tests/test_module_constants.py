@@ -148,7 +148,10 @@ def test_default_constants():
 
 def test_set_global_constants_overwrites_only_given_values():
     fisher_factors.set_global_constants(zero_debias=True, tower_strategy="separate")
-    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (True, "separate")
+    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (
+        True,
+        "separate",
+    )
     assert KfacConfig.from_defaults().tower_strategy == "separate"
     fisher_factors.set_global_constants(
         init_covariances_at_zero=True,
@@ -158,15 +161,18 @@ def test_set_global_constants_overwrites_only_given_values():
     assert fisher_factors.INIT_COVARIANCES_AT_ZERO is True
     assert fisher_factors.EIGENVALUE_DECOMPOSITION_THRESHOLD == 5
     assert fisher_factors.EIGENVALUE_CLIPPING_THRESHOLD == 0.25
-    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (True, "separate")
+    assert (fisher_factors.ZERO_DEBIAS, fisher_factors.TOWER_STRATEGY) == (
+        True,
+        "separate",
+    )
 
 
 def test_module_attribute_assignment_forwards_to_config():
     fisher_factors.TOWER_STRATEGY = "separate"
     assert KfacConfig.from_defaults().tower_strategy == "separate"
-    assert fisher_factors.FullyConnectedKroneckerFactor(((tf.ones([2, 2]),),)).config == (
-        KfacConfig(tower_strategy="separate")
-    )
+    assert fisher_factors.FullyConnectedKroneckerFactor(
+        ((tf.ones([2, 2]),),)
+    ).config == (KfacConfig(tower_strategy="separate"))
     with pytest.raises(AttributeError, match="NO_SUCH_CONSTANT"):
         fisher_factors.NO_SUCH_CONSTANT  # noqa: B018
 
