@@ -16,6 +16,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
+from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
 from kfac.ops._factors import second_moments
 from kfac.ops._factors import statistics
@@ -47,7 +48,7 @@ def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
     )
 
 
-class ConvDiagonalFactor(diagonal.DiagonalFactor):
+class ConvDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalFactor):
     """Diagonal Fisher of a 2-D convolution, shape `[kh·kw·cin + has_bias, cout]`.
 
     With per-example weight gradient `G_b = Σ_loc p̃_{b,loc} ds_{b,loc}ᵀ`:
@@ -154,14 +155,6 @@ class ConvDiagonalFactor(diagonal.DiagonalFactor):
         ]
 
     @property
-    def _num_sources(self):
-        return len(self._outputs_grads)
-
-    @property
-    def _num_towers(self):
-        return len(self._inputs)
-
-    @property
     def _dtype(self):
         return self._inputs[0].dtype
 
@@ -194,11 +187,10 @@ class ConvDiagonalFactor(diagonal.DiagonalFactor):
         new_cov = tf.reduce_sum(tf.square(per_example_grads), axis=0)
         return new_cov / tf.cast(tf.shape(patches)[0], new_cov.dtype)
 
-    def _get_data_device(self, tower):
-        return self._inputs[tower].device
 
-
-class ConvInputKroneckerFactor(inverse_providing.InverseProvidingFactor):
+class ConvInputKroneckerFactor(
+    layer_data.InputsByTower, inverse_providing.InverseProvidingFactor
+):
     """Input factor `Ω̂ = (1/(B·T)) Σ_{b,loc} p̃ p̃ᵀ` of an N-D convolution.
 
     Shape `[prod(filter_shape[:-2])·cin + has_bias]²`.
@@ -240,6 +232,10 @@ class ConvInputKroneckerFactor(inverse_providing.InverseProvidingFactor):
         super(ConvInputKroneckerFactor, self).__init__()
 
     @property
+    def _tower_inputs(self):
+        return self._inputs
+
+    @property
     def _var_scope(self):
         return "ff_convinkron_" + naming.scope_string_from_params(
             tuple(self._inputs)
@@ -259,18 +255,6 @@ class ConvInputKroneckerFactor(inverse_providing.InverseProvidingFactor):
             self._has_bias
         )
         return [size, size]
-
-    @property
-    def _num_sources(self):
-        return 1
-
-    @property
-    def _num_towers(self):
-        return len(self._inputs)
-
-    @property
-    def _dtype(self):
-        return self._inputs[0].dtype
 
     def _extract_patches(self, inputs):
         """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
@@ -336,11 +320,10 @@ class ConvInputKroneckerFactor(inverse_providing.InverseProvidingFactor):
             patches_flat, append_ones=self._has_bias
         )
 
-    def _get_data_device(self, tower):
-        return self._inputs[tower].device
 
-
-class ConvOutputKroneckerFactor(inverse_providing.InverseProvidingFactor):
+class ConvOutputKroneckerFactor(
+    layer_data.SourcesByTowers, inverse_providing.InverseProvidingFactor
+):
     """Output factor `Γ̂ = (1/(B·T)) Σ_{b,loc} ds dsᵀ`, shape `[cout, cout]`.
 
     Args:
@@ -362,6 +345,10 @@ class ConvOutputKroneckerFactor(inverse_providing.InverseProvidingFactor):
         super(ConvOutputKroneckerFactor, self).__init__()
 
     @property
+    def _data(self):
+        return self._outputs_grads
+
+    @property
     def _var_scope(self):
         return "ff_convoutkron_" + naming.scope_string_from_params(
             statistics.flatten(self._outputs_grads)
@@ -371,23 +358,8 @@ class ConvOutputKroneckerFactor(inverse_providing.InverseProvidingFactor):
     def _cov_shape(self):
         return [self._out_channels, self._out_channels]
 
-    @property
-    def _num_sources(self):
-        return len(self._outputs_grads)
-
-    @property
-    def _num_towers(self):
-        return len(self._outputs_grads[0])
-
-    @property
-    def _dtype(self):
-        return self._outputs_grads[0][0].dtype
-
     def _compute_new_cov(self, source, tower):
         outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
         return statistics.compute_cov(
             tf.reshape(outputs_grad, [-1, self._out_channels])
         )
-
-    def _get_data_device(self, tower):
-        return self._outputs_grads[0][tower].device

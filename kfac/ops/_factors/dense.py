@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
+from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
 from kfac.ops._utils import containers
 from kfac.ops._utils import reshape
@@ -33,7 +34,7 @@ def _num_elements(params_grad) -> int:
     return size
 
 
-class FullFactor(inverse_providing.InverseProvidingFactor):
+class FullFactor(layer_data.SummedGradients, inverse_providing.InverseProvidingFactor):
     """Dense Fisher of all entries of some parameters: `Ĉ = g gᵀ / batch_size`.
 
     Args:
@@ -59,18 +60,6 @@ class FullFactor(inverse_providing.InverseProvidingFactor):
         size = _num_elements(self._params_grads[0])
         return (size, size)
 
-    @property
-    def _num_sources(self):
-        return len(self._params_grads)
-
-    @property
-    def _num_towers(self):
-        return 1
-
-    @property
-    def _dtype(self):
-        return self._params_grads[0][0].dtype
-
     def _compute_new_cov(self, source, tower):
         del tower  # A single tower: the gradients are already summed over them.
         column = reshape.tensors_to_column(self._params_grads[source])
@@ -78,11 +67,8 @@ class FullFactor(inverse_providing.InverseProvidingFactor):
             self._batch_size, column.dtype
         )
 
-    def _get_data_device(self, tower):
-        return None
 
-
-class NaiveDiagonalFactor(diagonal.DiagonalFactor):
+class NaiveDiagonalFactor(layer_data.SummedGradients, diagonal.DiagonalFactor):
     """Diagonal of `FullFactor`'s estimate: `Ĉ = (g∘g) / batch_size`, shape `[n, 1]`."""
 
     def __init__(self, params_grads, batch_size):
@@ -100,22 +86,7 @@ class NaiveDiagonalFactor(diagonal.DiagonalFactor):
     def _cov_shape(self):
         return [_num_elements(self._params_grads[0]), 1]
 
-    @property
-    def _num_sources(self):
-        return len(self._params_grads)
-
-    @property
-    def _num_towers(self):
-        return 1
-
-    @property
-    def _dtype(self):
-        return self._params_grads[0][0].dtype
-
     def _compute_new_cov(self, source, tower):
         del tower  # A single tower: the gradients are already summed over them.
         column = reshape.tensors_to_column(self._params_grads[source])
         return tf.square(column) / tf.cast(self._batch_size, column.dtype)
-
-    def _get_data_device(self, tower):
-        return None

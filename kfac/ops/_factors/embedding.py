@@ -8,10 +8,11 @@ matrix, so the cost is `O(B·k + vocab)`.
 import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import diagonal
+from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
 
 
-class EmbeddingInputKroneckerFactor(diagonal.DiagonalFactor):
+class EmbeddingInputKroneckerFactor(layer_data.InputsByTower, diagonal.DiagonalFactor):
     """`Ĉ_v = (number of occurrences of id v in the tower) / B`, shape `[vocab_size]`.
 
     Args:
@@ -31,20 +32,16 @@ class EmbeddingInputKroneckerFactor(diagonal.DiagonalFactor):
         super(EmbeddingInputKroneckerFactor, self).__init__()
 
     @property
+    def _tower_inputs(self):
+        return self._input_ids
+
+    @property
     def _var_scope(self):
         return "ff_diag_embedding_" + naming.scope_string_from_params(self._input_ids)
 
     @property
     def _cov_shape(self):
         return [self._vocab_size]
-
-    @property
-    def _num_sources(self):
-        return 1
-
-    @property
-    def _num_towers(self):
-        return len(self._input_ids)
 
     @property
     def _dtype(self):
@@ -65,6 +62,3 @@ class EmbeddingInputKroneckerFactor(diagonal.DiagonalFactor):
             tf.ones_like(flat_ids, dtype=self._dtype), flat_ids, self._vocab_size
         )
         return counts / tf.cast(tf.shape(input_ids)[0], self._dtype)
-
-    def _get_data_device(self, tower):
-        return self._input_ids[tower].device

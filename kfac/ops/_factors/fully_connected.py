@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
+from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
 from kfac.ops._factors import second_moments
 from kfac.ops._factors import statistics
@@ -36,7 +37,9 @@ def as_rows(tensor) -> tf.Tensor:
     return tensor
 
 
-class FullyConnectedDiagonalFactor(diagonal.DiagonalFactor):
+class FullyConnectedDiagonalFactor(
+    layer_data.InputsAndGradients, diagonal.DiagonalFactor
+):
     """Diagonal Fisher of a fully connected layer, shape `[in + has_bias, out]`.
 
     `Ĉ = (1/B) Σ_b (ã_b ∘ ã_b)(g_b ∘ g_b)ᵀ`, the mean squared per-example weight
@@ -70,14 +73,6 @@ class FullyConnectedDiagonalFactor(diagonal.DiagonalFactor):
         return [input_size, output_size]
 
     @property
-    def _num_sources(self):
-        return len(self._outputs_grads)
-
-    @property
-    def _num_towers(self):
-        return len(self._inputs)
-
-    @property
     def _dtype(self):
         return self._outputs_grads[0][0].dtype
 
@@ -100,11 +95,10 @@ class FullyConnectedDiagonalFactor(diagonal.DiagonalFactor):
         new_cov = tf.matmul(squared_inputs, tf.square(outputs_grad), transpose_a=True)
         return new_cov / tf.cast(tf.shape(squared_inputs)[0], new_cov.dtype)
 
-    def _get_data_device(self, tower):
-        return self._inputs[tower].device
 
-
-class FullyConnectedKroneckerFactor(inverse_providing.InverseProvidingFactor):
+class FullyConnectedKroneckerFactor(
+    layer_data.SourcesByTowers, inverse_providing.InverseProvidingFactor
+):
     """Kronecker factor `E[ã ãᵀ]` of a fully connected layer, `[n + has_bias]²`.
 
     `Ĉ = compute_cov(ã) = (1/N) Σ_rows ã ãᵀ` for each source and tower. Used for
@@ -123,6 +117,10 @@ class FullyConnectedKroneckerFactor(inverse_providing.InverseProvidingFactor):
         super(FullyConnectedKroneckerFactor, self).__init__()
 
     @property
+    def _data(self):
+        return self._tensors
+
+    @property
     def _var_scope(self):
         return "ff_fckron_" + naming.scope_string_from_params(
             tuple(statistics.flatten(self._tensors)) + (self._has_bias,)
@@ -132,18 +130,6 @@ class FullyConnectedKroneckerFactor(inverse_providing.InverseProvidingFactor):
     def _cov_shape(self):
         size = _static_dim(self._tensors[0][0], -1) + int(self._has_bias)
         return [size, size]
-
-    @property
-    def _num_sources(self):
-        return len(self._tensors)
-
-    @property
-    def _num_towers(self):
-        return len(self._tensors[0])
-
-    @property
-    def _dtype(self):
-        return self._tensors[0][0].dtype
 
     def _rows(self, source, tower) -> tf.Tensor:
         """The `[N, n (+1)]` rows `ã` of one source and tower."""
@@ -157,6 +143,3 @@ class FullyConnectedKroneckerFactor(inverse_providing.InverseProvidingFactor):
         return second_moments.symmetric_second_moment(
             as_rows(self._tensors[source][tower]), append_ones=self._has_bias
         )
-
-    def _get_data_device(self, tower):
-        return self._tensors[0][tower].device
