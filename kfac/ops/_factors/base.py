@@ -66,6 +66,11 @@ class FisherFactor(abc.ABC):
         """Shape of the cov variable."""
 
     @property
+    def cov_shape(self):
+        """Shape of the cov variable (known before the variable exists)."""
+        return self._cov_shape
+
+    @property
     @abc.abstractmethod
     def _num_sources(self):
         """Number of independent gradient sources summed in each estimate."""
