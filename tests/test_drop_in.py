@@ -367,13 +367,16 @@ def test_zero_debias_variables_are_made_with_the_covariance(rng, monkeypatch):
 # IndexedSlices whose dense_shape is a list or a tuple.
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape_type", [list, tuple])
 @pytest.mark.parametrize("multi_use", [False, True])
-def test_embedding_products_accept_a_python_dense_shape(shape_type, multi_use, rng):
-    # float32: the embedding input factor is float32 (API.md §4).
+def test_embedding_products_accept_a_python_dense_shape(
+    shape_type, multi_use, rng, dtype
+):
+    # The input factor follows the gradients' dtype (float32 in the original).
     vocab, dim = 5, 2
     ids = np.array([0, 3, 3, 1])
-    grads = rng.randn(4, dim).astype(np.float32)
+    grads = rng.randn(4, dim).astype(dtype)
     if multi_use:
         block = fb.EmbeddingKFACMultiIndepFB(FakeLayerCollection(), vocab, num_uses=1)
         block.register_additional_tower([tf.constant(ids)], [tf.constant(grads)])
@@ -383,7 +386,7 @@ def test_embedding_products_accept_a_python_dense_shape(shape_type, multi_use, r
         block.register_additional_tower(tf.constant(ids), tf.constant(grads))
         grads_list = ((tf.constant(grads),),)
     cov_ops, inv_ops = build_block_updates(block, grads_list, _DAMPING)
-    rows, values = np.array([1, 3]), rng.randn(2, dim).astype(np.float32)
+    rows, values = np.array([1, 3]), rng.randn(2, dim).astype(dtype)
     vector = tf.IndexedSlices(
         tf.constant(values), tf.constant(rows), dense_shape=shape_type([vocab, dim])
     )
@@ -398,8 +401,10 @@ def test_embedding_products_accept_a_python_dense_shape(shape_type, multi_use, r
     dense[rows] = values
     np.testing.assert_array_equal(product.indices, rows)
     np.testing.assert_array_equal(product.dense_shape, [vocab, dim])
-    assert_close(product.values, apply_dense(damped, dense)[rows], 1e-5)
-    assert_close(inverse.values, solve_dense(damped, dense)[rows], 1e-5)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert product.values.dtype == inverse.values.dtype == dtype
+    assert_close(product.values, apply_dense(damped, dense)[rows], rtol)
+    assert_close(inverse.values, solve_dense(damped, dense)[rows], rtol)
 
 
 def test_cross_replica_mean_is_the_tensor_itself():

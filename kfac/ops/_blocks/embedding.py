@@ -18,6 +18,20 @@ from kfac.ops._factors import multi_use as multi_use_factors
 class DiagonalInputKroneckerMixin(object):
     """Products and pi for Kronecker blocks with a diagonal `[vocab]` input factor."""
 
+    def _make_input_factor(self, inputs, grads_list):
+        """The `[vocab]` id-frequency factor, in the dtype of the output gradients.
+
+        (The original made it float32 whatever the model, which broke float64
+        models; float32 keeps the original's factor arguments.)
+        """
+        dtype = tf.as_dtype(grads_list[0][0].dtype).base_dtype
+        args = (inputs, self._vocab_size)
+        if dtype != tf.float32:
+            args += (dtype,)
+        return self._factors.make_or_get_factor(
+            embedding_factors.EmbeddingInputKroneckerFactor, args
+        )
+
     def _input_cov_for_pi(self):
         # The diagonal itself: its trace is its sum, no [vocab, vocab] matrix.
         return tf.reshape(self._input_factor.get_cov_var(), [-1])
@@ -62,9 +76,7 @@ class EmbeddingKFACFB(
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._factors.make_or_get_factor(
-            embedding_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
-        )
+        self._input_factor = self._make_input_factor(inputs, grads_list)
         self._output_factor = self._factors.make_or_get_factor(
             fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
         )
@@ -94,9 +106,7 @@ class EmbeddingKFACMultiIndepFB(
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._factors.make_or_get_factor(
-            embedding_factors.EmbeddingInputKroneckerFactor, (inputs, self._vocab_size)
-        )
+        self._input_factor = self._make_input_factor(inputs, grads_list)
         self._output_factor = self._factors.make_or_get_factor(
             multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
         )
