@@ -351,14 +351,13 @@ def run_warm_started_loop(
     """
     if kfac_ops is not None:
         cov_update_op, inv_update_op, cov_decay = kfac_ops
-        sess.run(cov_update_op, dict(warm_start_feed, **{cov_decay: 0.0}))
+        sess.run(cov_update_op, {**warm_start_feed, cov_decay: 0.0})
         sess.run(inv_update_op)
     train_losses = []
     for step, feed in zip(range(num_steps), step_feeds):
         fetches = [loss, train_op]
         if kfac_ops is not None:
-            feed = dict(feed)
-            feed[cov_decay] = min(cov_ema_decay, (step + 1.0) / (step + 2.0))
+            feed = {**feed, cov_decay: min(cov_ema_decay, (step + 1.0) / (step + 2.0))}
             fetches.append(cov_update_op)
         loss_value = sess.run(fetches, feed)[0]
         if kfac_ops is not None and (step + 1) % invert_every == 0:
