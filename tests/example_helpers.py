@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from absl import flags
 
 import kfac
 
@@ -35,3 +36,11 @@ def build_toy_regression(num_steps=30):
     layer_collection.register_fully_connected(params=w, inputs=x, outputs=y_hat)
     layer_collection.register_normal_predictive_distribution(y_hat)
     return loss, layer_collection
+
+
+def parse_flags(example, argv):
+    """Fresh `FlagValues` with `example.define_flags`, parsed from `argv`."""
+    flag_values = flags.FlagValues()
+    example.define_flags(flag_values)
+    flag_values([example.__name__] + argv)
+    return flag_values

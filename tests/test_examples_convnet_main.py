@@ -2,16 +2,13 @@
 
 import pytest
 import tensorflow.compat.v1 as tf
-from absl import flags
+from example_helpers import parse_flags
 
 from kfac.examples import convnet
 
 
 def _parse_flags(argv):
-    flag_values = flags.FlagValues()
-    convnet.define_flags(flag_values)
-    flag_values(["convnet"] + argv)
-    return flag_values
+    return parse_flags(convnet, argv)
 
 
 def test_main_trains_on_fake_data(capsys):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf_root
 import tensorflow.compat.v1 as tf
-from absl import flags
 from example_helpers import assert_loss_falls
+from example_helpers import parse_flags
 from example_helpers import tower_devices
 
 import kfac
@@ -190,10 +190,7 @@ def test_train_mnist_estimator_without_estimator_says_why():
 
 
 def _parse_flags(argv):
-    flag_values = flags.FlagValues()
-    mlp.define_flags(flag_values)
-    flag_values(["mlp"] + argv)
-    return flag_values
+    return parse_flags(mlp, argv)
 
 
 def test_main_trains_on_fake_data_with_flags(capsys):

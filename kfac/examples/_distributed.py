@@ -132,30 +132,30 @@ def task_session_config(master: str, task_id: int) -> Optional[tf.ConfigProto]:
 
 
 def minimize_distributed(
-    task_id: int,
-    num_worker_tasks: int,
-    num_ps_tasks: int,
-    master: str,
-    checkpoint_dir: Optional[str],
     loss: tf.Tensor,
     accuracy: tf.Tensor,
     make_optimizer: Callable[[], "kfac.KfacOptimizer"],
+    cluster_task: Tuple[int, int, int, str],
+    checkpoint_dir: Optional[str],
     *,
     invert_every: int,
-    num_steps: Optional[int],
-    history: Optional[List["_training.StepStats"]],
-    log_every: int,
     save_checkpoint_steps: Optional[int],
+    num_steps: Optional[int],
+    **loop_kwargs,
 ) -> Optional[float]:
-    """Trains `loss` as worker `task_id` of the job; returns its last accuracy.
+    """Trains `loss` as one worker task of the job; returns its last accuracy.
 
+    `cluster_task` is `(task_id, num_worker_tasks, num_ps_tasks, master)`.
     `make_optimizer()` (called under the parameter servers'
     `replica_device_setter`) gives the K-FAC optimizer, which
     `SyncReplicasOptimizer` wraps; the task then runs its role's fetches
     (`task_ops`) in a `MonitoredTrainingSession` on `master` until the global
     step reaches `num_steps` (`StopAtGlobalStepHook`) or the input ends.
-    The other arguments are those of `convnet.minimize_loss_distributed`.
+    The chief saves checkpoints to `checkpoint_dir` every
+    `save_checkpoint_steps` global steps (None: every 10 minutes);
+    `loop_kwargs` (`history`, `log_every`) go to `run_training_loop`.
     """
+    task_id, num_worker_tasks, num_ps_tasks, master = cluster_task
     with tf.device(tf.train.replica_device_setter(num_ps_tasks)):
         global_step = tf.train.get_or_create_global_step()
         optimizer = make_optimizer()
@@ -198,7 +198,6 @@ def minimize_distributed(
             accuracy,
             periodic_op=periodic_op,
             period=invert_every,
-            history=history,
-            log_every=log_every,
             global_step=global_step,
+            **loop_kwargs,
         )

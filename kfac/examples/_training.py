@@ -294,20 +294,31 @@ def run_training_loop(
     return final_accuracy
 
 
-def train_in_monitored_session(
+def minimize_in_monitored_session(
     loss: tf.Tensor,
     accuracy: tf.Tensor,
-    step_fetches,
+    optimizer: tf.train.Optimizer,
     session_config: Optional[tf.ConfigProto],
-    inv_update_op: Optional[tf.Operation],
     invert_every: int,
     **loop_kwargs,
 ) -> Optional[float]:
-    """`run_training_loop` in a new `MonitoredTrainingSession` (one machine).
+    """Trains `loss` with `optimizer` in a new `MonitoredTrainingSession`.
 
-    `inv_update_op` (None: none) runs after step 0 and every `invert_every`
-    steps; `loop_kwargs` (`num_steps`, `history`, `log_every`) go to the loop.
+    A `kfac.KfacOptimizer` runs its covariance update with every step and
+    its inverse update after step 0 and every `invert_every` steps
+    (`kfac_step_ops`); another optimizer runs its `minimize` op alone.
+    `loop_kwargs` (`num_steps`, `history`, `log_every`) go to
+    `run_training_loop`.
+
+    Returns:
+      The accuracy of the last mini-batch.
     """
+    global_step = tf.train.get_or_create_global_step()
+    if isinstance(optimizer, kfac.KfacOptimizer):
+        step_fetches, inv_update_op = kfac_step_ops(optimizer, loss, global_step)
+    else:
+        step_fetches = optimizer.minimize(loss, global_step=global_step)
+        inv_update_op = None
     tf.logging.info("Starting training.")
     with tf.train.MonitoredTrainingSession(config=session_config) as sess:
         return run_training_loop(

@@ -261,13 +261,10 @@ def train_one(
     eval_images: np.ndarray,
     progress: Optional[comparison.Progress] = None,
 ) -> Dict:
-    """`comparison_training.train_one` of `spec` on this autoencoder: its record.
+    """Trains `spec` on this autoencoder; returns the run's record.
 
-    The record holds `name`, `config` (the spec and settings), `evals` (a
-    list of `{"step", "seconds", "loss"}`: evaluation-subset loss after `step`
-    updates and `seconds` of training), `steps`, `seconds`, `final_loss` and
-    `diverged` (the batch loss became NaN/inf; the run stopped there).
-    Training stops after `max_steps` steps or once `max_seconds` have passed.
+    See `comparison_training.train_one`: `name`, `config`, `evals` (`{"step",
+    "seconds", "loss"}` each), `steps`, `seconds`, `final_loss`, `diverged`.
     """
     return comparison_training.train_one(
         build_training_graph, spec, settings, train_images, eval_images, progress
@@ -288,20 +285,25 @@ def compare(
 ) -> Dict:
     """Trains every spec (`train_one`), writing the JSON record to `record_path`.
 
-    The record: `settings`, `data`, `eval_size`, `environment`, `runs` (one
-    `train_one` record each), and, when a run named REFERENCE has a finite
+    The record (`comparison_training.new_record`, rewritten after each run)
+    holds `settings`, `data`, `eval_size`, `environment`, `runs` (one
+    `train_one` record each) and, when a run named REFERENCE has a finite
     loss, `target` (its best loss) and `table` (`target_table` rows).
     """
-    return comparison_training.compare(
+    os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
+    result = comparison_training.new_record(settings, data, eval_images)
+    comparison_training.train_all(
         train_one,
         specs,
-        settings,
+        lambda spec: settings,
         train_images,
         eval_images,
+        result,
         record_path,
-        data,
         progress,
     )
+    comparison_training.add_reference_target(result, record_path)
+    return result
 
 
 # ---------------------------------------------------------------- command line

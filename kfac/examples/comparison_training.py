@@ -3,18 +3,17 @@
 An `OptimizerSpec` names one optimizer configuration; `make_train_ops` builds
 its training op on a model; `Trainer` runs its steps; `train_one` trains one
 spec from a fixed start with the clock counting only training and returns
-the run's record (see `comparison`); `compare` trains several and writes
-their records. The model comes from a `build_graph(spec, settings,
-input_size) -> TrainingGraph` function (the deep autoencoder's
-`autoencoder_mnist.build_training_graph`): its `model` has the placeholder
-`inputs`, the scalar `loss` and `loss_fn(inputs)` (the loss on other inputs,
-for K-FAC's damping adaptation).
+the run's record (see `comparison`); `new_record`, `train_all` and
+`add_reference_target` make the record of several runs. The model comes
+from a `build_graph(spec, settings, input_size) -> TrainingGraph` function
+(the deep autoencoder's `autoencoder_mnist.build_training_graph`): its
+`model` has the placeholder `inputs`, the scalar `loss` and
+`loss_fn(inputs)` (the loss on other inputs, for K-FAC's damping adaptation).
 """
 
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from typing import Any
 from typing import Callable
@@ -353,38 +352,12 @@ def train_all(
         comparison.write_json(record_path, result)
 
 
-def compare(
-    train: Callable[..., Dict],
-    specs: Sequence[OptimizerSpec],
-    settings,
-    train_images: np.ndarray,
-    eval_images: np.ndarray,
-    record_path: str,
-    data: str = "",
-    progress: Optional[comparison.Progress] = None,
-) -> Dict:
-    """Trains every spec with `train` (`train_one` with a model), all with `settings`.
-
-    The record (`new_record`, written to `record_path` after each run) gains
-    `runs` (one `train` record each) and, when a run named
-    `comparison.REFERENCE` has a finite loss, `target` (its best loss) and
-    `table` (`comparison.target_table` rows).
-    """
-    os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
-    result = new_record(settings, data, eval_images)
-    train_all(
-        train,
-        specs,
-        lambda spec: settings,
-        train_images,
-        eval_images,
-        result,
-        record_path,
-        progress,
-    )
+def add_reference_target(result: Dict, record_path: str) -> None:
+    """Adds `target` (the best loss of the run named `comparison.REFERENCE`)
+    and `table` (`comparison.target_table` rows) to `result` and rewrites
+    `record_path`; nothing when that run is missing or has no finite loss."""
     reference = [run for run in result["runs"] if run["name"] == comparison.REFERENCE]
     if reference and math.isfinite(comparison.best_loss(reference[0])):
         result["target"] = comparison.best_loss(reference[0])
         result["table"] = comparison.target_table(result["runs"], result["target"])
         comparison.write_json(record_path, result)
-    return result

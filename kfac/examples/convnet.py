@@ -195,10 +195,8 @@ def minimize_loss_single_machine(
       ValueError: unknown `optimizer`.
     """
     _training.check_choice("optimizer", optimizer, OPTIMIZERS)
-    global_step = tf.train.get_or_create_global_step()
-    inv_update_op = None
     if optimizer == "kfac":
-        kfac_optimizer = _training.make_kfac_optimizer(
+        chosen_optimizer = _training.make_kfac_optimizer(
             layer_collection,
             learning_rate,
             damping,
@@ -206,22 +204,11 @@ def minimize_loss_single_machine(
             cov_ema_decay,
             norm_constraint,
         )
-        step_fetches, inv_update_op = _training.kfac_step_ops(
-            kfac_optimizer, loss, global_step
-        )
     else:
-        sgd_optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
-        step_fetches = sgd_optimizer.minimize(loss, global_step=global_step)
-    return _training.train_in_monitored_session(
-        loss,
-        accuracy,
-        step_fetches,
-        session_config,
-        inv_update_op,
-        invert_every,
-        num_steps=num_steps,
-        history=history,
-        log_every=log_every,
+        chosen_optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    return _training.minimize_in_monitored_session(
+        loss, accuracy, chosen_optimizer, session_config, invert_every, **loop_options
     )
 
 
@@ -292,12 +279,8 @@ def minimize_loss_distributed(
                 num_worker_tasks, task_id
             )
         )
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
     return _distributed.minimize_distributed(
-        task_id,
-        num_worker_tasks,
-        num_ps_tasks,
-        master,
-        checkpoint_dir,
         loss,
         accuracy,
         lambda: _training.make_kfac_optimizer(
@@ -308,11 +291,11 @@ def minimize_loss_distributed(
             cov_ema_decay,
             norm_constraint,
         ),
+        (task_id, num_worker_tasks, num_ps_tasks, master),
+        checkpoint_dir,
         invert_every=invert_every,
-        num_steps=num_steps,
-        history=history,
-        log_every=log_every,
         save_checkpoint_steps=save_checkpoint_steps,
+        **loop_options,
     )
 
 

@@ -146,17 +146,9 @@ def minimize(
     optimizer = _make_kfac_optimizer(
         layer_collection, global_step, learning_rate, damping, momentum, cov_ema_decay
     )
-    step_fetches, inv_update_op = _training.kfac_step_ops(optimizer, loss, global_step)
-    return _training.train_in_monitored_session(
-        loss,
-        accuracy,
-        step_fetches,
-        session_config,
-        inv_update_op,
-        invert_every,
-        num_steps=num_steps,
-        history=history,
-        log_every=log_every,
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    return _training.minimize_in_monitored_session(
+        loss, accuracy, optimizer, session_config, invert_every, **loop_options
     )
 
 
