@@ -318,9 +318,8 @@ def train_mnist_single_machine(
 
     Args:
       data_dir: MNIST-format folder (None: Fashion-MNIST's Debian folder).
-      num_epochs: passes over the data.
-      use_fake_data: train on `4·batch_size` random examples instead.
-      batch_size: examples per batch.
+      num_epochs, batch_size: passes over the data, examples per batch.
+      use_fake_data: `4·batch_size` random examples instead of `data_dir`.
       **minimize_kwargs: forwarded to `minimize_loss_single_machine`
         (`optimizer`, `num_steps`, `history`, `learning_rate`, ...).
 
