@@ -36,11 +36,8 @@ Run:
 """
 
 import dataclasses
-import functools
 import math
 import os
-import statistics
-import time
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -48,11 +45,13 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app
 from absl import flags
 
+from bench.autoencoder_micro import micro_benchmark
+from kfac.examples import _cli
 from kfac.examples import autoencoder_mnist as ae
 from kfac.examples import comparison
+from kfac.examples import comparison_training
 
 OUTPUT_DIR = os.path.join("bench", "results")
 JSON_FILE = "autoencoder.json"
@@ -131,9 +130,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def _option(flag_values, name):
     """The flag if given, else its QUICK or FULL value (list flags → floats)."""
-    value = flag_values[name].value
-    if value is None:
-        value = (QUICK if flag_values.quick else FULL)[name]
+    value = _cli.flag_or_default(flag_values, name, FULL, QUICK)
     if isinstance(value, list):
         value = [float(item) for item in value]
     return value
@@ -211,109 +208,6 @@ def grid_edge_warnings(runs: Sequence[Dict], best: Dict[str, Dict]) -> List[str]
                 % (family, chosen, rates)
             )
     return warnings
-
-
-def _median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _session_callables(ops: ae.TrainingGraph, sess: tf.Session, batch: np.ndarray):
-    """`{name: callable}` of the ops of `ops` worth timing, with fixed feeds."""
-    feeds = [ops.model.inputs, ops.prev_inputs]
-
-    def make(fetch):
-        return functools.partial(sess.make_callable(fetch, feeds), batch, batch)
-
-    callables = {"train_step": make(ops.train_op)}
-    if ops.cov_update_op is not None:
-        callables.update(
-            train_and_cov_step=make([ops.train_op, ops.cov_update_op]),
-            cov_update=make(ops.cov_update_op),
-            inv_update=sess.make_callable(ops.inv_update_op),
-        )
-    return callables
-
-
-def _cycle_seconds(train_step, cycle: int, repeats: int) -> Dict[str, float]:
-    """Mean and largest step time of a periodic op over `repeats` cycles.
-
-    The largest is the median over cycles of each cycle's dearest step.
-    """
-    means, maxima = [], []
-    for _ in range(repeats):
-        times = []
-        for _ in range(cycle):
-            start = time.perf_counter()
-            train_step()
-            times.append(time.perf_counter() - start)
-        means.append(sum(times) / cycle)
-        maxima.append(max(times))
-    return {"mean": statistics.median(means), "max": statistics.median(maxima)}
-
-
-def micro_benchmark(
-    kfac_specs: Dict[str, ae.OptimizerSpec],
-    settings: ae.TrainSettings,
-    images: np.ndarray,
-    repeats: int,
-) -> Dict:
-    """Median seconds of single ops, and their ratios to the SGD step.
-
-    `kfac_specs` maps a family ("kfac", "kfac_qmodel") to its configuration.
-    Timed, after warm-up runs, on a fixed batch: an SGD (momentum) step; per
-    family, with separate ops (`periodic=False`), the training step alone
-    (`<family>_train_step`), the training step with the covariance update in
-    one run (`<family>_train_and_cov_step`), the covariance update alone and
-    one full inverse update; and the periodic training op as the grid runs it
-    (covariance and inverse updates on its schedule): its mean step over a
-    cycle of `inv_update_every` steps (`<family>_periodic_step`) and the
-    cycle's largest step (`<family>_periodic_max_step`).
-    """
-    batch = images[: settings.batch_size]
-    timings = {}
-    graphs = [("sgd", ae.OptimizerSpec("sgd", 1e-4), False)]
-    for family, spec in kfac_specs.items():
-        graphs += [(family, spec, False), (family + "_periodic", spec, True)]
-    for name, spec, periodic in graphs:
-        ops = ae.build_training_graph(spec, settings, images.shape[1], periodic)
-        with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
-            sess.run(tf.global_variables_initializer())
-            ops.graph.finalize()
-            callables = _session_callables(ops, sess, batch)
-            if periodic:
-                train_step = callables["train_step"]
-                cycle = spec.inv_update_every
-                for _ in range(cycle + 1):
-                    train_step()
-                cycle_times = _cycle_seconds(train_step, cycle, repeats)
-                timings[name + "_step"] = cycle_times["mean"]
-                timings[name + "_max_step"] = cycle_times["max"]
-                continue
-            for op_name, run_op in callables.items():
-                for _ in range(2):
-                    run_op()
-                timings["%s_%s" % (name, op_name)] = _median_seconds(run_op, repeats)
-    sgd = timings.pop("sgd_train_step")
-    timings = dict(sgd_step=sgd, **timings)
-    ratios = {name: seconds / sgd for name, seconds in timings.items()}
-    return {
-        "seconds": timings,
-        "ratio_to_sgd_step": ratios,
-        "repeats": repeats,
-        "schedules": {
-            family: {
-                "inv_update_every": spec.inv_update_every,
-                "cov_update_every": spec.cov_update_every,
-                "spread_inverse_updates": spec.spread_inverse_updates,
-            }
-            for family, spec in kfac_specs.items()
-        },
-    }
 
 
 def markdown_report(result: Dict) -> str:
@@ -404,8 +298,9 @@ def family_settings(options: Dict, settings: ae.TrainSettings, kind: str):
         steps, every = options["kfac_steps"], options["kfac_eval_every"]
     else:
         steps, every = options["steps"], options["eval_every"]
-    return dataclasses.replace(settings, max_steps=steps, max_seconds=None,
-                               eval_every=every)
+    return dataclasses.replace(
+        settings, max_steps=steps, max_seconds=None, eval_every=every
+    )
 
 
 def run_benchmark(
@@ -427,21 +322,19 @@ def run_benchmark(
     print("%d runs: %s" % (len(specs), ", ".join(spec.name for spec in specs)))
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, JSON_FILE)
-    result = {
-        "settings": dataclasses.asdict(settings),
-        "options": options,
-        "data": data,
-        "eval_size": len(eval_images),
-        "environment": comparison.environment(),
-        "runs": [],
-    }
-    progress = comparison.Progress()
-    for spec in specs:
-        run_settings = family_settings(options, settings, spec.kind)
-        result["runs"].append(
-            ae.train_one(spec, run_settings, train_images, eval_images, progress)
-        )
-        comparison.write_json(json_path, result)
+    result = comparison_training.new_record(
+        settings, data, eval_images, options=options
+    )
+    comparison_training.train_all(
+        ae.train_one,
+        specs,
+        lambda spec: family_settings(options, settings, spec.kind),
+        train_images,
+        eval_images,
+        result,
+        json_path,
+        comparison.Progress(),
+    )
     best = best_per_family(result["runs"])
     result["best"] = {f: r["name"] for f, r in best.items()}
     result["warnings"] = grid_edge_warnings(result["runs"], best)
@@ -523,13 +416,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     return result
 
 
-def main(argv, flag_values=flags.FLAGS):
-    """`app.run` entry point: `run_from_flags` (returns None, the exit status)."""
-    del argv  # Unused.
-    run_from_flags(flag_values)
+# `app.run` entry point: `run_from_flags` (returns None, the exit status).
+main = _cli.record_main(run_from_flags)
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.ERROR)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main, verbosity=tf.logging.ERROR)

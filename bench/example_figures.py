@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from kfac.examples import _training
 from kfac.examples import convnet
 from kfac.examples import mlp
 from kfac.examples import mnist
@@ -74,15 +75,17 @@ def run(model_name, config_name, num_steps, batch_size):
             if config_name.startswith("kfac@"):
                 # "kfac@0.03,0.01,0.001": learning rate, damping, norm constraint.
                 lr, damping, constraint = map(float, config_name[5:].split(","))
-                common.update(learning_rate=lr, damping=damping)
-                optimizer = kfac.KfacOptimizer(
-                    momentum=0.9, norm_constraint=constraint, **common
+                optimizer = _training.make_kfac_optimizer(
+                    layers, lr, damping, 0.9, 0.95, constraint
                 )
             elif config_name == "kfac":
-                optimizer = kfac.KfacOptimizer(
-                    momentum=0.9,
+                optimizer = _training.make_kfac_optimizer(
+                    layers,
+                    common["learning_rate"],
+                    common["damping"],
+                    0.9,
+                    common["cov_ema_decay"],
                     norm_constraint=0.01 if not flatten else None,
-                    **common,
                 )
             else:
                 common.update(learning_rate=1.0, damping=0.1)
@@ -103,8 +106,9 @@ def run(model_name, config_name, num_steps, batch_size):
                 optimizer.set_damping_adaptation_params(
                     is_chief=True, prev_train_batch=(prev_x, prev_y), loss_fn=loss_fn
                 )
-            _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-            train_op = optimizer.minimize(loss, global_step=global_step)
+            (train_op, cov_update_op), inv_update_op = _training.kfac_step_ops(
+                optimizer, loss, global_step
+            )
         fetches = [loss, accuracy, train_op]
         if cov_update_op is not None:
             fetches.append(cov_update_op)

@@ -33,7 +33,6 @@ from typing import List
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-import kfac
 from kfac.examples import autoencoder_mnist as ae
 
 CYCLE = 20
@@ -43,13 +42,18 @@ CONFIGS = [(1, 10, False), (1, 10, True), (2, 10, False), (2, 10, True),
            (4, 10, False), (4, 10, True)]
 
 
-def _sgd_step(settings: ae.TrainSettings, batch: np.ndarray) -> Callable:
-    """`step(index)` running one SGD-with-momentum step on `batch`."""
-    ops = ae.build_training_graph(ae.OptimizerSpec("sgd", 1e-3), settings,
-                                  batch.shape[1])
+def _session(spec: ae.OptimizerSpec, settings: ae.TrainSettings, batch: np.ndarray):
+    """`(session, ops)` of the example's training graph of `spec`, initialised."""
+    ops = ae.build_training_graph(spec, settings, batch.shape[1])
     sess = tf.Session(graph=ops.graph)
     with ops.graph.as_default():
         sess.run(tf.global_variables_initializer())
+    return sess, ops
+
+
+def _sgd_step(settings: ae.TrainSettings, batch: np.ndarray) -> Callable:
+    """`step(index)` running one SGD-with-momentum step on `batch`."""
+    sess, ops = _session(ae.OptimizerSpec("sgd", 1e-3), settings, batch)
     train = sess.make_callable(ops.train_op, [ops.model.inputs])
     return lambda index: train(batch)
 
@@ -58,10 +62,7 @@ def _trainer_step(settings: ae.TrainSettings, batch: np.ndarray) -> Callable:
     """`step(index)` of the example's `Trainer` with a plain `KfacOptimizer`."""
     spec = ae.OptimizerSpec("kfac", LEARNING_RATE, damping=DAMPING,
                             inv_update_every=10)
-    ops = ae.build_training_graph(spec, settings, batch.shape[1])
-    sess = tf.Session(graph=ops.graph)
-    with ops.graph.as_default():
-        sess.run(tf.global_variables_initializer())
+    sess, ops = _session(spec, settings, batch)
     trainer = ae.Trainer(sess, spec, ops)
     return lambda index: trainer.step(index, batch, batch)
 
@@ -70,26 +71,14 @@ def _periodic_step(settings: ae.TrainSettings, batch: np.ndarray,
                    cov_update_every: int, invert_every: int,
                    spread: bool) -> Callable:
     """`step(index)` running the periodic optimizer's training op once."""
-    weights = ae.initial_weights(batch.shape[1], settings.layer_sizes, settings.seed)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(settings.seed)
-        inputs = tf.placeholder(tf.float32, [None, batch.shape[1]], name="inputs")
-        layer_collection = kfac.LayerCollection()
-        model = ae.build_autoencoder(inputs, weights, settings.code_layer,
-                                     layer_collection, seed=settings.seed)
-        opt = kfac.PeriodicInvCovUpdateKfacOpt(
-            invert_every=invert_every, cov_update_every=cov_update_every,
-            spread_inverse_updates=spread, learning_rate=LEARNING_RATE,
-            cov_ema_decay=0.95, damping=DAMPING, layer_collection=layer_collection,
-            momentum=0.9)
-        train_op = opt.minimize(model.loss,
-                                global_step=tf.train.get_or_create_global_step())
-        init = tf.global_variables_initializer()
-    graph.finalize()
-    sess = tf.Session(graph=graph)
-    sess.run(init)
-    train = sess.make_callable(train_op, [inputs])
+    spec = ae.OptimizerSpec(
+        "kfac", LEARNING_RATE, damping=DAMPING, momentum=0.9,
+        inv_update_every=invert_every, cov_ema_decay=0.95,
+        cov_update_every=cov_update_every, spread_inverse_updates=spread,
+        warm_start_covariances=False)
+    sess, ops = _session(spec, settings, batch)
+    ops.graph.finalize()
+    train = sess.make_callable(ops.train_op, [ops.model.inputs])
     # The op's own counter decides the schedule; `index` only keeps in step.
     return lambda index: train(batch)
 

@@ -1,4 +1,4 @@
-"""Tests for kfac/examples/convnet.py: layers, roles, and training runs."""
+"""Tests for kfac/examples/convnet.py: layers, the model and single-machine training."""
 
 import os
 
@@ -6,27 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf_root
 import tensorflow.compat.v1 as tf
-from absl import flags
+from example_helpers import assert_loss_falls
+from example_helpers import build_toy_regression
+from example_helpers import tower_devices
 
 import kfac
 from kfac.examples import convnet
 from kfac.examples import mnist
-
-
-def _assert_loss_falls(history, margin):
-    """The mean loss of the last 3 steps is below the first loss by `margin`."""
-    losses = [stats.loss for stats in history]
-    assert all(np.isfinite(losses)), losses
-    assert np.mean(losses[-3:]) < losses[0] - margin, losses
-
-
-# When a SyncReplicasOptimizer session closes, the chief's token queue runner
-# is cancelled while it waits for the next step's gradients; TensorFlow lets
-# that CancelledError end its thread, which pytest reports as a warning.
-# The thread may end during a later test, so the filter covers the module.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
-)
 
 
 def _numpy_conv_same(x, w):
@@ -180,26 +166,11 @@ def test_build_model_registers_three_blocks_and_one_loss():
     np.testing.assert_allclose(accuracy_value, expected_accuracy)
 
 
-def _build_toy_regression(num_steps=30):
-    """Least squares `0.5·mean((x w − y)²)` with w = 0: initial loss 1.25."""
-    x = np.asarray([[1.0], [2.0]], np.float32)
-    y = np.asarray([[1.0], [2.0]], np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(num_steps).batch(2)
-    x, y = tf.data.make_one_shot_iterator(dataset).get_next()
-    w = tf.get_variable("w", shape=[1, 1], initializer=tf.zeros_initializer())
-    y_hat = tf.matmul(x, w)
-    loss = tf.reduce_mean(0.5 * tf.square(y_hat - y))
-    layer_collection = kfac.LayerCollection()
-    layer_collection.register_fully_connected(params=w, inputs=x, outputs=y_hat)
-    layer_collection.register_normal_predictive_distribution(y_hat)
-    return loss, layer_collection
-
-
 @pytest.mark.parametrize("optimizer", ["kfac", "sgd"])
 def test_minimize_loss_single_machine_solves_toy_problem(tf_behavior, optimizer):
     history = []
     with tf.Graph().as_default():
-        loss, layer_collection = _build_toy_regression()
+        loss, layer_collection = build_toy_regression()
         final = convnet.minimize_loss_single_machine(
             loss,
             loss,
@@ -219,132 +190,12 @@ def test_minimize_loss_single_machine_solves_toy_problem(tf_behavior, optimizer)
 
 def test_minimize_loss_single_machine_rejects_unknown_optimizer():
     with tf.Graph().as_default():
-        loss, layer_collection = _build_toy_regression()
+        loss, layer_collection = build_toy_regression()
         with pytest.raises(
             ValueError, match=r"optimizer must be one of \('kfac', 'sgd'\), got 'adam'"
         ):
             convnet.minimize_loss_single_machine(
                 loss, loss, layer_collection, optimizer="adam"
-            )
-
-
-@pytest.mark.parametrize(
-    "num_tasks, gradient, cov, inv",
-    [
-        (1, [0], [], []),
-        (2, [0, 1], [], []),
-        (3, [0, 1], [], [2]),
-        (5, [0, 1, 2], [3], [4]),
-        (10, [0, 1, 2, 3, 4, 5], [6, 7, 8], [9]),
-    ],
-)
-def test_distributed_roles_split_tasks(num_tasks, gradient, cov, inv):
-    tasks = range(num_tasks)
-    assert [t for t in tasks if convnet._is_gradient_task(t, num_tasks)] == gradient
-    assert [t for t in tasks if convnet._is_cov_update_task(t, num_tasks)] == cov
-    assert [t for t in tasks if convnet._is_inv_update_task(t, num_tasks)] == inv
-    assert convnet._num_gradient_tasks(num_tasks) == len(gradient)
-
-
-def test_minimize_loss_distributed_single_worker_solves_toy_problem(tmp_path):
-    history = []
-    checkpoint_dir = str(tmp_path / "ckpt")
-    with tf.Graph().as_default():
-        loss, layer_collection = _build_toy_regression()
-        final = convnet.minimize_loss_distributed(
-            task_id=0,
-            num_worker_tasks=1,
-            num_ps_tasks=0,
-            master="",
-            checkpoint_dir=checkpoint_dir,
-            loss=loss,
-            accuracy=loss,
-            layer_collection=layer_collection,
-            learning_rate=0.1,
-            momentum=0.5,
-            history=history,
-            log_every=0,
-        )
-    assert history[0].loss == pytest.approx(1.25)
-    assert final < 0.1
-    assert tf.train.latest_checkpoint(checkpoint_dir) is not None
-
-
-def test_minimize_loss_distributed_stops_at_the_global_step(tmp_path):
-    history = []
-    checkpoint_dir = str(tmp_path / "ckpt")
-    with tf.Graph().as_default():
-        loss, layer_collection = _build_toy_regression()
-        convnet.minimize_loss_distributed(
-            0,
-            1,
-            0,
-            "",
-            checkpoint_dir,
-            loss,
-            loss,
-            layer_collection,
-            num_steps=5,
-            invert_every=1,  # the chief's inverse update follows every step
-            history=history,
-            log_every=0,
-        )
-    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("model.ckpt-5")
-    # The update of a step is applied by the chief's queue runner while the
-    # next step already runs; a gradient computed before that update is stale
-    # and dropped, so some steps take 2 runs. The input holds 30 batches.
-    assert 5 <= len(history) < 30
-
-
-@pytest.mark.parametrize(
-    "increment, last_step, runs", [(1, 4, 4), (2, 4, 2), (3, 7, 3)]
-)
-def test_stop_at_global_step_hook_stops_after_the_run_that_reaches_it(
-    increment, last_step, runs
-):
-    with tf.Graph().as_default():
-        global_step = tf.train.get_or_create_global_step()
-        step = tf.assign_add(global_step, increment)
-        hook = convnet.StopAtGlobalStepHook(last_step=last_step)
-        count = 0
-        with tf.train.SingularMonitoredSession(hooks=[hook]) as sess:
-            while not sess.should_stop():
-                sess.run(step)
-                count += 1
-            final_step = sess.raw_session().run(global_step)
-    assert count == runs and final_step == runs * increment
-
-
-def test_stop_at_global_step_hook_sees_steps_made_elsewhere():
-    # Another worker's updates move the global step between this task's runs.
-    with tf.Graph().as_default():
-        global_step = tf.train.get_or_create_global_step()
-        other_worker_step = tf.assign_add(global_step, 5)
-        own_step = tf.no_op()
-        hook = convnet.StopAtGlobalStepHook(last_step=10)
-        count = 0
-        with tf.train.SingularMonitoredSession(hooks=[hook]) as sess:
-            while not sess.should_stop():
-                sess.run(own_step)
-                count += 1
-                sess.raw_session().run(other_worker_step)
-    assert count == 3  # the step is 0, 5, 10 after the own runs: stop after 3
-
-
-def test_stop_at_global_step_hook_needs_a_global_step():
-    with tf.Graph().as_default():
-        with pytest.raises(RuntimeError, match="needs a global step"):
-            convnet.StopAtGlobalStepHook(last_step=1).begin()
-
-
-def test_minimize_loss_distributed_rejects_bad_task_id():
-    with tf.Graph().as_default():
-        loss, layer_collection = _build_toy_regression()
-        with pytest.raises(
-            ValueError, match=r"task_id must lie in \[0, num_worker_tasks=2\), got 2"
-        ):
-            convnet.minimize_loss_distributed(
-                2, 2, 0, "", None, loss, loss, layer_collection
             )
 
 
@@ -366,7 +217,7 @@ def test_train_mnist_single_machine_kfac_loss_falls():
         )
     assert len(history) == 48
     assert accuracy == history[-1].accuracy
-    _assert_loss_falls(history, margin=1.0)
+    assert_loss_falls(history, margin=1.0)
 
 
 def test_train_mnist_single_machine_sgd_uses_momentum_and_no_kfac():
@@ -406,125 +257,9 @@ def test_train_mnist_multitower_runs_on_two_cpus():
             log_every=0,
         )
         graph = tf.get_default_graph()
-    devices = {
-        op.device
-        for op in graph.get_operations()
-        if op.name.startswith("tower") and op.type != "ReadVariableOp"
-    }
-    assert devices == {"/device:CPU:0", "/device:CPU:1"}
+    assert tower_devices(graph) == {"/device:CPU:0", "/device:CPU:1"}
     assert len(history) == 48
-    _assert_loss_falls(history, margin=1.0)
-
-
-def test_train_mnist_distributed_single_worker_on_fake_data():
-    history = []
-    with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        accuracy = convnet.train_mnist_distributed(
-            0,
-            1,
-            0,
-            "",
-            None,
-            num_epochs=2,
-            use_fake_data=True,
-            batch_size=8,
-            history=history,
-            log_every=0,
-        )
-    assert len(history) == 8
-    assert 0.0 <= accuracy <= 1.0
-    assert all(np.isfinite([stats.loss for stats in history]))
-
-
-def _parse_flags(argv):
-    flag_values = flags.FlagValues()
-    convnet.define_flags(flag_values)
-    flag_values(["convnet"] + argv)
-    return flag_values
-
-
-def test_main_trains_on_fake_data(capsys):
-    flag_values = _parse_flags(
-        ["--use_fake_data", "--num_steps=2", "--batch_size=4", "--optimizer=sgd"]
-    )
-    accuracy = convnet.main([], flag_values=flag_values)
-    assert 0.0 <= accuracy <= 1.0
-    assert "final mini-batch accuracy: %s" % accuracy in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    "extra, function, expected_args, expected_kwargs",
-    [
-        ([], "train_mnist_single_machine", ("/d", 3), {"optimizer": "kfac"}),
-        (
-            ["--optimizer=sgd"],
-            "train_mnist_single_machine",
-            ("/d", 3),
-            {"optimizer": "sgd"},
-        ),
-        (
-            ["--num_towers=2"],
-            "train_mnist_multitower",
-            ("/d", 3, 2),
-            {"optimizer": "kfac"},
-        ),
-        (
-            [
-                "--distributed",
-                "--task=1",
-                "--num_worker_tasks=5",
-                "--num_ps_tasks=2",
-                "--master=grpc://localhost:2222",
-            ],
-            "train_mnist_distributed",
-            (1, 5, 2, "grpc://localhost:2222", "/d", 3),
-            {},
-        ),
-    ],
-)
-def test_main_dispatches_flags(
-    monkeypatch, extra, function, expected_args, expected_kwargs
-):
-    calls = []
-
-    def fake_train(*args, **kwargs):
-        calls.append((args, kwargs))
-        assert tf.get_default_graph() is not graph_outside  # main builds a fresh graph
-        return 0.5
-
-    monkeypatch.setattr(convnet, function, fake_train)
-    flag_values = _parse_flags(
-        [
-            "--data_dir=/d",
-            "--num_epochs=3",
-            "--num_steps=7",
-            "--batch_size=5",
-            "--learning_rate=0.2",
-            "--damping=0.3",
-        ]
-        + extra
-    )
-    graph_outside = tf.get_default_graph()
-    assert convnet.main([], flag_values=flag_values) == 0.5
-    [(args, kwargs)] = calls
-    assert args == expected_args
-    assert kwargs == dict(
-        use_fake_data=False,
-        batch_size=5,
-        num_steps=7,
-        learning_rate=0.2,
-        damping=0.3,
-        **expected_kwargs,
-    )
-
-
-def test_main_rejects_distributed_sgd():
-    flag_values = _parse_flags(["--distributed", "--optimizer=sgd"])
-    with pytest.raises(
-        ValueError, match="--distributed supports --optimizer=kfac only"
-    ):
-        convnet.main([], flag_values=flag_values)
+    assert_loss_falls(history, margin=1.0)
 
 
 @pytest.mark.slow

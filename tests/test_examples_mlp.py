@@ -4,23 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf_root
 import tensorflow.compat.v1 as tf
-from absl import flags
+from example_helpers import assert_loss_falls
+from example_helpers import parse_flags
+from example_helpers import tower_devices
 
 import kfac
 from kfac.examples import mlp
 
 HAS_ESTIMATOR = hasattr(tf, "estimator")
-
-
-def _mean(values):
-    return float(np.mean(values))
-
-
-def _assert_loss_falls(history, margin):
-    """The mean loss of the last 3 steps is below the first loss by `margin`."""
-    losses = [stats.loss for stats in history]
-    assert all(np.isfinite(losses)), losses
-    assert _mean(losses[-3:]) < losses[0] - margin, losses
 
 
 def test_fc_layer_shapes_names_and_values():
@@ -121,7 +112,7 @@ def test_train_mnist_loss_falls_on_fake_data(tf_behavior):
     # 4 batches per epoch of 4·32 fake examples.
     assert [stats.step for stats in history] == list(range(16))
     assert accuracy == history[-1].accuracy
-    _assert_loss_falls(history, margin=1.0)
+    assert_loss_falls(history, margin=1.0)
 
 
 def test_build_towers_shares_variables_and_registers_towers():
@@ -164,14 +155,9 @@ def test_train_mnist_multitower_runs_on_two_cpus():
             log_every=0,
         )
         graph = tf.get_default_graph()
-    devices = {
-        op.device
-        for op in graph.get_operations()
-        if op.name.startswith("tower") and op.type != "ReadVariableOp"
-    }
-    assert devices == {"/device:CPU:0", "/device:CPU:1"}
+    assert tower_devices(graph) == {"/device:CPU:0", "/device:CPU:1"}
     assert len(history) == 16
-    _assert_loss_falls(history, margin=1.0)
+    assert_loss_falls(history, margin=1.0)
 
 
 @pytest.mark.skipif(
@@ -191,7 +177,7 @@ def test_train_mnist_estimator_loss_falls(tmp_path):
         )
     assert len(history) == 16
     assert accuracy == history[-1].accuracy
-    _assert_loss_falls(history, margin=1.0)
+    assert_loss_falls(history, margin=1.0)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-16")
 
 
@@ -204,10 +190,7 @@ def test_train_mnist_estimator_without_estimator_says_why():
 
 
 def _parse_flags(argv):
-    flag_values = flags.FlagValues()
-    mlp.define_flags(flag_values)
-    flag_values(["mlp"] + argv)
-    return flag_values
+    return parse_flags(mlp, argv)
 
 
 def test_main_trains_on_fake_data_with_flags(capsys):

@@ -93,9 +93,37 @@ def entry_points(train: Callable, table: Sequence[Tuple]):
     return define, main
 
 
-def run(define: Callable[[], None], main: Callable) -> None:
-    """What `python -m kfac.examples.<name>` does: INFO logging, the flags of
-    `define()`, then `app.run(main)`."""
-    tf.logging.set_verbosity(tf.logging.INFO)
+def flag_or_default(flag_values, name: str, defaults: dict, quick_defaults: dict):
+    """The flag's value if given, else its `quick_defaults` value under
+    `--quick` (where it has one), else its `defaults` value."""
+    value = flag_values[name].value
+    if value is not None:
+        return value
+    if flag_values.quick and name in quick_defaults:
+        return quick_defaults[name]
+    return defaults[name]
+
+
+def record_main(run_from_flags: Callable):
+    """`main(argv, flag_values=flags.FLAGS)` calling `run_from_flags(flag_values)`
+    and returning None (the exit status `app.run` reports): the entry point of
+    a comparison whose result is its printed report and written record."""
+
+    def main(argv, flag_values=flags.FLAGS):
+        del argv  # Unused.
+        run_from_flags(flag_values)
+
+    main.__doc__ = "`app.run` entry point: `%s` (returns None, the exit status)." % (
+        run_from_flags.__name__
+    )
+    return main
+
+
+def run(
+    define: Callable[[], None], main: Callable, verbosity: int = tf.logging.INFO
+) -> None:
+    """What `python -m kfac.examples.<name>` does: logging at `verbosity`, the
+    flags of `define()`, then `app.run(main)`."""
+    tf.logging.set_verbosity(verbosity)
     define()
     app.run(main)

@@ -35,11 +35,9 @@ Run:
   python -m kfac.examples.autoencoder_mnist --optimizers=sgd,kfac_qmodel
 """
 
-import contextlib
 import dataclasses
 import math
 import os
-import time
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -48,19 +46,24 @@ from typing import Tuple
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from absl import app
 from absl import flags
 
 import kfac
+from kfac.examples import _cli
 from kfac.examples import comparison
+from kfac.examples import comparison_training
 from kfac.examples import mnist
-from kfac.ops import fisher_factors
+
+# Re-exported: the benchmarks and tests use them from here.
+from kfac.examples.comparison_training import OPTIMIZER_KINDS
+from kfac.examples.comparison_training import OptimizerSpec
+from kfac.examples.comparison_training import Trainer  # noqa: F401
+from kfac.examples.comparison_training import TrainingGraph
 
 # Hidden layer sizes of the paper's autoencoder; the output layer has as many
 # units as the input has pixels. Layer CODE_LAYER (the 30 units) is linear.
 LAYER_SIZES = (1000, 500, 250, 30, 250, 500, 1000)
 CODE_LAYER = 3
-OPTIMIZER_KINDS = ("sgd", "adam", "kfac", "kfac_qmodel")
 REFERENCE = comparison.REFERENCE
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "autoencoder")
 RECORD_FILE = "autoencoder_mnist.json"
@@ -68,55 +71,6 @@ PLOT_FILE = "autoencoder_mnist.png"
 # Fake data: smooth images of FAKE_RANK latent factors (an autoencoder can
 # learn them, unlike uniform noise).
 FAKE_RANK = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
-    """One optimizer configuration.
-
-    `kind` is one of OPTIMIZER_KINDS: `"sgd"` (momentum SGD), `"adam"`,
-    `"kfac"` (K-FAC, regular momentum, fixed damping) or `"kfac_qmodel"`
-    (K-FAC choosing learning rate and momentum from the quadratic model, with
-    Levenberg-Marquardt damping adaptation starting at `damping`). `label`
-    names the run in records and tables (default: `kind`).
-
-    K-FAC runs use `kfac.PeriodicInvCovUpdateKfacOpt`: the training op itself
-    updates the covariances every `cov_update_every` steps and the inverses
-    every `inv_update_every` steps (spread over the steps in between with
-    `spread_inverse_updates`). With `warm_start_covariances` the covariances
-    start at zero with a debiased moving average
-    (`fisher_factors.set_global_constants(init_covariances_at_zero=True,
-    zero_debias=True)`), so the first steps precondition with the statistics
-    of the batches seen so far rather than with an identity blended into them.
-    """
-
-    kind: str
-    learning_rate: float
-    damping: float = 0.0
-    momentum: float = 0.9
-    inv_update_every: int = 10
-    cov_ema_decay: float = 0.95
-    damping_adaptation_interval: int = 5
-    damping_adaptation_decay: float = 0.95
-    label: Optional[str] = None
-    cov_update_every: int = 1
-    spread_inverse_updates: bool = False
-    warm_start_covariances: bool = True
-
-    def __post_init__(self):
-        if self.kind not in OPTIMIZER_KINDS:
-            raise ValueError(
-                "kind must be one of {}, got {!r}.".format(OPTIMIZER_KINDS, self.kind)
-            )
-        for name in ("inv_update_every", "cov_update_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    "{} must be >= 1, got {}.".format(name, getattr(self, name))
-                )
-
-    @property
-    def name(self) -> str:
-        return self.label or self.kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,24 +227,6 @@ def build_autoencoder(
 # ---------------------------------------------------------------- training
 
 
-@dataclasses.dataclass
-class TrainingGraph:
-    """A graph with one autoencoder and one optimizer's ops.
-
-    `prev_inputs` is a placeholder for the previous training batch (read by
-    K-FAC's damping adaptation only; feed the current batch at step 0).
-    `cov_update_op` and `inv_update_op` are set only for a K-FAC graph built
-    with `periodic=False` (the caller then schedules them).
-    """
-
-    graph: tf.Graph
-    model: Autoencoder
-    prev_inputs: tf.Tensor
-    train_op: tf.Operation
-    cov_update_op: Optional[tf.Operation] = None
-    inv_update_op: Optional[tf.Operation] = None
-
-
 def build_training_graph(
     spec: OptimizerSpec, settings: TrainSettings, input_size: int, periodic: bool = True
 ) -> TrainingGraph:
@@ -312,150 +248,10 @@ def build_training_graph(
         model = build_autoencoder(
             inputs, weights, settings.code_layer, layer_collection, seed=settings.seed
         )
-        ops = _make_train_ops(
+        ops = comparison_training.make_train_ops(
             spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
         )
     return TrainingGraph(graph, model, prev_inputs, *ops)
-
-
-@contextlib.contextmanager
-def _covariance_start(warm_start: bool):
-    """Zero-initialised, debiased covariances while ops are built (if `warm_start`).
-
-    The fisher_factors constants are read when the factor variables and update
-    ops are built, so they are restored right after.
-    """
-    if not warm_start:
-        yield
-        return
-    saved = (fisher_factors.INIT_COVARIANCES_AT_ZERO, fisher_factors.ZERO_DEBIAS)
-    fisher_factors.set_global_constants(init_covariances_at_zero=True, zero_debias=True)
-    try:
-        yield
-    finally:
-        fisher_factors.set_global_constants(
-            init_covariances_at_zero=saved[0], zero_debias=saved[1]
-        )
-
-
-def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
-    """The K-FAC optimizer of `spec` (keyword arguments of `KfacOptimizer`)."""
-    kwargs.update(
-        learning_rate=spec.learning_rate,
-        cov_ema_decay=spec.cov_ema_decay,
-        damping=spec.damping,
-        layer_collection=layer_collection,
-    )
-    if not periodic:
-        return kfac.KfacOptimizer(**kwargs)
-    return kfac.PeriodicInvCovUpdateKfacOpt(
-        invert_every=spec.inv_update_every,
-        cov_update_every=spec.cov_update_every,
-        spread_inverse_updates=spec.spread_inverse_updates,
-        **kwargs,
-    )
-
-
-def _make_train_ops(
-    spec: OptimizerSpec,
-    model: Autoencoder,
-    layer_collection,
-    prev_inputs,
-    batch_size: int,
-    periodic: bool = True,
-):
-    """`(train_op, cov_update_op, inv_update_op)`; the last two None unless
-    K-FAC with `periodic=False`."""
-    global_step = tf.train.get_or_create_global_step()
-    if spec.kind == "sgd":
-        optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
-        return optimizer.minimize(model.loss, global_step=global_step), None, None
-    if spec.kind == "adam":
-        optimizer = tf.train.AdamOptimizer(spec.learning_rate)
-        return optimizer.minimize(model.loss, global_step=global_step), None, None
-    if spec.kind == "kfac":
-        optimizer = _kfac_optimizer(
-            spec,
-            layer_collection,
-            periodic,
-            momentum=spec.momentum,
-            momentum_type="regular",
-        )
-    else:
-        # The quadratic model picks the step size and momentum (M&G §7);
-        # the learning rate scales its step (1.0 = as chosen).
-        optimizer = _kfac_optimizer(
-            spec,
-            layer_collection,
-            periodic,
-            momentum=0.0,
-            momentum_type="qmodel",
-            batch_size=batch_size,
-        )
-        optimizer.set_damping_adaptation_params(
-            is_chief=True,
-            prev_train_batch=prev_inputs,
-            loss_fn=model.loss_fn,
-            damping_adaptation_decay=spec.damping_adaptation_decay,
-            damping_adaptation_interval=spec.damping_adaptation_interval,
-        )
-    with _covariance_start(spec.warm_start_covariances):
-        if periodic:
-            return optimizer.minimize(model.loss, global_step=global_step), None, None
-        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-        train_op = optimizer.minimize(model.loss, global_step=global_step)
-    return train_op, cov_update_op, inv_update_op
-
-
-class Trainer:
-    """Runs one optimizer step: `step(step_index, batch, prev_batch)` → batch loss.
-
-    Session callables are made up front (see `warm_up`), so set-up costs
-    stay off the clock. A periodic K-FAC training op schedules its own
-    covariance and inverse updates. For a graph with separate ops
-    (`periodic=False`) every step updates the covariances and every
-    `inv_update_every` steps (from step 0) the inverses are refreshed first.
-    """
-
-    def __init__(self, sess: tf.Session, spec: OptimizerSpec, ops: TrainingGraph):
-        feeds = [ops.model.inputs, ops.prev_inputs]
-        self._inv_update_every = spec.inv_update_every
-        self._train = sess.make_callable([ops.model.loss, ops.train_op], feeds)
-        self._inv = None
-        # One run of the periodic op goes through every branch of its schedule
-        # within a cycle of inverse updates.
-        self._warm_up_steps = spec.inv_update_every if spec.kind != "sgd" else 1
-        if ops.cov_update_op is not None:
-            # One run for the step and the covariance update shares the
-            # forward pass.
-            self._train_and_cov = sess.make_callable(
-                [ops.model.loss, ops.train_op, ops.cov_update_op], feeds
-            )
-            self._cov = sess.make_callable(ops.cov_update_op, feeds)
-            self._inv = sess.make_callable(ops.inv_update_op)
-
-    def step(self, step: int, batch: np.ndarray, prev_batch: np.ndarray) -> float:
-        if self._inv is None:
-            return float(self._train(batch, prev_batch)[0])
-        if step % self._inv_update_every == 0:
-            # Fold this batch into the covariances and invert before the
-            # step, so that it uses fresh inverses.
-            self._cov(batch, prev_batch)
-            self._inv()
-            return float(self._train(batch, prev_batch)[0])
-        return float(self._train_and_cov(batch, prev_batch)[0])
-
-    def warm_up(self, batch: np.ndarray):
-        """Runs every callable (TensorFlow finishes setting them up on first use).
-
-        This changes the variables: re-run their initializer afterwards.
-        """
-        for _ in range(self._warm_up_steps):
-            self._train(batch, batch)
-        if self._inv is not None:
-            self._train_and_cov(batch, batch)
-            self._cov(batch, batch)
-            self._inv()
 
 
 def train_one(
@@ -465,74 +261,14 @@ def train_one(
     eval_images: np.ndarray,
     progress: Optional[comparison.Progress] = None,
 ) -> Dict:
-    """Trains from the common starting point; returns the run's record.
+    """Trains `spec` on this autoencoder; returns the run's record.
 
-    The record holds `name`, `config` (the spec and settings), `evals` (a
-    list of `{"step", "seconds", "loss"}`: evaluation-subset loss after `step`
-    updates and `seconds` of training), `steps`, `seconds`, `final_loss` and
-    `diverged` (the batch loss became NaN/inf; the run stopped there).
-    Training stops after `max_steps` steps or once `max_seconds` have passed.
+    See `comparison_training.train_one`: `name`, `config`, `evals` (`{"step",
+    "seconds", "loss"}` each), `steps`, `seconds`, `final_loss`, `diverged`.
     """
-    record = {
-        "name": spec.name,
-        "config": {
-            "optimizer": dataclasses.asdict(spec),
-            "settings": dataclasses.asdict(settings),
-        },
-        "evals": [],
-        "diverged": False,
-    }
-    ops = build_training_graph(spec, settings, train_images.shape[1])
-    with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
-        initialize = tf.global_variables_initializer()
-        sess.run(initialize)
-        trainer = Trainer(sess, spec, ops)
-        run_loss = sess.make_callable(ops.model.loss, [ops.model.inputs])
-        # Keep one-off set-up costs off the clock, then start from scratch.
-        trainer.warm_up(train_images[: settings.batch_size])
-        # No op may be added from here on: a step that grew the graph would
-        # slow every later step (and fail here instead).
-        ops.graph.finalize()
-        sess.run(initialize)
-
-        def log_eval(step, seconds):
-            loss = comparison.evaluate_loss(run_loss, eval_images)
-            record["evals"].append(
-                {
-                    "step": step,
-                    "seconds": seconds,
-                    "loss": comparison.finite_or_none(loss),
-                }
-            )
-            if progress is not None:
-                progress.update(spec.name, step, seconds, loss)
-
-        batches = comparison.minibatch_indices(
-            len(train_images), settings.batch_size, settings.seed + 1
-        )
-        seconds, step, prev_batch = 0.0, 0, None
-        log_eval(step, seconds)
-        while (settings.max_steps is None or step < settings.max_steps) and (
-            settings.max_seconds is None or seconds < settings.max_seconds
-        ):
-            start = time.perf_counter()
-            batch = train_images[next(batches)]
-            batch_loss = trainer.step(
-                step, batch, batch if prev_batch is None else prev_batch
-            )
-            seconds += time.perf_counter() - start
-            step, prev_batch = step + 1, batch
-            if not math.isfinite(batch_loss):
-                record["diverged"] = True
-                break
-            if step % settings.eval_every == 0:
-                log_eval(step, seconds)
-        if record["evals"][-1]["step"] != step:
-            log_eval(step, seconds)
-    record.update(steps=step, seconds=seconds, final_loss=record["evals"][-1]["loss"])
-    if progress is not None:
-        progress.finish()
-    return record
+    return comparison_training.train_one(
+        build_training_graph, spec, settings, train_images, eval_images, progress
+    )
 
 
 # ---------------------------------------------------------------- comparison
@@ -547,30 +283,26 @@ def compare(
     data: str = "",
     progress: Optional[comparison.Progress] = None,
 ) -> Dict:
-    """Trains every spec, writing the JSON record to `record_path` after each run.
+    """Trains every spec (`train_one`), writing the JSON record to `record_path`.
 
-    The record: `settings`, `data`, `eval_size`, `environment`, `runs` (one
-    `train_one` record each), and, when a run named REFERENCE has a finite
+    The record (`comparison_training.new_record`, rewritten after each run)
+    holds `settings`, `data`, `eval_size`, `environment`, `runs` (one
+    `train_one` record each) and, when a run named REFERENCE has a finite
     loss, `target` (its best loss) and `table` (`target_table` rows).
     """
     os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
-    result = {
-        "settings": dataclasses.asdict(settings),
-        "data": data,
-        "eval_size": len(eval_images),
-        "environment": comparison.environment(),
-        "runs": [],
-    }
-    for spec in specs:
-        result["runs"].append(
-            train_one(spec, settings, train_images, eval_images, progress)
-        )
-        comparison.write_json(record_path, result)
-    reference = [run for run in result["runs"] if run["name"] == REFERENCE]
-    if reference and math.isfinite(comparison.best_loss(reference[0])):
-        result["target"] = comparison.best_loss(reference[0])
-        result["table"] = comparison.target_table(result["runs"], result["target"])
-        comparison.write_json(record_path, result)
+    result = comparison_training.new_record(settings, data, eval_images)
+    comparison_training.train_all(
+        train_one,
+        specs,
+        lambda spec: settings,
+        train_images,
+        eval_images,
+        result,
+        record_path,
+        progress,
+    )
+    comparison_training.add_reference_target(result, record_path)
     return result
 
 
@@ -628,12 +360,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def _flag(flag_values, name):
     """The flag's value if given, else the quick or full default."""
-    value = flag_values[name].value
-    if value is not None:
-        return value
-    if flag_values.quick and name in QUICK_DEFAULTS:
-        return QUICK_DEFAULTS[name]
-    return DEFAULTS[name]
+    return _cli.flag_or_default(flag_values, name, DEFAULTS, QUICK_DEFAULTS)
 
 
 def specs_from_flags(flag_values) -> List[OptimizerSpec]:
@@ -765,13 +492,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     return result
 
 
-def main(argv, flag_values=flags.FLAGS):
-    """`app.run` entry point: `run_from_flags` (returns None, the exit status)."""
-    del argv  # Unused.
-    run_from_flags(flag_values)
+# `app.run` entry point: `run_from_flags` (returns None, the exit status).
+main = _cli.record_main(run_from_flags)
 
 
 if __name__ == "__main__":
-    tf.logging.set_verbosity(tf.logging.ERROR)
-    define_flags()
-    app.run(main)
+    _cli.run(define_flags, main, verbosity=tf.logging.ERROR)

@@ -7,18 +7,12 @@ registered with `register_conv2d` (Kronecker factors of Grosse & Martens 2016)
 and the linear layer with `register_fully_connected`.
 
 Distributed training (`train_mnist_distributed`) splits the worker tasks into
-three roles, as in the original: about 60% compute gradients and update the
-weights through `tf.train.SyncReplicasOptimizer`, the others (but the last)
-run K-FAC's covariance updates, and the last task runs the inverse updates one
-at a time in a shuffled order shared by all workers (`kfac.op_queue.OpQueue`).
-With fewer than 3 tasks every task computes gradients and also updates the
-covariances, and the chief updates the inverses.
-
-Every training function keeps the original signature, returns the final
-mini-batch accuracy, and takes extra keyword arguments: `optimizer` ("kfac" or
-"sgd", for comparison), `learning_rate`, `damping`, `momentum`, `invert_every`,
-`num_steps` (stop early; distributed: every task stops at that global step),
-`history` (list of per-step `StepStats`).
+three roles as the original did (`_distributed`): gradients, covariance
+updates, inverse updates. Every training function keeps the original
+signature, returns the final mini-batch accuracy, and takes extra keyword
+arguments: `optimizer` ("kfac" or "sgd", for comparison), `learning_rate`,
+`damping`, `momentum`, `invert_every`, `num_steps` (stop early; distributed:
+every task stops at that global step), `history` (list of `StepStats`).
 
 Run:
   python -m kfac.examples.convnet --data_dir=/usr/share/datasets/fashion-mnist
@@ -37,11 +31,19 @@ from absl import flags
 
 import kfac
 from kfac.examples import _cli
-from kfac.examples import mlp
+from kfac.examples import _distributed
+from kfac.examples import _training
+from kfac.examples._distributed import GRADIENT_TASK_FRACTION  # noqa: F401
+from kfac.examples._distributed import StopAtGlobalStepHook  # noqa: F401
+from kfac.examples._training import StepStats
 
-StepStats = mlp.StepStats
+# The roles of a distributed job's tasks, under their original names.
+_is_gradient_task = _distributed.is_gradient_task
+_is_cov_update_task = _distributed.is_cov_update_task
+_is_inv_update_task = _distributed.is_inv_update_task
+_num_gradient_tasks = _distributed.num_gradient_tasks
 
-NUM_LABELS = 10
+NUM_LABELS = _training.NUM_LABELS
 BATCH_SIZE = 128
 # The original used learning rate 1e-4, damping 1e-3, momentum 0.9, with
 # which the loss hardly moves in an epoch. With these defaults and batches of
@@ -57,8 +59,6 @@ NORM_CONSTRAINT = 0.01
 INVERT_EVERY = 100
 LOG_EVERY = 100
 OPTIMIZERS = ("kfac", "sgd")
-# Share of the worker tasks that compute gradients in distributed training.
-GRADIENT_TASK_FRACTION = 0.6
 
 
 def conv_layer(layer_id: int, inputs: tf.Tensor, kernel_size: int, out_channels: int):
@@ -105,7 +105,7 @@ def linear_layer(layer_id: int, inputs: tf.Tensor, output_size: int):
     Returns:
       `(preactivations, (kernel, bias))`.
     """
-    preactivations, _, params = mlp.fc_layer(layer_id, inputs, output_size)
+    preactivations, _, params = _training.fc_layer(layer_id, inputs, output_size)
     return preactivations, params
 
 
@@ -136,7 +136,7 @@ def build_model(
     act3 = max_pool_layer(layer_id=3, inputs=act2, kernel_size=3, stride=2)
     flat_act3 = tf.reshape(act3, shape=[-1, int(np.prod(act3.shape[1:4]))])
     logits, params4 = linear_layer(layer_id=4, inputs=flat_act3, output_size=num_labels)
-    loss, accuracy = mlp.classification_loss_and_accuracy(logits, labels)
+    loss, accuracy = _training.classification_loss_and_accuracy(logits, labels)
 
     tf.summary.scalar("loss", loss)
     tf.summary.scalar("accuracy", accuracy)
@@ -146,13 +146,6 @@ def build_model(
     layer_collection.register_fully_connected(params4, flat_act3, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy
-
-
-def _check_optimizer_name(optimizer: str) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(
-            "optimizer must be one of {}, got {!r}.".format(OPTIMIZERS, optimizer)
-        )
 
 
 def minimize_loss_single_machine(
@@ -201,98 +194,22 @@ def minimize_loss_single_machine(
     Raises:
       ValueError: unknown `optimizer`.
     """
-    _check_optimizer_name(optimizer)
-    global_step = tf.train.get_or_create_global_step()
-    inv_update_op = None
+    _training.check_choice("optimizer", optimizer, OPTIMIZERS)
     if optimizer == "kfac":
-        kfac_optimizer = mlp.make_kfac_optimizer(
+        chosen_optimizer = _training.make_kfac_optimizer(
             layer_collection,
-            learning_rate=learning_rate,
-            damping=damping,
-            momentum=momentum,
-            cov_ema_decay=cov_ema_decay,
-            norm_constraint=norm_constraint,
+            learning_rate,
+            damping,
+            momentum,
+            cov_ema_decay,
+            norm_constraint,
         )
-        _, cov_update_op, _, inv_update_op, _, _ = kfac_optimizer.make_ops_and_vars()
-        train_op = kfac_optimizer.minimize(loss, global_step=global_step)
-        step_fetches = [train_op, cov_update_op]
     else:
-        sgd_optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
-        step_fetches = sgd_optimizer.minimize(loss, global_step=global_step)
-
-    tf.logging.info("Starting training.")
-    with tf.train.MonitoredTrainingSession(config=session_config) as sess:
-        return mlp.run_training_loop(
-            sess,
-            step_fetches,
-            loss,
-            accuracy,
-            periodic_op=inv_update_op,
-            period=invert_every,
-            num_steps=num_steps,
-            history=history,
-            log_every=log_every,
-        )
-
-
-def _is_gradient_task(task_id: int, num_tasks: int) -> bool:
-    """True if this task computes gradients and updates the weights."""
-    if num_tasks < 3:
-        return True
-    return 0 <= task_id < GRADIENT_TASK_FRACTION * num_tasks
-
-
-def _is_cov_update_task(task_id: int, num_tasks: int) -> bool:
-    """True if this task updates K-FAC's covariance estimates."""
-    if num_tasks < 3:
-        return False
-    return GRADIENT_TASK_FRACTION * num_tasks <= task_id < num_tasks - 1
-
-
-def _is_inv_update_task(task_id: int, num_tasks: int) -> bool:
-    """True if this task updates K-FAC's inverses (the last task)."""
-    if num_tasks < 3:
-        return False
-    return task_id == num_tasks - 1
-
-
-def _num_gradient_tasks(num_tasks: int) -> int:
-    """Number of tasks whose gradients `SyncReplicasOptimizer` aggregates."""
-    if num_tasks < 3:
-        return num_tasks
-    return int(np.ceil(GRADIENT_TASK_FRACTION * num_tasks))
-
-
-class StopAtGlobalStepHook(tf.train.SessionRunHook):
-    """Requests a stop once the global step has reached `last_step`.
-
-    Like `tf.train.StopAtStepHook(last_step=...)`, but the global step is read
-    again after every run. StopAtStepHook re-reads it only when the value
-    fetched during the run was within one step of `last_step`, so a
-    `SyncReplicasOptimizer` worker whose run spanned several global steps
-    would start one more step, whose token never comes once the other
-    workers have stopped.
-    """
-
-    def __init__(self, last_step: int):
-        self._last_step = last_step
-        self._global_step = None
-
-    def begin(self):
-        self._global_step = tf.train.get_global_step()
-        if self._global_step is None:
-            raise RuntimeError("StopAtGlobalStepHook needs a global step.")
-
-    def after_create_session(self, session, coord):
-        # A task (re)started after the job reached its last step stops before
-        # its first run: that run would wait for a token no chief hands out.
-        if session.run(self._global_step) >= self._last_step:
-            coord.request_stop()
-
-    def after_run(self, run_context, run_values):
-        del run_values  # Unused.
-        if run_context.session.run(self._global_step) >= self._last_step:
-            run_context.request_stop()
+        chosen_optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    return _training.minimize_in_monitored_session(
+        loss, accuracy, chosen_optimizer, session_config, invert_every, **loop_options
+    )
 
 
 def minimize_loss_distributed(
@@ -319,14 +236,13 @@ def minimize_loss_distributed(
     """Trains with K-FAC as one worker task of a (possibly) distributed job.
 
     Variables live on the parameter servers (`replica_device_setter`). The
-    task's role follows from `task_id` (see the module docstring): gradient
+    task's role follows from `task_id` (`_distributed.task_ops`): gradient
     tasks run the `SyncReplicasOptimizer`-wrapped K-FAC training op,
-    covariance tasks run `cov_update_op`, the inverse task runs
-    `OpQueue(inv_update_ops).next_op(sess)` each step. Task 0 is the chief.
-    With fewer than 3 tasks, every task runs the training op and the
-    covariance update, and the chief recomputes all inverses after step 0 and
-    every `invert_every` steps (a fix: the original had no task update K-FAC's
-    statistics then).
+    covariance tasks `cov_update_op`, the inverse task the next op of an
+    `OpQueue` of inverse updates. Task 0 is the chief. With fewer than 3
+    tasks, every task runs the training op and the covariance update, and the
+    chief refreshes all inverses every `invert_every` steps (a fix: the
+    original never updated K-FAC's statistics then).
 
     Args:
       task_id: index of this worker task.
@@ -363,78 +279,31 @@ def minimize_loss_distributed(
                 num_worker_tasks, task_id
             )
         )
-    with tf.device(tf.train.replica_device_setter(num_ps_tasks)):
-        global_step = tf.train.get_or_create_global_step()
-        optimizer = mlp.make_kfac_optimizer(
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    return _distributed.minimize_distributed(
+        loss,
+        accuracy,
+        lambda: _training.make_kfac_optimizer(
             layer_collection,
-            learning_rate=learning_rate,
-            damping=damping,
-            momentum=momentum,
-            cov_ema_decay=cov_ema_decay,
-            norm_constraint=norm_constraint,
-        )
-        _, cov_update_op, inv_update_ops, inv_update_op, _, _ = (
-            optimizer.make_ops_and_vars()
-        )
-        inv_update_queue = kfac.op_queue.OpQueue(inv_update_ops)
-        sync_optimizer = tf.train.SyncReplicasOptimizer(
-            opt=optimizer, replicas_to_aggregate=_num_gradient_tasks(num_worker_tasks)
-        )
-        train_op = sync_optimizer.minimize(loss, global_step=global_step)
-
-    is_chief = task_id == 0
-    hooks = [sync_optimizer.make_session_run_hook(is_chief)]
-    if num_steps is not None:
-        hooks.append(StopAtGlobalStepHook(last_step=num_steps))
-    is_gradient_task = _is_gradient_task(task_id, num_worker_tasks)
-    is_cov_update_task = _is_cov_update_task(task_id, num_worker_tasks)
-    periodic_op = None
-    if num_worker_tasks < 3:
-        # Every task computes gradients. The original then never updated
-        # K-FAC's statistics (plain SGD with momentum); here each task also
-        # updates the covariances and the chief refreshes the inverses.
-        learning_op = [train_op, cov_update_op]
-        periodic_op = inv_update_op if is_chief else None
-    else:
-
-        def learning_op(sess):
-            if is_gradient_task:
-                return train_op
-            if is_cov_update_task:
-                return cov_update_op
-            # An inverse update before any covariance update inverts the
-            # identity initialisation: harmless.
-            return inv_update_queue.next_op(sess)
-
-    # On a real cluster a session talks to the parameter servers and its own
-    # task only, so a worker can (re)start while another task is down or done.
-    session_config = (
-        tf.ConfigProto(device_filters=["/job:ps", "/job:worker/task:%d" % task_id])
-        if master
-        else None
-    )
-    tf.logging.info("Starting training.")
-    with tf.train.MonitoredTrainingSession(
-        master=master,
-        is_chief=is_chief,
-        config=session_config,
-        checkpoint_dir=checkpoint_dir,
-        hooks=hooks,
-        stop_grace_period_secs=0,
+            learning_rate,
+            damping,
+            momentum,
+            cov_ema_decay,
+            norm_constraint,
+        ),
+        (task_id, num_worker_tasks, num_ps_tasks, master),
+        checkpoint_dir,
+        invert_every=invert_every,
         save_checkpoint_steps=save_checkpoint_steps,
-        save_checkpoint_secs=None if save_checkpoint_steps else 600,
-    ) as sess:
-        return mlp.run_training_loop(
-            sess,
-            learning_op,
-            loss,
-            accuracy,
-            periodic_op=periodic_op,
-            period=invert_every,
-            history=history,
-            log_every=log_every,
-            global_step=global_step,
-        )
+        **loop_options,
+    )
+
+
+# `train_model` for this model: `(minimize_fn, data_dir, num_epochs,
+# use_fake_data, batch_size, **kwargs)`.
+_train_convnet = functools.partial(
+    _training.train_model, build_model, flatten_images=False
+)
 
 
 def train_mnist_single_machine(
@@ -449,23 +318,20 @@ def train_mnist_single_machine(
 
     Args:
       data_dir: MNIST-format folder (None: Fashion-MNIST's Debian folder).
-      num_epochs: passes over the data.
-      use_fake_data: train on `4·batch_size` random examples instead.
-      batch_size: examples per batch.
+      num_epochs, batch_size: passes over the data, examples per batch.
+      use_fake_data: `4·batch_size` random examples instead of `data_dir`.
       **minimize_kwargs: forwarded to `minimize_loss_single_machine`
         (`optimizer`, `num_steps`, `history`, `learning_rate`, ...).
 
     Returns:
       The accuracy of the last mini-batch.
     """
-    return mlp.train_model(
-        build_model,
+    return _train_convnet(
         minimize_loss_single_machine,
         data_dir,
         num_epochs,
         use_fake_data,
         batch_size,
-        flatten_images=False,
         **minimize_kwargs,
     )
 
@@ -488,14 +354,12 @@ def train_mnist_multitower(
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
     """
-    return mlp.train_model(
-        build_model,
+    return _train_convnet(
         minimize_loss_single_machine,
         data_dir,
         num_epochs,
         use_fake_data,
         batch_size,
-        flatten_images=False,
         num_towers=num_towers,
         **minimize_kwargs,
     )
@@ -538,14 +402,12 @@ def train_mnist_distributed(
         master,
         checkpoint_dir,
     )
-    return mlp.train_model(
-        build_model,
+    return _train_convnet(
         minimize_fn,
         data_dir,
         num_epochs,
         use_fake_data,
         batch_size,
-        flatten_images=False,
         device=tf.train.replica_device_setter(num_ps_tasks),
         **minimize_kwargs,
     )

@@ -25,12 +25,14 @@ Run:
 """
 
 import collections
+import itertools
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _training
 
 VOCAB_SIZE = 1000
 EMBEDDING_DIM = 16
@@ -46,9 +48,7 @@ COV_EMA_DECAY = 0.95
 INVERT_EVERY = 5
 LOG_EVERY = 50
 
-TrainResult = collections.namedtuple(
-    "TrainResult", ["test_accuracy", "test_loss", "train_losses"]
-)
+TrainResult = _training.TrainResult
 Model = collections.namedtuple(
     "Model",
     [
@@ -148,12 +148,7 @@ def build_model(
     Raises:
       ValueError: unknown `registration`.
     """
-    if registration not in REGISTRATIONS:
-        raise ValueError(
-            "registration must be one of {}, got {!r}.".format(
-                list(REGISTRATIONS), registration
-            )
-        )
+    _training.check_choice("registration", registration, list(REGISTRATIONS))
     rng = np.random.RandomState(seed)
     initial_table = 0.1 * rng.randn(vocab_size, embedding_dim)
     initial_weights = rng.randn(embedding_dim, num_classes) / np.sqrt(embedding_dim)
@@ -169,26 +164,14 @@ def build_model(
             rows = [tf.gather(embeddings, position) for position in position_ids]
             bag = tf.add_n(rows)
     hidden = tf.tanh(bag)
-    with tf.variable_scope("output"):
-        weights = tf.get_variable(
-            "weights", initializer=tf.constant(initial_weights.astype(np.float32))
-        )
-        bias = tf.get_variable(
-            "bias", [num_classes], initializer=tf.zeros_initializer()
-        )
-        logits = tf.nn.bias_add(tf.matmul(hidden, weights), bias)
-
-    loss = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    )
-    correct = tf.equal(labels, tf.argmax(logits, axis=1))
-    accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+    logits, output_params = _training.output_layer(hidden, initial_weights)
+    loss, accuracy = _training.classification_loss_and_accuracy(logits, labels)
 
     if registration == "bag":
         layer_collection.register_embedding(embeddings, ids, bag)
     else:
         layer_collection.register_embedding_multi(embeddings, position_ids, rows)
-    layer_collection.register_fully_connected((weights, bias), hidden, logits)
+    layer_collection.register_fully_connected(output_params, hidden, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy, embeddings
 
@@ -319,31 +302,26 @@ def train(
             **model_kwargs,
         )
 
-        def feed(indices, cov_decay):
-            return {
-                model.ids: train_ids[indices],
-                model.labels: train_labels[indices],
-                model.cov_decay: cov_decay,
-            }
+        def random_batch_feed():
+            indices = rng.randint(0, len(train_ids), batch_size)
+            return {model.ids: train_ids[indices], model.labels: train_labels[indices]}
 
-        train_losses = []
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            first = rng.randint(0, len(train_ids), batch_size)
-            sess.run(model.cov_update_op, feed(first, 0.0))
-            sess.run(model.inv_update_op)
-            for step in range(num_steps):
-                # A running mean over the first updates, then the moving average.
-                cov_decay = min(cov_ema_decay, (step + 1.0) / (step + 2.0))
-                batch_feed = feed(rng.randint(0, len(train_ids), batch_size), cov_decay)
-                loss_value, _, _ = sess.run(
-                    [model.loss, model.train_op, model.cov_update_op], batch_feed
-                )
-                if (step + 1) % invert_every == 0:
-                    sess.run(model.inv_update_op)
-                train_losses.append(float(loss_value))
-                if log_every and step % log_every == 0:
-                    tf.logging.info("step %d: loss %.4f", step, loss_value)
+            # The factors start from a batch of their own, then training draws more.
+            warm_start_feed = random_batch_feed()
+            train_losses = _training.run_warm_started_loop(
+                sess,
+                model.loss,
+                model.train_op,
+                (random_batch_feed() for _ in itertools.count()),
+                num_steps,
+                (model.cov_update_op, model.inv_update_op, model.cov_decay),
+                warm_start_feed=warm_start_feed,
+                cov_ema_decay=cov_ema_decay,
+                invert_every=invert_every,
+                log_every=log_every,
+            )
             test_loss, test_accuracy = sess.run(
                 [model.loss, model.accuracy],
                 {model.ids: test_ids, model.labels: test_labels},

@@ -17,9 +17,7 @@ Run:
   python -m kfac.examples.mlp --num_towers=2 --use_fake_data --num_epochs=5
 """
 
-import collections
-import contextlib
-from typing import Callable
+import functools
 from typing import List
 from typing import Optional
 from typing import Tuple
@@ -29,9 +27,19 @@ from absl import flags
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _training
 from kfac.examples import mnist
 
-NUM_LABELS = 10
+# Re-exported under their original names (benchmarks and tests use them here).
+from kfac.examples._training import StepStats
+from kfac.examples._training import build_towers  # noqa: F401
+from kfac.examples._training import classification_loss_and_accuracy
+from kfac.examples._training import fc_layer
+from kfac.examples._training import make_kfac_optimizer
+from kfac.examples._training import run_training_loop  # noqa: F401
+from kfac.examples._training import train_model
+
+NUM_LABELS = _training.NUM_LABELS
 BATCH_SIZE = 64
 # The original trained with learning rate 2e-5 (halved every 10k steps),
 # damping 1e-4 and momentum 0.99, which barely moves the loss in an epoch.
@@ -42,48 +50,8 @@ LEARNING_RATE_HALF_LIFE = 10000
 DAMPING = 0.01
 MOMENTUM = 0.9
 COV_EMA_DECAY = 0.95
-INVERT_EVERY = 100
-LOG_EVERY = 100
-
-StepStats = collections.namedtuple("StepStats", ["step", "loss", "accuracy"])
-
-
-def fc_layer(layer_id: int, inputs: tf.Tensor, output_size: int):
-    """A dense tanh layer `act = tanh(inputs @ kernel + bias)`.
-
-    Variables `fc_<layer_id>/kernel` (`[in, output_size]`, standard normal
-    initializer, as `tf.layers.Dense` with `tf.random_normal_initializer()` in
-    the original) and `fc_<layer_id>/bias` (zeros).
-
-    Returns:
-      `(preactivations, activations, (kernel, bias))`; the pre-activations are
-      what K-FAC registers as the layer's outputs.
-    """
-    input_size = int(inputs.shape[-1])
-    with tf.variable_scope("fc_%d" % layer_id):
-        kernel = tf.get_variable(
-            "kernel",
-            [input_size, output_size],
-            initializer=tf.random_normal_initializer(),
-        )
-        bias = tf.get_variable(
-            "bias", [output_size], initializer=tf.zeros_initializer()
-        )
-        preactivations = tf.nn.bias_add(tf.matmul(inputs, kernel), bias)
-        activations = tf.nn.tanh(preactivations)
-    return preactivations, activations, (kernel, bias)
-
-
-def classification_loss_and_accuracy(
-    logits: tf.Tensor, labels: tf.Tensor
-) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Mean softmax cross-entropy and the fraction of correct arg-max labels."""
-    loss = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    )
-    correct = tf.equal(labels, tf.argmax(logits, axis=1))
-    accuracy = tf.reduce_mean(tf.cast(correct, dtype=tf.float32))
-    return loss, accuracy
+INVERT_EVERY = _training.INVERT_EVERY
+LOG_EVERY = _training.LOG_EVERY
 
 
 def build_model(
@@ -123,26 +91,6 @@ def build_model(
     return loss, accuracy
 
 
-def make_kfac_optimizer(
-    layer_collection: "kfac.LayerCollection",
-    *,
-    learning_rate,
-    damping,
-    momentum: float,
-    cov_ema_decay,
-    norm_constraint: Optional[float] = None,
-) -> "kfac.KfacOptimizer":
-    """The examples' `kfac.KfacOptimizer` (regular momentum) with these settings."""
-    return kfac.KfacOptimizer(
-        learning_rate=learning_rate,
-        cov_ema_decay=cov_ema_decay,
-        damping=damping,
-        layer_collection=layer_collection,
-        momentum=momentum,
-        norm_constraint=norm_constraint,
-    )
-
-
 def _make_kfac_optimizer(
     layer_collection, global_step, learning_rate, damping, momentum, cov_ema_decay
 ) -> "kfac.KfacOptimizer":
@@ -151,79 +99,8 @@ def _make_kfac_optimizer(
         learning_rate, global_step, LEARNING_RATE_HALF_LIFE, 0.5, staircase=True
     )
     return make_kfac_optimizer(
-        layer_collection,
-        learning_rate=decayed_learning_rate,
-        damping=damping,
-        momentum=momentum,
-        cov_ema_decay=cov_ema_decay,
+        layer_collection, decayed_learning_rate, damping, momentum, cov_ema_decay
     )
-
-
-# A distributed task's log line (parsed by the cluster fault tests).
-GLOBAL_STEP_LOG_LINE = "step: %d | global_step: %d | loss: %f | accuracy: %f"
-
-
-def run_training_loop(
-    sess: tf.train.MonitoredSession,
-    step_fetches,
-    loss: tf.Tensor,
-    accuracy: tf.Tensor,
-    periodic_op: Optional[tf.Operation] = None,
-    period: int = INVERT_EVERY,
-    num_steps: Optional[int] = None,
-    history: Optional[List[StepStats]] = None,
-    log_every: int = LOG_EVERY,
-    global_step: Optional[tf.Tensor] = None,
-) -> Optional[float]:
-    """Runs `step_fetches` until the session stops or `num_steps` are done.
-
-    Each step runs `step_fetches` (fetches, or a function of `sess` that
-    returns the fetches of this step) together with `loss` and `accuracy`; after
-    steps 0, `period`, `2·period`, ... it also runs `periodic_op` (K-FAC's
-    inverse update: refreshing it right after the first covariance update
-    replaces the identity initial inverses at once).
-
-    With `global_step` (a distributed job), each log line also gives the
-    global step read in the same run (its value before that run's update).
-
-    Returns:
-      The accuracy of the last step (None if no step ran).
-    """
-    final_accuracy = None
-    step = 0
-    extra = [] if global_step is None else [global_step]
-    while not sess.should_stop() and (num_steps is None or step < num_steps):
-        try:
-            fetches = step_fetches(sess) if callable(step_fetches) else step_fetches
-            loss_value, accuracy_value, _, *global_value = sess.run(
-                [loss, accuracy, fetches] + extra
-            )
-        except tf.errors.OutOfRangeError:
-            break  # The input pipeline is exhausted.
-        # A hook may have asked to stop after this step (then no more runs).
-        if periodic_op is not None and step % period == 0 and not sess.should_stop():
-            sess.run(periodic_op)
-        final_accuracy = float(accuracy_value)
-        if history is not None:
-            history.append(StepStats(step, float(loss_value), final_accuracy))
-        if log_every and step % log_every == 0:
-            if global_value:
-                tf.logging.info(
-                    GLOBAL_STEP_LOG_LINE,
-                    step,
-                    global_value[0],
-                    loss_value,
-                    accuracy_value,
-                )
-            else:
-                tf.logging.info(
-                    "step: %d | loss: %f | accuracy: %f",
-                    step,
-                    loss_value,
-                    accuracy_value,
-                )
-        step += 1
-    return final_accuracy
 
 
 def minimize(
@@ -269,23 +146,15 @@ def minimize(
     optimizer = _make_kfac_optimizer(
         layer_collection, global_step, learning_rate, damping, momentum, cov_ema_decay
     )
-    # Explicit creation instead of the deprecated convenience properties.
-    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-    train_op = optimizer.minimize(loss, global_step=global_step)
+    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    return _training.minimize_in_monitored_session(
+        loss, accuracy, optimizer, session_config, invert_every, **loop_options
+    )
 
-    tf.logging.info("Starting training.")
-    with tf.train.MonitoredTrainingSession(config=session_config) as sess:
-        return run_training_loop(
-            sess,
-            [train_op, cov_update_op],
-            loss,
-            accuracy,
-            periodic_op=inv_update_op,
-            period=invert_every,
-            num_steps=num_steps,
-            history=history,
-            log_every=log_every,
-        )
+
+# `train_model` for this model: `(data_dir, num_epochs, use_fake_data,
+# batch_size, **kwargs)`.
+_train_mlp = functools.partial(train_model, build_model, minimize, flatten_images=True)
 
 
 def train_mnist(
@@ -309,15 +178,8 @@ def train_mnist(
     Returns:
       The accuracy of the last mini-batch.
     """
-    return train_model(
-        build_model,
-        minimize,
-        data_dir,
-        num_epochs,
-        use_fake_data,
-        batch_size,
-        flatten_images=True,
-        **minimize_kwargs,
+    return _train_mlp(
+        data_dir, num_epochs, use_fake_data, batch_size, **minimize_kwargs
     )
 
 
@@ -347,109 +209,14 @@ def train_mnist_multitower(
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
     """
-    return train_model(
-        build_model,
-        minimize,
+    return _train_mlp(
         data_dir,
         num_epochs,
         use_fake_data,
         batch_size,
-        flatten_images=True,
         num_towers=num_towers,
         **minimize_kwargs,
     )
-
-
-def train_model(
-    model_fn: Callable[..., Tuple[tf.Tensor, tf.Tensor]],
-    minimize_fn: Callable[..., Optional[float]],
-    data_dir: Optional[str],
-    num_epochs: Optional[int],
-    use_fake_data: bool,
-    batch_size: int,
-    *,
-    flatten_images: bool,
-    num_towers: Optional[int] = None,
-    device=None,
-    **minimize_kwargs,
-) -> Optional[float]:
-    """Loads the data, builds `model_fn` with a new `LayerCollection`, trains.
-
-    Reads batches of `batch_size` examples from `data_dir` (`mnist.load_mnist`),
-    builds `(loss, accuracy) = model_fn(examples, labels, NUM_LABELS,
-    layer_collection)` and returns `minimize_fn(loss, accuracy,
-    layer_collection, **minimize_kwargs)`: what the `train_*` functions of
-    the MLP and ConvNet examples share.
-
-    Args:
-      model_fn, minimize_fn: the model and its training (see above).
-      data_dir, num_epochs, use_fake_data: as in `mnist.load_mnist`.
-      batch_size: examples per batch (per tower with `num_towers`).
-      flatten_images: `[B, 784]` examples instead of `[B, 28, 28, 1]`.
-      num_towers: None: one model. Else batches of `batch_size·num_towers`
-        examples are split across towers on `/cpu:<i>` (`build_towers`) and
-        the session gets `num_towers` CPU devices (`session_config`).
-      device: device (or device function) of the model's ops, e.g. a
-        `tf.train.replica_device_setter` (one model only).
-      **minimize_kwargs: forwarded to `minimize_fn`.
-    """
-    total_batch_size = batch_size * (num_towers or 1)
-    if num_towers is not None:
-        tf.logging.info(
-            "Using batch_size = %d = %d towers * %d tower batch size.",
-            total_batch_size,
-            num_towers,
-            batch_size,
-        )
-    examples, labels = mnist.load_mnist(
-        data_dir,
-        num_epochs=num_epochs,
-        batch_size=total_batch_size,
-        flatten_images=flatten_images,
-        use_fake_data=use_fake_data,
-    )
-    layer_collection = kfac.LayerCollection()
-    if num_towers is None:
-        with tf.device(device) if device is not None else contextlib.nullcontext():
-            loss, accuracy = model_fn(examples, labels, NUM_LABELS, layer_collection)
-    else:
-        loss, accuracy = build_towers(
-            model_fn, examples, labels, num_towers, layer_collection
-        )
-        minimize_kwargs["session_config"] = tf.ConfigProto(
-            allow_soft_placement=False, device_count={"CPU": num_towers}
-        )
-    return minimize_fn(loss, accuracy, layer_collection, **minimize_kwargs)
-
-
-def build_towers(
-    model_fn: Callable[..., Tuple[tf.Tensor, tf.Tensor]],
-    examples: tf.Tensor,
-    labels: tf.Tensor,
-    num_towers: int,
-    layer_collection: "kfac.LayerCollection",
-) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Builds `model_fn` once per tower on `/cpu:<tower>` with shared variables.
-
-    Returns:
-      `(loss, accuracy)` averaged over the towers.
-    """
-    tower_examples = tf.split(examples, num_towers)
-    tower_labels = tf.split(labels, num_towers)
-    tower_results = []
-    for tower_id in range(num_towers):
-        with tf.device("/cpu:%d" % tower_id), tf.name_scope("tower%d" % tower_id):
-            with tf.variable_scope(tf.get_variable_scope(), reuse=(tower_id > 0)):
-                tower_results.append(
-                    model_fn(
-                        tower_examples[tower_id],
-                        tower_labels[tower_id],
-                        NUM_LABELS,
-                        layer_collection,
-                    )
-                )
-    losses, accuracies = zip(*tower_results)
-    return tf.reduce_mean(losses), tf.reduce_mean(accuracies)
 
 
 def _require_estimator():

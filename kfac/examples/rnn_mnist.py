@@ -48,7 +48,6 @@ Run:
   python -m kfac.examples.rnn_mnist --use_fake_data --num_steps=50
 """
 
-import collections
 import itertools
 from typing import List
 from typing import Optional
@@ -59,6 +58,8 @@ import tensorflow.compat.v1 as tf
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _training
+from kfac.examples import comparison
 from kfac.examples import mnist
 
 NUM_CLASSES = mnist.NUM_CLASSES
@@ -78,9 +79,7 @@ INVERT_EVERY = 5
 EVAL_BATCH_SIZE = 2000
 LOG_EVERY = 50
 
-TrainResult = collections.namedtuple(
-    "TrainResult", ["test_accuracy", "test_loss", "train_losses"]
-)
+TrainResult = _training.TrainResult
 
 
 def rnn_layer(
@@ -155,37 +154,19 @@ def build_model(
     Raises:
       ValueError: for an unknown `approx`.
     """
-    if approx not in APPROXIMATIONS:
-        raise ValueError(
-            "approx must be one of {}, got {!r}.".format(list(APPROXIMATIONS), approx)
-        )
+    _training.check_choice("approx", approx, list(APPROXIMATIONS))
     last_state, layer_inputs, preactivations, rnn_params = rnn_layer(
         sequences, hidden_size, seed
     )
     rng = np.random.RandomState(seed + 1)
     initial_output_weights = rng.randn(hidden_size, num_classes) / np.sqrt(hidden_size)
-    with tf.variable_scope("output"):
-        output_weights = tf.get_variable(
-            "weights",
-            initializer=tf.constant(initial_output_weights.astype(np.float32)),
-        )
-        output_bias = tf.get_variable(
-            "bias", [num_classes], initializer=tf.zeros_initializer()
-        )
-        logits = tf.nn.bias_add(tf.matmul(last_state, output_weights), output_bias)
-
-    loss = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    )
-    correct = tf.equal(labels, tf.argmax(logits, axis=1))
-    accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+    logits, output_params = _training.output_layer(last_state, initial_output_weights)
+    loss, accuracy = _training.classification_loss_and_accuracy(logits, labels)
 
     layer_collection.register_fully_connected_multi(
         rnn_params, layer_inputs, preactivations, approx=approx
     )
-    layer_collection.register_fully_connected(
-        (output_weights, output_bias), last_state, logits
-    )
+    layer_collection.register_fully_connected(output_params, last_state, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy, logits
 
@@ -240,14 +221,6 @@ def load_data(data_dir: Optional[str] = None, use_fake_data: bool = False):
     )
 
 
-def _batches(num_examples: int, batch_size: int, rng: np.random.RandomState):
-    """Endless index batches: shuffled epochs, the incomplete last batch dropped."""
-    while True:
-        order = rng.permutation(num_examples)
-        for start in range(0, num_examples - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
-
-
 def _evaluate(sess, sequences, labels, loss, accuracy, images, targets):
     """Mean loss and accuracy over a whole split, in chunks."""
     total_loss = total_correct = 0.0
@@ -260,13 +233,6 @@ def _evaluate(sess, sequences, labels, loss, accuracy, images, targets):
         total_loss += loss_value * size
         total_correct += accuracy_value * size
     return total_correct / len(images), total_loss / len(images)
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            "{} must be one of {}, got {!r}.".format(name, list(choices), value)
-        )
 
 
 def train(
@@ -319,8 +285,8 @@ def train(
     Raises:
       ValueError: unknown `optimizer` or `approx`, or a batch larger than the data.
     """
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("approx", approx, APPROXIMATIONS)
+    _training.check_choice("optimizer", optimizer, list(OPTIMIZERS))
+    _training.check_choice("approx", approx, list(APPROXIMATIONS))
     hyperparameters = dict(DEFAULT_HYPERPARAMETERS[optimizer])
     for name, value in (
         ("learning_rate", learning_rate),
@@ -337,8 +303,7 @@ def train(
             "batch_size must be in [1, {}] (the number of training examples), "
             "got {}.".format(len(train_x), batch_size)
         )
-    rng = np.random.RandomState(seed)
-    batches = _batches(len(train_x), batch_size, rng)
+    batches = comparison.minibatch_indices(len(train_x), batch_size, seed)
 
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
@@ -349,52 +314,45 @@ def train(
             sequences, labels, layer_collection, hidden_size, approx, seed=seed
         )
         global_step = tf.train.get_or_create_global_step()
-        cov_decay = None
+        kfac_ops = None
         if optimizer == "kfac":
             cov_decay = tf.placeholder_with_default(
                 tf.constant(cov_ema_decay, tf.float32), [], name="cov_ema_decay"
             )
-            kfac_optimizer = kfac.KfacOptimizer(
-                learning_rate=hyperparameters["learning_rate"],
-                cov_ema_decay=cov_decay,
-                damping=hyperparameters["damping"],
-                layer_collection=layer_collection,
-                momentum=hyperparameters["momentum"],
+            kfac_optimizer = _training.make_kfac_optimizer(
+                layer_collection,
+                hyperparameters["learning_rate"],
+                hyperparameters["damping"],
+                hyperparameters["momentum"],
+                cov_decay,
             )
-            _, cov_update_op, _, inv_update_op, _, _ = (
-                kfac_optimizer.make_ops_and_vars()
+            (train_op, cov_update_op), inv_update_op = _training.kfac_step_ops(
+                kfac_optimizer, loss, global_step
             )
-            train_op = kfac_optimizer.minimize(loss, global_step=global_step)
+            kfac_ops = (cov_update_op, inv_update_op, cov_decay)
         else:
             adam = tf.train.AdamOptimizer(hyperparameters["learning_rate"])
             train_op = adam.minimize(loss, global_step=global_step)
 
-        train_losses = []
+        def feed(indices):
+            return {sequences: train_x[indices], labels: train_y[indices]}
+
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
+            # The first batch also starts the factors (rather than the identity).
             first = next(batches)
-            if cov_decay is not None:
-                # Factors from the first batch rather than the identity.
-                sess.run(
-                    cov_update_op,
-                    {sequences: train_x[first], labels: train_y[first], cov_decay: 0.0},
-                )
-                sess.run(inv_update_op)
-            for step, indices in zip(
-                range(num_steps), itertools.chain([first], batches)
-            ):
-                feed = {sequences: train_x[indices], labels: train_y[indices]}
-                fetches = [loss, train_op]
-                if cov_decay is not None:
-                    # A running mean over the first updates, then the EMA.
-                    feed[cov_decay] = min(cov_ema_decay, (step + 1.0) / (step + 2.0))
-                    fetches.append(cov_update_op)
-                loss_value = sess.run(fetches, feed)[0]
-                if cov_decay is not None and (step + 1) % invert_every == 0:
-                    sess.run(inv_update_op)
-                train_losses.append(float(loss_value))
-                if log_every and step % log_every == 0:
-                    tf.logging.info("step %d: loss %.4f", step, loss_value)
+            train_losses = _training.run_warm_started_loop(
+                sess,
+                loss,
+                train_op,
+                map(feed, itertools.chain([first], batches)),
+                num_steps,
+                kfac_ops,
+                warm_start_feed=feed(first),
+                cov_ema_decay=cov_ema_decay,
+                invert_every=invert_every,
+                log_every=log_every,
+            )
             test_accuracy, test_loss = _evaluate(
                 sess, sequences, labels, loss, accuracy, test_x, test_y
             )

@@ -1,0 +1,363 @@
+"""Training runs for a comparison of optimizers: specs, their ops, the timed loop.
+
+An `OptimizerSpec` names one optimizer configuration; `make_train_ops` builds
+its training op on a model; `Trainer` runs its steps; `train_one` trains one
+spec from a fixed start with the clock counting only training and returns
+the run's record (see `comparison`); `new_record`, `train_all` and
+`add_reference_target` make the record of several runs. The model comes
+from a `build_graph(spec, settings, input_size) -> TrainingGraph` function
+(the deep autoencoder's `autoencoder_mnist.build_training_graph`): its
+`model` has the placeholder `inputs`, the scalar `loss` and
+`loss_fn(inputs)` (the loss on other inputs, for K-FAC's damping adaptation).
+"""
+
+import contextlib
+import dataclasses
+import math
+import time
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Optional
+from typing import Sequence
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import kfac
+from kfac.examples import comparison
+from kfac.ops import fisher_factors
+
+OPTIMIZER_KINDS = ("sgd", "adam", "kfac", "kfac_qmodel")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer configuration.
+
+    `kind` is one of OPTIMIZER_KINDS: `"sgd"` (momentum SGD), `"adam"`,
+    `"kfac"` (K-FAC, regular momentum, fixed damping) or `"kfac_qmodel"`
+    (K-FAC choosing learning rate and momentum from the quadratic model, with
+    Levenberg-Marquardt damping adaptation starting at `damping`). `label`
+    names the run in records and tables (default: `kind`).
+
+    K-FAC runs use `kfac.PeriodicInvCovUpdateKfacOpt`: the training op itself
+    updates the covariances every `cov_update_every` steps and the inverses
+    every `inv_update_every` steps (spread over the steps in between with
+    `spread_inverse_updates`). With `warm_start_covariances` the covariances
+    start at zero with a debiased moving average
+    (`fisher_factors.set_global_constants(init_covariances_at_zero=True,
+    zero_debias=True)`), so the first steps precondition with the statistics
+    of the batches seen so far rather than with an identity blended into them.
+    """
+
+    kind: str
+    learning_rate: float
+    damping: float = 0.0
+    momentum: float = 0.9
+    inv_update_every: int = 10
+    cov_ema_decay: float = 0.95
+    damping_adaptation_interval: int = 5
+    damping_adaptation_decay: float = 0.95
+    label: Optional[str] = None
+    cov_update_every: int = 1
+    spread_inverse_updates: bool = False
+    warm_start_covariances: bool = True
+
+    def __post_init__(self):
+        if self.kind not in OPTIMIZER_KINDS:
+            raise ValueError(
+                "kind must be one of {}, got {!r}.".format(OPTIMIZER_KINDS, self.kind)
+            )
+        for name in ("inv_update_every", "cov_update_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    "{} must be >= 1, got {}.".format(name, getattr(self, name))
+                )
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+@dataclasses.dataclass
+class TrainingGraph:
+    """A graph with one autoencoder and one optimizer's ops.
+
+    `prev_inputs` is a placeholder for the previous training batch (read by
+    K-FAC's damping adaptation only; feed the current batch at step 0).
+    `cov_update_op` and `inv_update_op` are set only for a K-FAC graph built
+    with `periodic=False` (the caller then schedules them).
+    """
+
+    graph: tf.Graph
+    model: Any
+    prev_inputs: tf.Tensor
+    train_op: tf.Operation
+    cov_update_op: Optional[tf.Operation] = None
+    inv_update_op: Optional[tf.Operation] = None
+
+
+@contextlib.contextmanager
+def _covariance_start(warm_start: bool):
+    """Zero-initialised, debiased covariances while ops are built (if `warm_start`).
+
+    The fisher_factors constants are read when the factor variables and update
+    ops are built, so they are restored right after.
+    """
+    if not warm_start:
+        yield
+        return
+    saved = (fisher_factors.INIT_COVARIANCES_AT_ZERO, fisher_factors.ZERO_DEBIAS)
+    fisher_factors.set_global_constants(init_covariances_at_zero=True, zero_debias=True)
+    try:
+        yield
+    finally:
+        fisher_factors.set_global_constants(
+            init_covariances_at_zero=saved[0], zero_debias=saved[1]
+        )
+
+
+def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
+    """The K-FAC optimizer of `spec` (keyword arguments of `KfacOptimizer`)."""
+    kwargs.update(
+        learning_rate=spec.learning_rate,
+        cov_ema_decay=spec.cov_ema_decay,
+        damping=spec.damping,
+        layer_collection=layer_collection,
+    )
+    if not periodic:
+        return kfac.KfacOptimizer(**kwargs)
+    return kfac.PeriodicInvCovUpdateKfacOpt(
+        invert_every=spec.inv_update_every,
+        cov_update_every=spec.cov_update_every,
+        spread_inverse_updates=spec.spread_inverse_updates,
+        **kwargs,
+    )
+
+
+def make_train_ops(
+    spec: OptimizerSpec,
+    model,
+    layer_collection,
+    prev_inputs,
+    batch_size: int,
+    periodic: bool = True,
+):
+    """`(train_op, cov_update_op, inv_update_op)`; the last two None unless
+    K-FAC with `periodic=False`."""
+    global_step = tf.train.get_or_create_global_step()
+    if spec.kind == "sgd":
+        optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
+        return optimizer.minimize(model.loss, global_step=global_step), None, None
+    if spec.kind == "adam":
+        optimizer = tf.train.AdamOptimizer(spec.learning_rate)
+        return optimizer.minimize(model.loss, global_step=global_step), None, None
+    if spec.kind == "kfac":
+        optimizer = _kfac_optimizer(
+            spec,
+            layer_collection,
+            periodic,
+            momentum=spec.momentum,
+            momentum_type="regular",
+        )
+    else:
+        # The quadratic model picks the step size and momentum (M&G §7);
+        # the learning rate scales its step (1.0 = as chosen).
+        optimizer = _kfac_optimizer(
+            spec,
+            layer_collection,
+            periodic,
+            momentum=0.0,
+            momentum_type="qmodel",
+            batch_size=batch_size,
+        )
+        optimizer.set_damping_adaptation_params(
+            is_chief=True,
+            prev_train_batch=prev_inputs,
+            loss_fn=model.loss_fn,
+            damping_adaptation_decay=spec.damping_adaptation_decay,
+            damping_adaptation_interval=spec.damping_adaptation_interval,
+        )
+    with _covariance_start(spec.warm_start_covariances):
+        if periodic:
+            return optimizer.minimize(model.loss, global_step=global_step), None, None
+        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
+        train_op = optimizer.minimize(model.loss, global_step=global_step)
+    return train_op, cov_update_op, inv_update_op
+
+
+class Trainer:
+    """Runs one optimizer step: `step(step_index, batch, prev_batch)` → batch loss.
+
+    Session callables are made up front (see `warm_up`), so set-up costs
+    stay off the clock. A periodic K-FAC training op schedules its own
+    covariance and inverse updates. For a graph with separate ops
+    (`periodic=False`) every step updates the covariances and every
+    `inv_update_every` steps (from step 0) the inverses are refreshed first.
+    """
+
+    def __init__(self, sess: tf.Session, spec: OptimizerSpec, ops: TrainingGraph):
+        feeds = [ops.model.inputs, ops.prev_inputs]
+        self._inv_update_every = spec.inv_update_every
+        self._train = sess.make_callable([ops.model.loss, ops.train_op], feeds)
+        self._inv = None
+        # One run of the periodic op goes through every branch of its schedule
+        # within a cycle of inverse updates.
+        self._warm_up_steps = spec.inv_update_every if spec.kind != "sgd" else 1
+        if ops.cov_update_op is not None:
+            # One run for the step and the covariance update shares the
+            # forward pass.
+            self._train_and_cov = sess.make_callable(
+                [ops.model.loss, ops.train_op, ops.cov_update_op], feeds
+            )
+            self._cov = sess.make_callable(ops.cov_update_op, feeds)
+            self._inv = sess.make_callable(ops.inv_update_op)
+
+    def step(self, step: int, batch: np.ndarray, prev_batch: np.ndarray) -> float:
+        if self._inv is None:
+            return float(self._train(batch, prev_batch)[0])
+        if step % self._inv_update_every == 0:
+            # Fold this batch into the covariances and invert before the
+            # step, so that it uses fresh inverses.
+            self._cov(batch, prev_batch)
+            self._inv()
+            return float(self._train(batch, prev_batch)[0])
+        return float(self._train_and_cov(batch, prev_batch)[0])
+
+    def warm_up(self, batch: np.ndarray):
+        """Runs every callable (TensorFlow finishes setting them up on first use).
+
+        This changes the variables: re-run their initializer afterwards.
+        """
+        for _ in range(self._warm_up_steps):
+            self._train(batch, batch)
+        if self._inv is not None:
+            self._train_and_cov(batch, batch)
+            self._cov(batch, batch)
+            self._inv()
+
+
+def train_one(
+    build_graph: Callable[..., TrainingGraph],
+    spec: OptimizerSpec,
+    settings,
+    train_images: np.ndarray,
+    eval_images: np.ndarray,
+    progress: Optional[comparison.Progress] = None,
+) -> Dict:
+    """Trains `spec` on `build_graph(spec, settings, input_size)`; returns its record.
+
+    Every spec starts from the model's fixed initial weights and sees the
+    mini-batches `comparison.minibatch_indices(..., settings.seed + 1)`.
+
+    The record holds `name`, `config` (the spec and settings), `evals` (a
+    list of `{"step", "seconds", "loss"}`: evaluation-subset loss after `step`
+    updates and `seconds` of training), `steps`, `seconds`, `final_loss` and
+    `diverged` (the batch loss became NaN/inf; the run stopped there).
+    Training stops after `max_steps` steps or once `max_seconds` have passed.
+    """
+    record = {
+        "name": spec.name,
+        "config": {
+            "optimizer": dataclasses.asdict(spec),
+            "settings": dataclasses.asdict(settings),
+        },
+        "evals": [],
+        "diverged": False,
+    }
+    ops = build_graph(spec, settings, train_images.shape[1])
+    with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
+        initialize = tf.global_variables_initializer()
+        sess.run(initialize)
+        trainer = Trainer(sess, spec, ops)
+        run_loss = sess.make_callable(ops.model.loss, [ops.model.inputs])
+        # Keep one-off set-up costs off the clock, then start from scratch.
+        trainer.warm_up(train_images[: settings.batch_size])
+        # No op may be added from here on: a step that grew the graph would
+        # slow every later step (and fail here instead).
+        ops.graph.finalize()
+        sess.run(initialize)
+
+        def log_eval(step, seconds):
+            loss = comparison.evaluate_loss(run_loss, eval_images)
+            record["evals"].append(
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "loss": comparison.finite_or_none(loss),
+                }
+            )
+            if progress is not None:
+                progress.update(spec.name, step, seconds, loss)
+
+        batches = comparison.minibatch_indices(
+            len(train_images), settings.batch_size, settings.seed + 1
+        )
+        seconds, step, prev_batch = 0.0, 0, None
+        log_eval(step, seconds)
+        while (settings.max_steps is None or step < settings.max_steps) and (
+            settings.max_seconds is None or seconds < settings.max_seconds
+        ):
+            start = time.perf_counter()
+            batch = train_images[next(batches)]
+            batch_loss = trainer.step(
+                step, batch, batch if prev_batch is None else prev_batch
+            )
+            seconds += time.perf_counter() - start
+            step, prev_batch = step + 1, batch
+            if not math.isfinite(batch_loss):
+                record["diverged"] = True
+                break
+            if step % settings.eval_every == 0:
+                log_eval(step, seconds)
+        if record["evals"][-1]["step"] != step:
+            log_eval(step, seconds)
+    record.update(steps=step, seconds=seconds, final_loss=record["evals"][-1]["loss"])
+    if progress is not None:
+        progress.finish()
+    return record
+
+
+def new_record(settings, data: str, eval_images: np.ndarray, **extra) -> Dict:
+    """The record of a comparison before its runs: `settings` (as a dict),
+    the `extra` fields, `data`, `eval_size`, `environment` and empty `runs`."""
+    return {
+        "settings": dataclasses.asdict(settings),
+        **extra,
+        "data": data,
+        "eval_size": len(eval_images),
+        "environment": comparison.environment(),
+        "runs": [],
+    }
+
+
+def train_all(
+    train: Callable[..., Dict],
+    specs: Sequence[OptimizerSpec],
+    settings_of: Callable[[OptimizerSpec], Any],
+    train_images: np.ndarray,
+    eval_images: np.ndarray,
+    result: Dict,
+    record_path: str,
+    progress: Optional[comparison.Progress] = None,
+) -> None:
+    """Appends `train(spec, settings_of(spec), train_images, eval_images,
+    progress)` to `result["runs"]` for every spec, rewriting the JSON file
+    `record_path` after each run (an interrupted comparison keeps its runs)."""
+    for spec in specs:
+        result["runs"].append(
+            train(spec, settings_of(spec), train_images, eval_images, progress)
+        )
+        comparison.write_json(record_path, result)
+
+
+def add_reference_target(result: Dict, record_path: str) -> None:
+    """Adds `target` (the best loss of the run named `comparison.REFERENCE`)
+    and `table` (`comparison.target_table` rows) to `result` and rewrites
+    `record_path`; nothing when that run is missing or has no finite loss."""
+    reference = [run for run in result["runs"] if run["name"] == comparison.REFERENCE]
+    if reference and math.isfinite(comparison.best_loss(reference[0])):
+        result["target"] = comparison.best_loss(reference[0])
+        result["table"] = comparison.target_table(result["runs"], result["target"])
+        comparison.write_json(record_path, result)
