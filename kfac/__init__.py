@@ -15,6 +15,7 @@ from kfac.ops import optimizer
 from kfac.ops import periodic_inv_cov_update_kfac_opt
 from kfac.ops import placement
 from kfac.ops import utils
+from kfac.ops._config import KfacConfig  # port addition
 
 LayerCollection = getattr(layer_collection, "LayerCollection", None)
 KfacOptimizer = getattr(optimizer, "KfacOptimizer", None)
@@ -36,4 +37,5 @@ __all__ = [
     "LayerCollection",
     "KfacOptimizer",
     "PeriodicInvCovUpdateKfacOpt",
+    "KfacConfig",
 ]

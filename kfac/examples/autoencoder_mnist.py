@@ -48,7 +48,6 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import flags
 
-import kfac
 from kfac.examples import _cli
 from kfac.examples import comparison
 from kfac.examples import comparison_training
@@ -242,9 +241,7 @@ def build_training_graph(
         tf.set_random_seed(settings.seed)
         inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
         prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
-        layer_collection = (
-            kfac.LayerCollection() if spec.kind.startswith("kfac") else None
-        )
+        layer_collection = comparison_training.layer_collection_for(spec)
         model = build_autoencoder(
             inputs, weights, settings.code_layer, layer_collection, seed=settings.seed
         )

@@ -11,7 +11,6 @@ from a `build_graph(spec, settings, input_size) -> TrainingGraph` function
 `loss_fn(inputs)` (the loss on other inputs, for K-FAC's damping adaptation).
 """
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -26,7 +25,6 @@ import tensorflow.compat.v1 as tf
 
 import kfac
 from kfac.examples import comparison
-from kfac.ops import fisher_factors
 
 OPTIMIZER_KINDS = ("sgd", "adam", "kfac", "kfac_qmodel")
 
@@ -45,9 +43,9 @@ class OptimizerSpec:
     updates the covariances every `cov_update_every` steps and the inverses
     every `inv_update_every` steps (spread over the steps in between with
     `spread_inverse_updates`). With `warm_start_covariances` the covariances
-    start at zero with a debiased moving average
-    (`fisher_factors.set_global_constants(init_covariances_at_zero=True,
-    zero_debias=True)`), so the first steps precondition with the statistics
+    start at zero with a debiased moving average (the `LayerCollection`'s
+    `KfacConfig(init_covariances_at_zero=True, zero_debias=True)`, see
+    `layer_collection_for`), so the first steps precondition with the statistics
     of the batches seen so far rather than with an identity blended into them.
     """
 
@@ -98,24 +96,18 @@ class TrainingGraph:
     inv_update_op: Optional[tf.Operation] = None
 
 
-@contextlib.contextmanager
-def _covariance_start(warm_start: bool):
-    """Zero-initialised, debiased covariances while ops are built (if `warm_start`).
+def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
+    """The `LayerCollection` of a K-FAC `spec` (None for SGD and Adam).
 
-    The fisher_factors constants are read when the factor variables and update
-    ops are built, so they are restored right after.
+    With `warm_start_covariances` its covariances start at zero and are
+    zero-debiased: its own configuration, the module constants untouched.
     """
-    if not warm_start:
-        yield
-        return
-    saved = (fisher_factors.INIT_COVARIANCES_AT_ZERO, fisher_factors.ZERO_DEBIAS)
-    fisher_factors.set_global_constants(init_covariances_at_zero=True, zero_debias=True)
-    try:
-        yield
-    finally:
-        fisher_factors.set_global_constants(
-            init_covariances_at_zero=saved[0], zero_debias=saved[1]
-        )
+    if not spec.kind.startswith("kfac"):
+        return None
+    config = kfac.KfacConfig.from_defaults()
+    if spec.warm_start_covariances:
+        config = config.replace(init_covariances_at_zero=True, zero_debias=True)
+    return kfac.LayerCollection(config=config)
 
 
 def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
@@ -179,11 +171,10 @@ def make_train_ops(
             damping_adaptation_decay=spec.damping_adaptation_decay,
             damping_adaptation_interval=spec.damping_adaptation_interval,
         )
-    with _covariance_start(spec.warm_start_covariances):
-        if periodic:
-            return optimizer.minimize(model.loss, global_step=global_step), None, None
-        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-        train_op = optimizer.minimize(model.loss, global_step=global_step)
+    if periodic:
+        return optimizer.minimize(model.loss, global_step=global_step), None, None
+    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
+    train_op = optimizer.minimize(model.loss, global_step=global_step)
     return train_op, cov_update_op, inv_update_op
 
 
