@@ -14,6 +14,7 @@ from absl import flags
 import kfac
 from kfac.examples import autoencoder_mnist as ae
 from kfac.examples import comparison
+from kfac.examples import comparison_training
 
 INPUT_SIZE = 16
 LAYER_SIZES = (12, 8, 4, 8, 12)
@@ -393,3 +394,16 @@ def test_missing_data_falls_back_to_generated_images_only_when_allowed(
     assert "using generated images" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no-such-folder"):
         ae.prepare_data(missing, False, eval_size=50, batch_size=8, seed=0)
+
+
+def test_warm_start_is_the_collections_own_config():
+    with tf.Graph().as_default():
+        warm = comparison_training.layer_collection_for(ae.OptimizerSpec("kfac", 0.1))
+        cold = comparison_training.layer_collection_for(
+            ae.OptimizerSpec("kfac", 0.1, warm_start_covariances=False)
+        )
+    assert warm.config.init_covariances_at_zero and warm.config.zero_debias
+    assert not (cold.config.init_covariances_at_zero or cold.config.zero_debias)
+    # The module constants, the defaults of other collections, are untouched.
+    assert kfac.KfacConfig.from_defaults() == kfac.KfacConfig()
+    assert comparison_training.layer_collection_for(ae.OptimizerSpec("sgd", 0.1)) is None
