@@ -406,4 +406,5 @@ def test_warm_start_is_the_collections_own_config():
     assert not (cold.config.init_covariances_at_zero or cold.config.zero_debias)
     # The module constants, the defaults of other collections, are untouched.
     assert kfac.KfacConfig.from_defaults() == kfac.KfacConfig()
-    assert comparison_training.layer_collection_for(ae.OptimizerSpec("sgd", 0.1)) is None
+    sgd = ae.OptimizerSpec("sgd", 0.1)
+    assert comparison_training.layer_collection_for(sgd) is None
