@@ -1,0 +1,191 @@
+"""2-D convolutions (`tf.nn.conv2d`, channels last), used once or several times.
+
+Approximations: "kron" (`ConvKFCBasicFB`, default) or "diagonal"
+(`ConvDiagonalFB`); used several times per example, only "kron_indep"
+(`ConvKFCBasicMultiIndepFB`). `strides` and `dilations` have the 4 entries of
+`tf.nn.conv2d`.
+"""
+
+from kfac.ops._blocks.conv import ConvDiagonalFB
+from kfac.ops._blocks.conv import ConvKFCBasicFB
+from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
+from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
+from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
+from kfac.ops._registration.common import APPROX_KRONECKER_NAME
+from kfac.ops._registration.common import LayerKind
+from kfac.ops._registration.common import register_layer
+from kfac.ops._registration.convolution import check_convolution_io
+from kfac.ops._registration.convolution import check_data_format
+from kfac.ops._registration.convolution import check_full_strides
+from kfac.ops._registration.convolution import check_padding
+from kfac.ops._registration.convolution import check_spatial_list
+from kfac.ops._registration.multi_use import register_multi_use_layer
+
+CONV2D = LayerKind(
+    "conv2d",
+    {APPROX_KRONECKER_NAME: ConvKFCBasicFB, APPROX_DIAGONAL_NAME: ConvDiagonalFB},
+    default=APPROX_KRONECKER_NAME,
+)
+
+CONV2D_MULTI = LayerKind(
+    "conv2d_multi",
+    {APPROX_KRONECKER_INDEP_NAME: ConvKFCBasicMultiIndepFB},
+    default=APPROX_KRONECKER_INDEP_NAME,
+)
+
+
+def check_conv2d_arguments(
+    method,
+    params,
+    strides,
+    padding,
+    inputs,
+    outputs,
+    data_format,
+    dilations,
+    names=("inputs", "outputs"),
+    depthwise=False,
+):
+    """Checks a channels-last 2-D convolution's arguments.
+
+    `strides` has 4 entries `[1, sh, sw, 1]`; `dilations` is None or 4 entries
+    as well, except for a depthwise convolution, whose `rate` has the 2
+    spatial entries. The data format is checked first: the other checks
+    assume channels last.
+    """
+    check_data_format(method, data_format, 2)
+    check_full_strides(method, "strides", strides, allow_none=False)
+    if depthwise:
+        check_spatial_list(method, "rate", dilations, 2)
+        spatial_dilations = dilations
+    else:
+        check_full_strides(method, "dilations", dilations, allow_none=True)
+        spatial_dilations = None if dilations is None else dilations[1:3]
+    check_padding(method, padding)
+    check_convolution_io(
+        method,
+        params,
+        inputs,
+        outputs,
+        padding,
+        strides[1:3],
+        spatial_dilations,
+        spatial_rank=2,
+        depthwise=depthwise,
+        names=names,
+    )
+
+
+def _conv2d_block(
+    layer_collection,
+    block_type,
+    approx,
+    params,
+    padding,
+    strides,
+    data_format,
+    dilations,
+    **multi_use,
+):
+    """A conv2d block of `block_type` (4-entry `strides`/`dilations`).
+
+    The diagonal block takes `dilations`; the Kronecker ones take them as
+    `dilation_rate` and extract patches with `tf.extract_image_patches`, as in
+    the original.
+    """
+    common = dict(
+        layer_collection=layer_collection.factor_cache,
+        params=params,
+        padding=padding,
+        strides=strides,
+        data_format=data_format,
+    )
+    if approx == APPROX_DIAGONAL_NAME:
+        return block_type(dilations=dilations, **common)
+    return block_type(
+        dilation_rate=dilations,
+        extract_patches_fn="extract_image_patches",
+        **common,
+        **multi_use,
+    )
+
+
+def register_conv2d(
+    layer_collection,
+    params,
+    strides,
+    padding,
+    inputs,
+    outputs,
+    data_format,
+    dilations,
+    approx,
+    reuse,
+):
+    """`LayerCollection.register_conv2d`: one tower, one use."""
+
+    def make_block(block_type, approx):
+        check_conv2d_arguments(
+            CONV2D.method,
+            params,
+            strides,
+            padding,
+            inputs,
+            outputs,
+            data_format,
+            dilations,
+        )
+        return _conv2d_block(
+            layer_collection,
+            block_type,
+            approx,
+            params,
+            padding,
+            strides,
+            data_format,
+            dilations,
+        )
+
+    register_layer(
+        layer_collection, CONV2D, params, approx, reuse, make_block, (inputs, outputs)
+    )
+
+
+def register_conv2d_multi(
+    layer_collection,
+    params,
+    strides,
+    padding,
+    inputs,
+    outputs,
+    num_uses,
+    data_format,
+    dilations,
+    approx,
+    reuse,
+):
+    """`LayerCollection.register_conv2d_multi`: one tower, one use per input."""
+    register_multi_use_layer(
+        layer_collection,
+        CONV2D_MULTI,
+        params,
+        inputs,
+        outputs,
+        num_uses,
+        approx,
+        reuse,
+        check_use=lambda method, params, x, y, names: check_conv2d_arguments(
+            method, params, strides, padding, x, y, data_format, dilations, names
+        ),
+        make_block=lambda block_type: _conv2d_block(
+            layer_collection,
+            block_type,
+            APPROX_KRONECKER_INDEP_NAME,
+            params,
+            padding,
+            strides,
+            data_format,
+            dilations,
+            num_uses=num_uses,
+        ),
+    )
