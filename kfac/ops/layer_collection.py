@@ -11,7 +11,6 @@ Registration creates no variables; the estimator builds everything later.
 
 import collections
 import contextlib
-import math
 
 import tensorflow.compat.v1 as tf
 
@@ -27,14 +26,13 @@ from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_1_NAME  # noqa
 from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_2_NAME  # noqa: F401
 from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import block_type_for
-from kfac.ops._registration.common import resolve_reuse
+from kfac.ops._registration.keys import check_linkable
+from kfac.ops._registration.keys import insert_block
 from kfac.ops._registration.kinds import LAYER_KINDS
 from kfac.ops._registration.layers import LayerRegistrationMethods
 from kfac.ops._registration.parameters_dict import LayerParametersDict
-from kfac.ops._registration.parameters_dict import canonical_key
-from kfac.ops._registration.parameters_dict import key_names
-from kfac.ops._registration.parameters_dict import name_of
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
+from kfac.ops._registration.uses import registration_problems
 from kfac.ops._utils.containers import ensure_sequence
 from kfac.ops._utils.graph import SubGraph
 
@@ -230,49 +228,7 @@ class LayerCollection(LayerRegistrationMethods):
             LayerCollection" without reuse; or one of its variables "was already
             registered" under another key.
         """
-        layer_key = canonical_key(layer_key)
-        reuse = resolve_reuse(reuse)
-        if reuse is tf.AUTO_REUSE:
-            reuse = layer_key in self.fisher_blocks
-        if reuse:
-            if layer_key not in self.fisher_blocks:
-                raise KeyError(
-                    "No FisherBlock registered for {} to reuse; register it with "
-                    "reuse=False first.".format(key_names(layer_key))
-                )
-            existing = self.fisher_blocks[layer_key]
-            if type(existing) is not type(fisher_block):
-                raise ValueError(
-                    "Attempted to register FisherBlock of type {} for {} when the "
-                    "existing FisherBlock has type {}.".format(
-                        type(fisher_block).__name__,
-                        key_names(layer_key),
-                        type(existing).__name__,
-                    )
-                )
-            return existing
-        if layer_key in self.fisher_blocks:
-            raise ValueError(
-                "FisherBlock for {} is already in LayerCollection; pass reuse=True "
-                "to register another tower.".format(key_names(layer_key))
-            )
-        new_variables = set(ensure_sequence(layer_key))
-        for key, block in self.fisher_blocks.items():
-            for variable in ensure_sequence(key):
-                if variable in new_variables:
-                    raise ValueError(
-                        "Attempted to register layer_key {} with block {}, but "
-                        "variable {} was already registered in key {} with block "
-                        "{}.".format(
-                            key_names(layer_key),
-                            fisher_block,
-                            name_of(variable),
-                            key_names(key),
-                            block,
-                        )
-                    )
-        self.fisher_blocks[layer_key] = fisher_block
-        return fisher_block
+        return insert_block(self.fisher_blocks, layer_key, fisher_block, reuse)
 
     def make_or_get_factor(self, cls, args):
         """The factor `cls(*args)`, built once (in this collection's scope) and cached.
@@ -304,31 +260,7 @@ class LayerCollection(LayerRegistrationMethods):
           ValueError: if a variable of the group is registered under a different
             key, or already belongs to a linked group.
         """
-        group = frozenset(ensure_sequence(params))
-        for key, block in self.fisher_blocks.items():
-            registered = frozenset(ensure_sequence(key))
-            shared = group & registered
-            if shared and registered != group:
-                raise ValueError(
-                    "Can't link parameters {}: variable {} was already registered "
-                    "in group {} with layer {}.".format(
-                        key_names(params),
-                        name_of(next(iter(shared))),
-                        key_names(key),
-                        block,
-                    )
-                )
-        for other in self._linked_parameters:
-            shared = group & other
-            if shared:
-                raise ValueError(
-                    "Can't link parameters {}: variable {} was already linked in "
-                    "group {}.".format(
-                        key_names(params),
-                        name_of(next(iter(shared))),
-                        key_names(tuple(other)),
-                    )
-                )
+        group = check_linkable(self.fisher_blocks, self._linked_parameters, params)
         self._linked_parameters[group] = approximation
 
     def _get_linked_approx(self, params):
@@ -399,23 +331,7 @@ class LayerCollection(LayerRegistrationMethods):
             `name` is taken.
         """
         name = name or self._graph.unique_name(base_name)
-        reuse = resolve_reuse(reuse)
-        if reuse is tf.AUTO_REUSE:
-            reuse = name in self._loss_dict
-        if reuse:
-            if name not in self._loss_dict:
-                raise KeyError(
-                    "Unable to find loss function named {}. Register a new loss "
-                    "function with reuse=False.".format(name)
-                )
-            self._loss_dict[name].append(loss)
-        else:
-            if name in self._loss_dict:
-                raise KeyError(
-                    "Loss function named {} already exists. Set reuse=True to "
-                    "append another tower.".format(name)
-                )
-            self._loss_dict[name] = [loss]
+        loss_checks.add_loss_tower(self._loss_dict, name, loss, reuse)
         self.loss_colocation_ops[loss] = colocation_op
 
     def register_categorical_predictive_distribution(
@@ -494,18 +410,23 @@ class LayerCollection(LayerRegistrationMethods):
             reuse=reuse,
         )
 
-    def _loss_colocation(self, loss):
-        """Context placing new ops next to `loss_colocation_ops[loss]` (if any)."""
+    def loss_colocation(self, loss):
+        """(Port addition) a context placing new ops next to `loss`'s input.
+
+        That is `loss_colocation_ops[loss]`; no placement if it has none.
+        """
         colocation_op = self.loss_colocation_ops.get(loss)
         if colocation_op is None:
             return contextlib.nullcontext()
         # Graph.colocate_with: `tf.colocate_with` is a deprecated alias of it.
         return tf.get_default_graph().colocate_with(colocation_op)
 
+    _loss_colocation = loss_colocation  # the name the estimator used
+
     def _colocated_evaluations(self, evaluate) -> list:
         evaluations = []
         for loss in self.losses:
-            with self._loss_colocation(loss):
+            with self.loss_colocation(loss):
                 evaluations.append(evaluate(loss))
         return evaluations
 
@@ -554,31 +475,9 @@ class LayerCollection(LayerRegistrationMethods):
         variables = list(variables)
         if self._subgraph is None:
             self.create_subgraph()
-        use_counts = self._get_use_count_map()
-        problems = []
-        for var in variables:
-            registered = use_counts.get(var, 0)
-            if registered == 0:
-                problems.append("Variable {} is not registered.".format(name_of(var)))
-            elif not math.isinf(registered):
-                used = self.subgraph.variable_uses(var)
-                if registered != used:
-                    problems.append(
-                        "Variable {} registered with wrong number of uses ({} "
-                        "registrations vs {} uses).".format(
-                            name_of(var), registered, used
-                        )
-                    )
-        listed = set(variables)
-        missing = [
-            var for var, count in use_counts.items() if count and var not in listed
-        ]
-        if missing:
-            problems.append(
-                "{} registered variables were not included in the list: {}.".format(
-                    len(missing), ", ".join(name_of(var) for var in missing)
-                )
-            )
+        problems = registration_problems(
+            variables, self._get_use_count_map(), self.subgraph.variable_uses
+        )
         if problems:
             raise ValueError(
                 "\n\t".join(

@@ -37,6 +37,17 @@ def resolve_reuse(reuse):
     return reuse
 
 
+def reuse_existing(reuse, exists: bool):
+    """Whether a registration adds to the existing entry (truthy) or starts one.
+
+    `reuse` after `resolve_reuse`, with `tf.AUTO_REUSE` meaning "if `exists`".
+    """
+    reuse = resolve_reuse(reuse)
+    if reuse is tf.AUTO_REUSE:
+        return exists
+    return reuse
+
+
 def bad_approximation_message(approx, accepted, layer_kind=None) -> str:
     """The ValueError text for an approximation name that is not accepted."""
     layer = " of a {} layer".format(layer_kind.replace("_", " ")) if layer_kind else ""

@@ -1,4 +1,4 @@
-"""Argument checks of the predictive-distribution (loss) registrations.
+"""Loss registrations: their towers and the checks of their arguments.
 
 A targets tensor shaped unlike the distribution's inputs would broadcast into
 a wrong loss without any error, so its static shape is compared at
@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from kfac.ops._registration.common import reuse_existing
 from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import error
 from kfac.ops._registration.shapes import static_shape
@@ -63,3 +64,26 @@ def check_variance(method: str, var) -> None:
         )
     if isinstance(var, (numbers.Real, np.number)) and not var > 0:
         raise error(method, "`var` must be positive; got {!r}.".format(var))
+
+
+def add_loss_tower(loss_dict, name: str, loss, reuse) -> None:
+    """Appends `loss` to `loss_dict[name]` (reuse) or starts `loss_dict[name]`.
+
+    Raises:
+      KeyError: reuse without an existing loss `name`, or a new loss whose
+        `name` is taken.
+    """
+    if reuse_existing(reuse, name in loss_dict):
+        if name not in loss_dict:
+            raise KeyError(
+                "Unable to find loss function named {}. Register a new loss "
+                "function with reuse=False.".format(name)
+            )
+        loss_dict[name].append(loss)
+    else:
+        if name in loss_dict:
+            raise KeyError(
+                "Loss function named {} already exists. Set reuse=True to "
+                "append another tower.".format(name)
+            )
+        loss_dict[name] = [loss]

@@ -2,24 +2,9 @@
 
 import collections
 
+from kfac.ops._registration.keys import canonical_key
+from kfac.ops._registration.keys import name_of
 from kfac.ops._utils.containers import ensure_sequence
-
-
-def canonical_key(key):
-    """A list key as a tuple (so `[z0, z1]` and `(z0, z1)` are one key)."""
-    return tuple(key) if isinstance(key, (tuple, list)) else key
-
-
-def name_of(value) -> str:
-    """A tensor's or variable's name for messages (its repr if it has none)."""
-    return getattr(value, "name", None) or repr(value)
-
-
-def key_names(key) -> str:
-    """The names of a key's tensors, parenthesised for a tuple key."""
-    if isinstance(key, (tuple, list)):
-        return "({})".format(", ".join(name_of(part) for part in key))
-    return name_of(key)
 
 
 class LayerParametersDict(collections.OrderedDict):
