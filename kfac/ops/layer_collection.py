@@ -17,6 +17,12 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import _config
 from kfac.ops import loss_functions
 from kfac.ops._factors.cache import FactorCache
+from kfac.ops._registration import conv2d
+from kfac.ops._registration import convolution
+from kfac.ops._registration import depthwise
+from kfac.ops._registration import embedding
+from kfac.ops._registration import fully_connected
+from kfac.ops._registration import generic
 from kfac.ops._registration import losses as loss_checks
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
@@ -29,7 +35,6 @@ from kfac.ops._registration.common import block_type_for
 from kfac.ops._registration.keys import check_linkable
 from kfac.ops._registration.keys import insert_block
 from kfac.ops._registration.kinds import LAYER_KINDS
-from kfac.ops._registration.layers import LayerRegistrationMethods
 from kfac.ops._registration.parameters_dict import LayerParametersDict
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
 from kfac.ops._registration.uses import registration_problems
@@ -65,7 +70,18 @@ def set_default_layer_collection(layer_collection) -> None:
     _DEFAULT_LAYER_COLLECTION = layer_collection
 
 
-class LayerCollection(LayerRegistrationMethods):
+def _default_approximation(layer_kind: str) -> property:
+    """The read-only property `default_<layer_kind>_approximation`."""
+    attribute = "_default_{}_approximation".format(layer_kind)
+    return property(
+        lambda self: getattr(self, attribute),
+        doc="The approximation of {} layers registered without one.".format(
+            layer_kind.replace("_", " ")
+        ),
+    )
+
+
+class LayerCollection(object):
     """Registry of layers (Fisher blocks), factors and losses for one estimator.
 
     Attributes:
@@ -74,8 +90,21 @@ class LayerCollection(LayerRegistrationMethods):
       fisher_factors: OrderedDict {(factor class, args) -> FisherFactor}.
       loss_colocation_ops: {loss -> tensor its evaluation is colocated with}.
 
-    The layer `register_*` methods come from `LayerRegistrationMethods`.
+    Each layer `register_*` method is defined in the module of its kind
+    (`kfac/ops/_registration/<kind>.py`), which checks the arguments, builds
+    the block and registers it through this class's public methods.
     """
+
+    register_fully_connected = fully_connected.register_fully_connected
+    register_fully_connected_multi = fully_connected.register_fully_connected_multi
+    register_conv2d = conv2d.register_conv2d
+    register_conv2d_multi = conv2d.register_conv2d_multi
+    register_convolution = convolution.register_convolution
+    register_depthwise_conv2d = depthwise.register_depthwise_conv2d
+    register_separable_conv2d = depthwise.register_separable_conv2d
+    register_embedding = embedding.register_embedding
+    register_embedding_multi = embedding.register_embedding_multi
+    register_generic = generic.register_generic
 
     def __init__(self, graph=None, name: str = "LayerCollection", config=None):
         """Makes an empty collection.
@@ -127,9 +156,7 @@ class LayerCollection(LayerRegistrationMethods):
     @property
     def registered_variables(self) -> tuple:
         """Every variable appearing in a block key, in registration order."""
-        return tuple(
-            var for key in self.fisher_blocks for var in ensure_sequence(key)
-        )
+        return tuple(var for key in self.fisher_blocks for var in ensure_sequence(key))
 
     @property
     def linked_parameters(self) -> dict:
@@ -154,33 +181,15 @@ class LayerCollection(LayerRegistrationMethods):
     # --------------------------------------------------------------------
     # Default approximations.
 
-    @property
-    def default_generic_approximation(self) -> str:
-        return self._default_generic_approximation
-
-    @property
-    def default_embedding_approximation(self) -> str:
-        return self._default_embedding_approximation
-
-    @property
-    def default_fully_connected_approximation(self) -> str:
-        return self._default_fully_connected_approximation
-
-    @property
-    def default_conv2d_approximation(self) -> str:
-        return self._default_conv2d_approximation
-
-    @property
-    def default_fully_connected_multi_approximation(self) -> str:
-        return self._default_fully_connected_multi_approximation
-
-    @property
-    def default_conv2d_multi_approximation(self) -> str:
-        return self._default_conv2d_multi_approximation
-
-    @property
-    def default_embedding_multi_approximation(self) -> str:
-        return self._default_embedding_multi_approximation
+    default_generic_approximation = _default_approximation("generic")
+    default_embedding_approximation = _default_approximation("embedding")
+    default_fully_connected_approximation = _default_approximation("fully_connected")
+    default_conv2d_approximation = _default_approximation("conv2d")
+    default_fully_connected_multi_approximation = _default_approximation(
+        "fully_connected_multi"
+    )
+    default_conv2d_multi_approximation = _default_approximation("conv2d_multi")
+    default_embedding_multi_approximation = _default_approximation("embedding_multi")
 
     def _set_default_approximation(self, layer_kind: str, value: str) -> None:
         LAYER_KINDS[layer_kind].check_approximation(value)
@@ -291,7 +300,7 @@ class LayerCollection(LayerRegistrationMethods):
         (`define_linked_parameters`), else this collection's default for
         `layer_kind` ("fully_connected", "conv2d_multi", ...); not checked.
         """
-        default = getattr(self, "_default_{}_approximation".format(layer_kind))
+        default = getattr(self, "default_{}_approximation".format(layer_kind))
         return self._approximation_or(params, approx, default)
 
     def _get_use_count_map(self):
@@ -345,13 +354,9 @@ class LayerCollection(LayerRegistrationMethods):
           targets: integer class ids `[batch]`, for `total_loss` / "empirical".
           name, reuse: see `register_loss_function`.
         """
+        method = "register_categorical_predictive_distribution"
         loss_checks.check_targets(
-            "register_categorical_predictive_distribution",
-            "logits",
-            logits,
-            targets,
-            per_row=True,
-            strict=False,
+            method, "logits", logits, targets, per_row=True, strict=False
         )
         loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
             logits, targets=targets, seed=seed
@@ -393,22 +398,13 @@ class LayerCollection(LayerRegistrationMethods):
           logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
           seed, targets, name, reuse: as for the categorical distribution.
         """
-        loss_checks.check_targets(
-            "register_multi_bernoulli_predictive_distribution",
-            "logits",
-            logits,
-            targets,
-        )
+        method = "register_multi_bernoulli_predictive_distribution"
+        loss_checks.check_targets(method, "logits", logits, targets)
         loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
             logits, targets=targets, seed=seed
         )
-        self.register_loss_function(
-            loss,
-            logits,
-            "multi_bernoulli_predictive_distribution",
-            name=name,
-            reuse=reuse,
-        )
+        base_name = "multi_bernoulli_predictive_distribution"
+        self.register_loss_function(loss, logits, base_name, name=name, reuse=reuse)
 
     def loss_colocation(self, loss):
         """(Port addition) a context placing new ops next to `loss`'s input.

@@ -12,6 +12,7 @@ from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.convolution import check_convolution_io
@@ -117,12 +118,24 @@ def register_conv2d(
     padding,
     inputs,
     outputs,
-    data_format,
-    dilations,
-    approx,
-    reuse,
-):
-    """`LayerCollection.register_conv2d`: one tower, one use."""
+    data_format=None,
+    dilations=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers a `tf.nn.conv2d` layer (channels last).
+
+    Args:
+      params: filter `[kh, kw, in_channels, out_channels]`, or `(filter, bias)`.
+      strides: 4 ints `[1, sh, sw, 1]`.
+      padding: "SAME" or "VALID".
+      inputs: `[batch, H, W, in_channels]`.
+      outputs: pre-activations `[batch, H', W', out_channels]`.
+      data_format: None or "NHWC".
+      dilations: None or 4 ints `[1, dh, dw, 1]`.
+      approx: "kron" (`ConvKFCBasicFB`, default) or "diagonal" (`ConvDiagonalFB`).
+      reuse: see `register_block`.
+    """
 
     def make_block(block_type, approx):
         check_conv2d_arguments(
@@ -158,13 +171,18 @@ def register_conv2d_multi(
     padding,
     inputs,
     outputs,
-    num_uses,
-    data_format,
-    dilations,
-    approx,
-    reuse,
-):
-    """`LayerCollection.register_conv2d_multi`: one tower, one use per input."""
+    num_uses=None,
+    data_format=None,
+    dilations=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers a conv2d layer applied several times (`ConvKFCBasicMultiIndepFB`).
+
+    Args are those of `register_conv2d`, with `inputs`/`outputs` lists over
+    uses or single folded tensors, and `num_uses` as in
+    `register_fully_connected_multi`; `approx` may only be "kron_indep".
+    """
     register_multi_use_layer(
         layer_collection,
         CONV2D_MULTI,

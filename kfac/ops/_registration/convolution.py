@@ -13,13 +13,14 @@ import numpy as np
 
 from kfac.ops._blocks.conv import ConvKFCBasicFB
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.shapes import check_bias
 from kfac.ops._registration.shapes import check_dim
+from kfac.ops._registration.shapes import check_layer_dtype
 from kfac.ops._registration.shapes import check_rank
 from kfac.ops._registration.shapes import check_same_batch
-from kfac.ops._registration.shapes import check_same_dtype
 from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import dims
 from kfac.ops._registration.shapes import error
@@ -139,16 +140,8 @@ def check_convolution_io(
     padding, strides and dilations. `inputs` or `outputs` may be None.
     `spatial_rank` None means: infer it from the filter or inputs rank.
     """
+    check_layer_dtype(method, params, inputs, outputs, names)
     weights, bias = split_params(method, params)
-    check_same_dtype(
-        method,
-        [
-            ("params", weights),
-            ("params[1]", bias),
-            (names[0], inputs),
-            (names[1], outputs),
-        ],
-    )
     if spatial_rank is None:
         spatial_rank = conv_spatial_rank(method, params, inputs)
         if spatial_rank is None:
@@ -229,13 +222,24 @@ def register_convolution(
     inputs,
     outputs,
     padding,
-    strides,
-    dilation_rate,
-    data_format,
-    approx,
-    reuse,
-):
-    """`LayerCollection.register_convolution`: one tower, one use."""
+    strides=None,
+    dilation_rate=None,
+    data_format=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers an N-D `tf.nn.convolution` layer (always `ConvKFCBasicFB`).
+
+    Args:
+      params: filter `[*kernel, in_channels, out_channels]`, or `(filter, bias)`.
+      inputs: `[batch, *spatial, in_channels]`.
+      outputs: pre-activations `[batch, *spatial_out, out_channels]`.
+      padding: "SAME" or "VALID".
+      strides, dilation_rate: None or one int per **spatial** dimension.
+      data_format: None or the channels-last format ("NWC", "NHWC", "NDHWC").
+      approx: None or "kron".
+      reuse: see `register_block`.
+    """
     method = CONVOLUTION.method
 
     def make_block(block_type, unused_approx):

@@ -6,6 +6,7 @@ separable one is registered as its depthwise part and a 1x1 pointwise conv2d.
 
 from kfac.ops._blocks.conv import DepthwiseConvDiagonalFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.conv2d import check_conv2d_arguments
@@ -25,14 +26,23 @@ def register_depthwise_conv2d(
     outputs,
     strides,
     padding,
-    rate,
-    data_format,
-    approx,
-    reuse,
-):
-    """`LayerCollection.register_depthwise_conv2d`: one tower, one use.
+    rate=None,
+    data_format=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers a `tf.nn.depthwise_conv2d` layer (`DepthwiseConvDiagonalFB`).
 
-    `rate` holds the 2 spatial dilations.
+    Args:
+      params: filter `[kh, kw, in_channels, channel_multiplier]` (no bias).
+      inputs: `[batch, H, W, in_channels]`.
+      outputs: `[batch, H', W', in_channels * channel_multiplier]`.
+      strides: 4 ints `[1, sh, sw, 1]`.
+      padding: "SAME" or "VALID".
+      rate: None or 2 spatial dilation ints.
+      data_format: None or "NHWC".
+      approx: None or "diagonal".
+      reuse: see `register_block`.
     """
 
     def make_block(block_type, unused_approx):
@@ -76,17 +86,24 @@ def register_separable_conv2d(
     pointwise_outputs,
     strides,
     padding,
-    rate,
-    data_format,
-    approx,
-    reuse,
-):
-    """`LayerCollection.register_separable_conv2d`: two registrations, same `reuse`.
+    rate=None,
+    data_format=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers a separable conv2d as a depthwise and a 1x1 pointwise layer.
 
-    The depthwise part takes `strides`, `padding`, `rate` and `data_format`;
-    the pointwise part reads `depthwise_outputs` with strides 1, "VALID"
-    padding and the caller's `approx`. Both go through the collection's public
-    methods, so a subclass overriding them sees both parts.
+    Args:
+      depthwise_params: depthwise filter `[kh, kw, in_channels, multiplier]`.
+      pointwise_params: `[1, 1, in_channels * multiplier, out_channels]`, or
+        `(filter, bias)`.
+      inputs: `[batch, H, W, in_channels]`.
+      depthwise_outputs: the intermediate depthwise output (needed).
+      pointwise_outputs: pre-activations `[batch, H', W', out_channels]`.
+      strides, padding, rate, data_format: those of the depthwise part.
+      approx: approximation of the pointwise part (the depthwise part is
+        always "diagonal").
+      reuse: used for both registrations.
     """
     layer_collection.register_depthwise_conv2d(
         params=depthwise_params,

@@ -9,6 +9,7 @@ from kfac.ops._blocks.embedding import EmbeddingKFACFB
 from kfac.ops._blocks.embedding import EmbeddingKFACMultiIndepFB
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.multi_use import register_multi_use_layer
@@ -97,8 +98,18 @@ def check_embedding_io(
     return int(vocab_size)
 
 
-def register_embedding(layer_collection, params, inputs, outputs, approx, reuse):
-    """`LayerCollection.register_embedding`: one tower, one use."""
+def register_embedding(
+    layer_collection, params, inputs, outputs, approx=None, reuse=VARIABLE_SCOPE
+) -> None:
+    """Registers an embedding lookup (`EmbeddingKFACFB`).
+
+    Args:
+      params: embedding matrix `[vocab_size, dim]` (no bias).
+      inputs: integer ids `[batch]` or `[batch, k]`.
+      outputs: `[batch, dim]`.
+      approx: "kron".
+      reuse: see `register_block`.
+    """
 
     def make_block(block_type, unused_approx):
         vocab_size = check_embedding_io(EMBEDDING.method, params, inputs, outputs)
@@ -116,9 +127,20 @@ def register_embedding(layer_collection, params, inputs, outputs, approx, reuse)
 
 
 def register_embedding_multi(
-    layer_collection, params, inputs, outputs, num_uses, approx, reuse
-):
-    """`LayerCollection.register_embedding_multi`: one tower, one use per input."""
+    layer_collection,
+    params,
+    inputs,
+    outputs,
+    num_uses=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers an embedding used several times (`EmbeddingKFACMultiIndepFB`).
+
+    Args are those of `register_embedding`, with `inputs`/`outputs` lists
+    over uses or single folded tensors, and `num_uses` as in
+    `register_fully_connected_multi`; `approx` may only be "kron_indep".
+    """
     register_multi_use_layer(
         layer_collection,
         EMBEDDING_MULTI,

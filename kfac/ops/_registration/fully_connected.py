@@ -20,14 +20,15 @@ from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_1_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_2_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import has_bias
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.multi_use import register_multi_use_layer
 from kfac.ops._registration.shapes import check_bias
 from kfac.ops._registration.shapes import check_dim
+from kfac.ops._registration.shapes import check_layer_dtype
 from kfac.ops._registration.shapes import check_rank
-from kfac.ops._registration.shapes import check_same_dtype
 from kfac.ops._registration.shapes import check_same_rows
 from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import split_params
@@ -104,20 +105,22 @@ def check_fully_connected_io(
             checked.append((name, shape))
     if len(checked) == 2:
         check_same_rows(method, *checked)
-    weights, bias = split_params(method, params)
-    check_same_dtype(
-        method,
-        [
-            ("params", weights),
-            ("params[1]", bias),
-            (names[0], inputs),
-            (names[1], outputs),
-        ],
-    )
+    check_layer_dtype(method, params, inputs, outputs, names)
 
 
-def register_fully_connected(layer_collection, params, inputs, outputs, approx, reuse):
-    """`LayerCollection.register_fully_connected`: one tower, one use."""
+def register_fully_connected(
+    layer_collection, params, inputs, outputs, approx=None, reuse=VARIABLE_SCOPE
+) -> None:
+    """Registers a fully connected layer `outputs = inputs @ W (+ b)`.
+
+    Args:
+      params: weights `[in, out]`, or a pair `(weights, bias [out])`.
+      inputs: `[batch, in]`.
+      outputs: pre-activations `[batch, out]`.
+      approx: "kron" (`FullyConnectedKFACBasicFB`, default) or "diagonal"
+        (`FullyConnectedDiagonalFB`).
+      reuse: see `register_block`; reuse adds a tower.
+    """
 
     def make_block(block_type, unused_approx):
         check_fully_connected_io(FULLY_CONNECTED.method, params, inputs, outputs)
@@ -135,9 +138,24 @@ def register_fully_connected(layer_collection, params, inputs, outputs, approx, 
 
 
 def register_fully_connected_multi(
-    layer_collection, params, inputs, outputs, num_uses, approx, reuse
-):
-    """`LayerCollection.register_fully_connected_multi`: one use per input."""
+    layer_collection,
+    params,
+    inputs,
+    outputs,
+    num_uses=None,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+) -> None:
+    """Registers a fully connected layer applied several times per example.
+
+    Args:
+      params: weights `[in, out]`, or `(weights, bias)`.
+      inputs: list over uses of `[batch, in]`, or one folded `[num_uses*batch, in]`.
+      outputs: list over uses of `[batch, out]`, or one folded tensor.
+      num_uses: number of uses; required when both are folded.
+      approx: "kron_indep" (default), "kron_series_1" or "kron_series_2".
+      reuse: see `register_block`; reuse adds a tower (mini-batch), not a use.
+    """
     register_multi_use_layer(
         layer_collection,
         FULLY_CONNECTED_MULTI,

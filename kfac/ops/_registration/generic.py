@@ -13,6 +13,7 @@ from kfac.ops._blocks.dense import FullFB
 from kfac.ops._blocks.dense import NaiveDiagonalFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
 from kfac.ops._registration.common import APPROX_FULL_NAME
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.shapes import check_rank
@@ -41,8 +42,20 @@ def check_batch_size(method: str, batch_size) -> None:
     check_rank(method, "batch_size", batch_size, 0, "[]")
 
 
-def register_generic(layer_collection, params, batch_size, approx, reuse):
-    """`LayerCollection.register_generic`: one tower, infinitely many uses."""
+def register_generic(
+    layer_collection, params, batch_size, approx=None, reuse=VARIABLE_SCOPE
+) -> None:
+    """Registers parameters without layer structure (`FullFB` or `NaiveDiagonalFB`).
+
+    Their uses are counted as infinite, so `check_registration` never reports
+    a use mismatch for them.
+
+    Args:
+      params: a variable or a tuple of variables.
+      batch_size: this tower's batch size (positive int or scalar Tensor).
+      approx: "full" (default) or "diagonal".
+      reuse: see `register_block`.
+    """
 
     def make_block(block_type, unused_approx):
         check_batch_size(GENERIC.method, batch_size)

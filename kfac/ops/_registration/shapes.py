@@ -183,6 +183,24 @@ def check_same_dtype(method: str, named_values) -> None:
         )
 
 
+def check_layer_dtype(method: str, params, inputs, outputs, names) -> None:
+    """`check_same_dtype` of a layer's weights, bias, inputs and outputs.
+
+    `names` are the argument names of `inputs` and `outputs` (they differ per
+    use of a *_multi registration).
+    """
+    weights, bias = split_params(method, params)
+    check_same_dtype(
+        method,
+        [
+            ("params", weights),
+            ("params[1]", bias),
+            (names[0], inputs),
+            (names[1], outputs),
+        ],
+    )
+
+
 def split_params(method: str, params):
     """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
 
