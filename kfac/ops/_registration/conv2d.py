@@ -6,6 +6,9 @@ Approximations: "kron" (`ConvKFCBasicFB`, default) or "diagonal"
 `tf.nn.conv2d`.
 """
 
+import dataclasses
+from typing import Any
+
 from kfac.ops._blocks.conv import ConvDiagonalFB
 from kfac.ops._blocks.conv import ConvKFCBasicFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
@@ -35,80 +38,72 @@ CONV2D_MULTI = LayerKind(
 )
 
 
-def check_conv2d_arguments(
-    method,
-    params,
-    strides,
-    padding,
-    inputs,
-    outputs,
-    data_format,
-    dilations,
-    names=("inputs", "outputs"),
-    depthwise=False,
-):
-    """Checks a channels-last 2-D convolution's arguments.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conv2dLayer:
+    """The configuration of a channels-last 2-D convolution, as registered.
 
     `strides` has 4 entries `[1, sh, sw, 1]`; `dilations` is None or 4 entries
     as well, except for a depthwise convolution, whose `rate` has the 2
-    spatial entries. The data format is checked first: the other checks
-    assume channels last.
+    spatial entries.
     """
-    check_data_format(method, data_format, 2)
-    check_full_strides(method, "strides", strides, allow_none=False)
-    if depthwise:
-        check_spatial_list(method, "rate", dilations, 2)
-        spatial_dilations = dilations
-    else:
-        check_full_strides(method, "dilations", dilations, allow_none=True)
-        spatial_dilations = None if dilations is None else dilations[1:3]
-    check_padding(method, padding)
-    check_convolution_io(
-        method,
-        params,
-        inputs,
-        outputs,
-        padding,
-        strides[1:3],
-        spatial_dilations,
-        spatial_rank=2,
-        depthwise=depthwise,
-        names=names,
-    )
 
+    params: Any
+    strides: Any
+    padding: Any
+    data_format: Any = None
+    dilations: Any = None
+    depthwise: bool = False
 
-def _conv2d_block(
-    layer_collection,
-    block_type,
-    approx,
-    params,
-    padding,
-    strides,
-    data_format,
-    dilations,
-    **multi_use,
-):
-    """A conv2d block of `block_type` (4-entry `strides`/`dilations`).
+    def check(self, method, inputs, outputs, names=("inputs", "outputs")) -> None:
+        """Checks the configuration, then `inputs`/`outputs` against the filter.
 
-    The diagonal block takes `dilations`; the Kronecker ones take them as
-    `dilation_rate` and extract patches with `tf.extract_image_patches`, as in
-    the original.
-    """
-    common = dict(
-        layer_collection=layer_collection.factor_cache,
-        params=params,
-        padding=padding,
-        strides=strides,
-        data_format=data_format,
-    )
-    if approx == APPROX_DIAGONAL_NAME:
-        return block_type(dilations=dilations, **common)
-    return block_type(
-        dilation_rate=dilations,
-        extract_patches_fn="extract_image_patches",
-        **common,
-        **multi_use,
-    )
+        The data format is checked first: the other checks assume channels
+        last.
+        """
+        check_data_format(method, self.data_format, 2)
+        check_full_strides(method, "strides", self.strides, allow_none=False)
+        if self.depthwise:
+            check_spatial_list(method, "rate", self.dilations, 2)
+            spatial_dilations = self.dilations
+        else:
+            check_full_strides(method, "dilations", self.dilations, allow_none=True)
+            spatial_dilations = None if self.dilations is None else self.dilations[1:3]
+        check_padding(method, self.padding)
+        check_convolution_io(
+            method,
+            self.params,
+            inputs,
+            outputs,
+            self.padding,
+            self.strides[1:3],
+            spatial_dilations,
+            spatial_rank=2,
+            depthwise=self.depthwise,
+            names=names,
+        )
+
+    def block(self, factor_cache, block_type, approx, **multi_use):
+        """A block of `block_type` for this convolution.
+
+        The diagonal block takes `dilations`; the Kronecker ones take them as
+        `dilation_rate` and extract patches with `tf.extract_image_patches`, as
+        in the original.
+        """
+        common = dict(
+            layer_collection=factor_cache,
+            params=self.params,
+            padding=self.padding,
+            strides=self.strides,
+            data_format=self.data_format,
+        )
+        if approx == APPROX_DIAGONAL_NAME:
+            return block_type(dilations=self.dilations, **common)
+        return block_type(
+            dilation_rate=self.dilations,
+            extract_patches_fn="extract_image_patches",
+            **common,
+            **multi_use,
+        )
 
 
 def register_conv2d(
@@ -136,28 +131,11 @@ def register_conv2d(
       approx: "kron" (`ConvKFCBasicFB`, default) or "diagonal" (`ConvDiagonalFB`).
       reuse: see `register_block`.
     """
+    layer = Conv2dLayer(params, strides, padding, data_format, dilations)
 
     def make_block(block_type, approx):
-        check_conv2d_arguments(
-            CONV2D.method,
-            params,
-            strides,
-            padding,
-            inputs,
-            outputs,
-            data_format,
-            dilations,
-        )
-        return _conv2d_block(
-            layer_collection,
-            block_type,
-            approx,
-            params,
-            padding,
-            strides,
-            data_format,
-            dilations,
-        )
+        layer.check(CONV2D.method, inputs, outputs)
+        return layer.block(layer_collection.factor_cache, block_type, approx)
 
     register_layer(
         layer_collection, CONV2D, params, approx, reuse, make_block, (inputs, outputs)
@@ -183,6 +161,7 @@ def register_conv2d_multi(
     uses or single folded tensors, and `num_uses` as in
     `register_fully_connected_multi`; `approx` may only be "kron_indep".
     """
+    layer = Conv2dLayer(params, strides, padding, data_format, dilations)
     register_multi_use_layer(
         layer_collection,
         CONV2D_MULTI,
@@ -192,18 +171,13 @@ def register_conv2d_multi(
         num_uses,
         approx,
         reuse,
-        check_use=lambda method, params, x, y, names: check_conv2d_arguments(
-            method, params, strides, padding, x, y, data_format, dilations, names
+        check_use=lambda method, unused_params, x, y, names: layer.check(
+            method, x, y, names
         ),
-        make_block=lambda block_type: _conv2d_block(
-            layer_collection,
+        make_block=lambda block_type: layer.block(
+            layer_collection.factor_cache,
             block_type,
             APPROX_KRONECKER_INDEP_NAME,
-            params,
-            padding,
-            strides,
-            data_format,
-            dilations,
             num_uses=num_uses,
         ),
     )

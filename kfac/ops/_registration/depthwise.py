@@ -9,7 +9,7 @@ from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
 from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
-from kfac.ops._registration.conv2d import check_conv2d_arguments
+from kfac.ops._registration.conv2d import Conv2dLayer
 
 DEPTHWISE_CONV2D = LayerKind(
     "depthwise_conv2d",
@@ -46,17 +46,8 @@ def register_depthwise_conv2d(
     """
 
     def make_block(block_type, unused_approx):
-        check_conv2d_arguments(
-            DEPTHWISE_CONV2D.method,
-            params,
-            strides,
-            padding,
-            inputs,
-            outputs,
-            data_format,
-            rate,
-            depthwise=True,
-        )
+        layer = Conv2dLayer(params, strides, padding, data_format, rate, depthwise=True)
+        layer.check(DEPTHWISE_CONV2D.method, inputs, outputs)
         return block_type(
             layer_collection=layer_collection.factor_cache,
             params=params,
