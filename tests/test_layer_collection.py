@@ -376,3 +376,17 @@ def test_check_registration_uses_subgraph_variable_uses():
             lc.check_registration(list(params))
     # The check does not register anything as a side effect (API.md §12).
     assert set(lc._get_use_count_map()) == set(params)
+
+
+def test_loss_colocation_is_public_with_the_private_alias():
+    lc = LayerCollection()
+    logits = tf.constant([[1.0, 2.0]], name="colocated_logits")
+    lc.register_categorical_predictive_distribution(logits)
+    [loss] = lc.losses
+    for colocation in (lc.loss_colocation, lc._loss_colocation):
+        with colocation(loss):
+            op = tf.identity(logits)
+        assert op.op.colocation_groups() == [b"loc:@colocated_logits"]
+    with lc.loss_colocation("not a registered loss"):
+        op = tf.identity(logits, name="free")
+    assert op.op.colocation_groups() == [b"loc:@free"]

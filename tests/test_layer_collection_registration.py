@@ -4,7 +4,9 @@ Which block each register_* method and approximation builds, how the
 approximation is resolved (explicit, linked, default), towers and uses.
 """
 
+import ast
 import math
+import pathlib
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -339,3 +341,45 @@ def test_add_uses_and_use_count_map():
     lc._add_uses(("a", "c"), 2)
     lc._add_uses(["b", "c"], 1)
     assert dict(lc._get_use_count_map()) == {"a": 3, "b": 1, "c": 3}
+
+
+def test_public_add_uses_is_the_original_private_one():
+    lc = LayerCollection()
+    lc.add_uses(("a", "b"), 2)
+    lc._add_uses("a", 1)
+    assert dict(lc._get_use_count_map()) == {"a": 3, "b": 2}
+
+
+def test_resolve_approximation_order():
+    lc = LayerCollection()
+    x = tf.get_variable("x", [2, 2])
+    assert lc.resolve_approximation("fully_connected", x) == "kron"
+    lc.set_default_fully_connected_approximation("diagonal")
+    assert lc.resolve_approximation("fully_connected", x) == "diagonal"
+    lc.define_linked_parameters(x, approximation="kron")
+    assert lc.resolve_approximation("fully_connected", x) == "kron"
+    # An explicit value wins and is returned unchecked (registration checks it).
+    assert lc.resolve_approximation("fully_connected", x, "bogus") == "bogus"
+    y = tf.get_variable("y", [2, 2])
+    assert lc.resolve_approximation("conv2d_multi", y, None) == "kron_indep"
+
+
+def test_blocks_get_the_factor_cache_not_the_collection():
+    lc = LayerCollection()
+    params = _register(lc, "fully_connected")
+    assert lc.fisher_blocks[params]._factors is lc.factor_cache
+
+
+def test_registration_package_imports_only_private_packages():
+    # Data flows one way: registration stands on the blocks, factors and
+    # utilities, never on the public facades (fisher_blocks, utils, ...).
+    package = pathlib.Path(lc_lib.__file__).parent / "_registration"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and "kfac" in node.module):
+                continue
+            modules = [node.module]
+            if node.module in ("kfac", "kfac.ops"):
+                modules = [node.module + "." + alias.name for alias in node.names]
+            for module in modules:
+                assert module.startswith("kfac.ops._"), (path.name, module)

@@ -11,33 +11,35 @@ Registration creates no variables; the estimator builds everything later.
 
 import collections
 import contextlib
-import math
 
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import _config
 from kfac.ops import loss_functions
-from kfac.ops import utils
 from kfac.ops._factors.cache import FactorCache
-from kfac.ops._registration import validation
-from kfac.ops._registration.approximations import APPROX_DIAGONAL_NAME  # noqa: F401
-from kfac.ops._registration.approximations import APPROX_FULL_NAME  # noqa: F401
-from kfac.ops._registration.approximations import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
-from kfac.ops._registration.approximations import APPROX_KRONECKER_NAME  # noqa: F401
-from kfac.ops._registration.approximations import APPROX_KRONECKER_SERIES_1_NAME  # noqa: F401
-from kfac.ops._registration.approximations import APPROX_KRONECKER_SERIES_2_NAME  # noqa: F401
-from kfac.ops._registration.approximations import CONV2D
-from kfac.ops._registration.approximations import DEFAULT_APPROXIMATIONS
-from kfac.ops._registration.approximations import EMBEDDING
-from kfac.ops._registration.approximations import FULLY_CONNECTED
-from kfac.ops._registration.approximations import FULLY_CONNECTED_MULTI
-from kfac.ops._registration.approximations import GENERIC
-from kfac.ops._registration.approximations import VARIABLE_SCOPE
-from kfac.ops._registration.approximations import bad_approximation_message
-from kfac.ops._registration.approximations import block_types
-from kfac.ops._registration.approximations import check_approximation
-from kfac.ops._registration.layers import LayerRegistrationMethods
+from kfac.ops._registration import conv2d
+from kfac.ops._registration import convolution
+from kfac.ops._registration import depthwise
+from kfac.ops._registration import embedding
+from kfac.ops._registration import fully_connected
+from kfac.ops._registration import generic
+from kfac.ops._registration import losses as loss_checks
+from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_KRONECKER_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_1_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_2_NAME  # noqa: F401
+from kfac.ops._registration.common import VARIABLE_SCOPE
+from kfac.ops._registration.common import block_type_for
+from kfac.ops._registration.keys import check_linkable
+from kfac.ops._registration.keys import insert_block
+from kfac.ops._registration.kinds import LAYER_KINDS
+from kfac.ops._registration.parameters_dict import LayerParametersDict
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
+from kfac.ops._registration.uses import registration_problems
+from kfac.ops._utils.containers import ensure_sequence
+from kfac.ops._utils.graph import SubGraph
 
 _DEFAULT_LAYER_COLLECTION = None
 
@@ -68,76 +70,18 @@ def set_default_layer_collection(layer_collection) -> None:
     _DEFAULT_LAYER_COLLECTION = layer_collection
 
 
-def _canonical_key(key):
-    return tuple(key) if isinstance(key, (tuple, list)) else key
+def _default_approximation(layer_kind: str) -> property:
+    """The read-only property `default_<layer_kind>_approximation`."""
+    attribute = "_default_{}_approximation".format(layer_kind)
+    return property(
+        lambda self: getattr(self, attribute),
+        doc="The approximation of {} layers registered without one.".format(
+            layer_kind.replace("_", " ")
+        ),
+    )
 
 
-def _name(value) -> str:
-    return getattr(value, "name", None) or repr(value)
-
-
-def _key_names(key) -> str:
-    if isinstance(key, (tuple, list)):
-        return "({})".format(", ".join(_name(part) for part in key))
-    return _name(key)
-
-
-class LayerParametersDict(collections.OrderedDict):
-    """An OrderedDict keyed by a Tensor/Variable or a tuple of them.
-
-    No single tensor may belong to two keys. Keys are canonicalised (list ->
-    tuple). Deleting a key forgets every tensor in it (the original failed on
-    tuple keys, API.md §12).
-    """
-
-    def __init__(self, *args, **kwargs):
-        self._tensors = set()
-        super().__init__(*args, **kwargs)
-
-    def __setitem__(self, key, value):
-        key = _canonical_key(key)
-        if not super().__contains__(key):
-            tensors = utils.ensure_sequence(key)
-            collisions = self._tensors.intersection(tensors)
-            if collisions:
-                raise ValueError(
-                    "Key(s) already present: {}".format(
-                        ", ".join(_name(t) for t in collisions)
-                    )
-                )
-            self._tensors.update(tensors)
-        super().__setitem__(key, value)
-
-    def __getitem__(self, key):
-        return super().__getitem__(_canonical_key(key))
-
-    def __contains__(self, key):
-        return super().__contains__(_canonical_key(key))
-
-    def __delitem__(self, key):
-        key = _canonical_key(key)
-        super().__delitem__(key)
-        self._tensors.difference_update(utils.ensure_sequence(key))
-
-    def pop(self, key, *default):
-        key = _canonical_key(key)
-        if super().__contains__(key):
-            value = super().__getitem__(key)
-            del self[key]
-            return value
-        return super().pop(key, *default)
-
-    def popitem(self, last=True):
-        key, value = super().popitem(last=last)
-        self._tensors.difference_update(utils.ensure_sequence(key))
-        return key, value
-
-    def clear(self):
-        super().clear()
-        self._tensors.clear()
-
-
-class LayerCollection(LayerRegistrationMethods):
+class LayerCollection(object):
     """Registry of layers (Fisher blocks), factors and losses for one estimator.
 
     Attributes:
@@ -146,8 +90,21 @@ class LayerCollection(LayerRegistrationMethods):
       fisher_factors: OrderedDict {(factor class, args) -> FisherFactor}.
       loss_colocation_ops: {loss -> tensor its evaluation is colocated with}.
 
-    The layer `register_*` methods come from `LayerRegistrationMethods`.
+    Each layer `register_*` method is defined in the module of its kind
+    (`kfac/ops/_registration/<kind>.py`), which checks the arguments, builds
+    the block and registers it through this class's public methods.
     """
+
+    register_fully_connected = fully_connected.register_fully_connected
+    register_fully_connected_multi = fully_connected.register_fully_connected_multi
+    register_conv2d = conv2d.register_conv2d
+    register_conv2d_multi = conv2d.register_conv2d_multi
+    register_convolution = convolution.register_convolution
+    register_depthwise_conv2d = depthwise.register_depthwise_conv2d
+    register_separable_conv2d = depthwise.register_separable_conv2d
+    register_embedding = embedding.register_embedding
+    register_embedding_multi = embedding.register_embedding_multi
+    register_generic = generic.register_generic
 
     def __init__(self, graph=None, name: str = "LayerCollection", config=None):
         """Makes an empty collection.
@@ -173,8 +130,8 @@ class LayerCollection(LayerRegistrationMethods):
         self._linked_parameters = {}  # frozenset(vars) -> approximation or None
         self._subgraph = None
         self._vars_to_uses = collections.defaultdict(int)
-        for layer_kind, approx in DEFAULT_APPROXIMATIONS.items():
-            setattr(self, "_default_{}_approximation".format(layer_kind), approx)
+        for kind in LAYER_KINDS.values():
+            setattr(self, "_default_{}_approximation".format(kind.name), kind.default)
         # Reserve a unique scope name ("LayerCollection", "LayerCollection_1", ...)
         # under which factors are constructed.
         with self._graph.as_default():
@@ -199,9 +156,7 @@ class LayerCollection(LayerRegistrationMethods):
     @property
     def registered_variables(self) -> tuple:
         """Every variable appearing in a block key, in registration order."""
-        return tuple(
-            var for key in self.fisher_blocks for var in utils.ensure_sequence(key)
-        )
+        return tuple(var for key in self.fisher_blocks for var in ensure_sequence(key))
 
     @property
     def linked_parameters(self) -> dict:
@@ -226,67 +181,42 @@ class LayerCollection(LayerRegistrationMethods):
     # --------------------------------------------------------------------
     # Default approximations.
 
-    @property
-    def default_generic_approximation(self) -> str:
-        return self._default_generic_approximation
-
-    @property
-    def default_embedding_approximation(self) -> str:
-        return self._default_embedding_approximation
-
-    @property
-    def default_fully_connected_approximation(self) -> str:
-        return self._default_fully_connected_approximation
-
-    @property
-    def default_conv2d_approximation(self) -> str:
-        return self._default_conv2d_approximation
-
-    @property
-    def default_fully_connected_multi_approximation(self) -> str:
-        return self._default_fully_connected_multi_approximation
-
-    @property
-    def default_conv2d_multi_approximation(self) -> str:
-        return self._default_conv2d_multi_approximation
-
-    @property
-    def default_embedding_multi_approximation(self) -> str:
-        return self._default_embedding_multi_approximation
+    default_generic_approximation = _default_approximation("generic")
+    default_embedding_approximation = _default_approximation("embedding")
+    default_fully_connected_approximation = _default_approximation("fully_connected")
+    default_conv2d_approximation = _default_approximation("conv2d")
+    default_fully_connected_multi_approximation = _default_approximation(
+        "fully_connected_multi"
+    )
+    default_conv2d_multi_approximation = _default_approximation("conv2d_multi")
+    default_embedding_multi_approximation = _default_approximation("embedding_multi")
 
     def _set_default_approximation(self, layer_kind: str, value: str) -> None:
-        check_approximation(layer_kind, value)
+        LAYER_KINDS[layer_kind].check_approximation(value)
         setattr(self, "_default_{}_approximation".format(layer_kind), value)
 
     def set_default_generic_approximation(self, value: str) -> None:
         """ "full" or "diagonal" (ValueError otherwise)."""
-        self._set_default_approximation(GENERIC, value)
+        self._set_default_approximation("generic", value)
 
     def set_default_embedding_approximation(self, value: str) -> None:
         """Only "kron" is accepted (ValueError otherwise)."""
-        self._set_default_approximation(EMBEDDING, value)
+        self._set_default_approximation("embedding", value)
 
     def set_default_fully_connected_approximation(self, value: str) -> None:
         """ "kron" or "diagonal" (ValueError otherwise)."""
-        self._set_default_approximation(FULLY_CONNECTED, value)
+        self._set_default_approximation("fully_connected", value)
 
     def set_default_conv2d_approximation(self, value: str) -> None:
         """ "kron" or "diagonal" (ValueError otherwise)."""
-        self._set_default_approximation(CONV2D, value)
+        self._set_default_approximation("conv2d", value)
 
     def set_default_fully_connected_multi_approximation(self, value: str) -> None:
         """ "kron_indep", "kron_series_1" or "kron_series_2" (ValueError otherwise)."""
-        self._set_default_approximation(FULLY_CONNECTED_MULTI, value)
+        self._set_default_approximation("fully_connected_multi", value)
 
     # --------------------------------------------------------------------
     # Blocks, factors and linked parameters.
-
-    @staticmethod
-    def _resolve_reuse(reuse):
-        """`VARIABLE_SCOPE` -> the current variable scope's reuse flag."""
-        if isinstance(reuse, str) and reuse == VARIABLE_SCOPE:
-            return tf.get_variable_scope().reuse
-        return reuse
 
     def register_block(self, layer_key, fisher_block, reuse=VARIABLE_SCOPE):
         """Inserts `fisher_block` under `layer_key`; returns the block in effect.
@@ -307,49 +237,7 @@ class LayerCollection(LayerRegistrationMethods):
             LayerCollection" without reuse; or one of its variables "was already
             registered" under another key.
         """
-        layer_key = _canonical_key(layer_key)
-        reuse = self._resolve_reuse(reuse)
-        if reuse is tf.AUTO_REUSE:
-            reuse = layer_key in self.fisher_blocks
-        if reuse:
-            if layer_key not in self.fisher_blocks:
-                raise KeyError(
-                    "No FisherBlock registered for {} to reuse; register it with "
-                    "reuse=False first.".format(_key_names(layer_key))
-                )
-            existing = self.fisher_blocks[layer_key]
-            if type(existing) is not type(fisher_block):
-                raise ValueError(
-                    "Attempted to register FisherBlock of type {} for {} when the "
-                    "existing FisherBlock has type {}.".format(
-                        type(fisher_block).__name__,
-                        _key_names(layer_key),
-                        type(existing).__name__,
-                    )
-                )
-            return existing
-        if layer_key in self.fisher_blocks:
-            raise ValueError(
-                "FisherBlock for {} is already in LayerCollection; pass reuse=True "
-                "to register another tower.".format(_key_names(layer_key))
-            )
-        new_variables = set(utils.ensure_sequence(layer_key))
-        for key, block in self.fisher_blocks.items():
-            for variable in utils.ensure_sequence(key):
-                if variable in new_variables:
-                    raise ValueError(
-                        "Attempted to register layer_key {} with block {}, but "
-                        "variable {} was already registered in key {} with block "
-                        "{}.".format(
-                            _key_names(layer_key),
-                            fisher_block,
-                            _name(variable),
-                            _key_names(key),
-                            block,
-                        )
-                    )
-        self.fisher_blocks[layer_key] = fisher_block
-        return fisher_block
+        return insert_block(self.fisher_blocks, layer_key, fisher_block, reuse)
 
     def make_or_get_factor(self, cls, args):
         """The factor `cls(*args)`, built once (in this collection's scope) and cached.
@@ -381,36 +269,12 @@ class LayerCollection(LayerRegistrationMethods):
           ValueError: if a variable of the group is registered under a different
             key, or already belongs to a linked group.
         """
-        group = frozenset(utils.ensure_sequence(params))
-        for key, block in self.fisher_blocks.items():
-            registered = frozenset(utils.ensure_sequence(key))
-            shared = group & registered
-            if shared and registered != group:
-                raise ValueError(
-                    "Can't link parameters {}: variable {} was already registered "
-                    "in group {} with layer {}.".format(
-                        _key_names(params),
-                        _name(next(iter(shared))),
-                        _key_names(key),
-                        block,
-                    )
-                )
-        for other in self._linked_parameters:
-            shared = group & other
-            if shared:
-                raise ValueError(
-                    "Can't link parameters {}: variable {} was already linked in "
-                    "group {}.".format(
-                        _key_names(params),
-                        _name(next(iter(shared))),
-                        _key_names(tuple(other)),
-                    )
-                )
+        group = check_linkable(self.fisher_blocks, self._linked_parameters, params)
         self._linked_parameters[group] = approximation
 
     def _get_linked_approx(self, params):
         """The approximation linked to exactly this group of params, else None."""
-        return self._linked_parameters.get(frozenset(utils.ensure_sequence(params)))
+        return self._linked_parameters.get(frozenset(ensure_sequence(params)))
 
     def _get_block_type(self, params, approx, default, approx_to_type):
         """`(block class, approx)`: explicit approx, then linked one, then default.
@@ -418,38 +282,40 @@ class LayerCollection(LayerRegistrationMethods):
         Raises:
           ValueError: ("Bad value ... for approx") if not in `approx_to_type`.
         """
+        approx = self._approximation_or(params, approx, default)
+        return block_type_for(approx, approx_to_type), approx
+
+    def _approximation_or(self, params, approx, default):
+        """`approx`, else the one linked to exactly `params`, else `default`."""
         if approx is None:
             approx = self._get_linked_approx(params)
             if approx is None:
                 approx = default
-        if approx not in approx_to_type:
-            raise ValueError(bad_approximation_message(approx, approx_to_type))
-        return approx_to_type[approx], approx
+        return approx
 
-    def _resolve_block_type(self, layer_kind, params, approx):
-        default = getattr(self, "_default_{}_approximation".format(layer_kind))
-        return self._get_block_type(params, approx, default, block_types(layer_kind))
+    def resolve_approximation(self, layer_kind: str, params, approx=None) -> str:
+        """(Port addition) the approximation a registration of `params` uses.
+
+        Explicit `approx`, else the one linked to exactly `params`
+        (`define_linked_parameters`), else this collection's default for
+        `layer_kind` ("fully_connected", "conv2d_multi", ...); not checked.
+        """
+        default = getattr(self, "default_{}_approximation".format(layer_kind))
+        return self._approximation_or(params, approx, default)
 
     def _get_use_count_map(self):
         """{variable -> number of registered uses} (inf for generic layers)."""
         return self._vars_to_uses
 
-    def _add_uses(self, params, uses) -> None:
-        """Adds `uses` registered uses to every variable of `params`."""
-        for var in utils.ensure_sequence(params):
+    def add_uses(self, params, uses) -> None:
+        """(Port addition) adds `uses` registered uses to every variable of `params`.
+
+        `check_registration` compares these counts with the graph.
+        """
+        for var in ensure_sequence(params):
             self._vars_to_uses[var] += uses
 
-    def _register_layer(self, params, block, reuse, tower_args, uses) -> None:
-        """register_block, then add a tower to the block in effect, then the uses.
-
-        Raises:
-          ValueError: `params` are not floating or their dtype differs from the
-            layers already registered (before anything is inserted).
-        """
-        validation.check_model_dtype(params, self.registered_variables)
-        block = self.register_block(params, block, reuse=reuse)
-        block.register_additional_tower(*tower_args)
-        self._add_uses(params, uses)
+    _add_uses = add_uses  # the original's name
 
     # --------------------------------------------------------------------
     # Losses.
@@ -474,23 +340,7 @@ class LayerCollection(LayerRegistrationMethods):
             `name` is taken.
         """
         name = name or self._graph.unique_name(base_name)
-        reuse = self._resolve_reuse(reuse)
-        if reuse is tf.AUTO_REUSE:
-            reuse = name in self._loss_dict
-        if reuse:
-            if name not in self._loss_dict:
-                raise KeyError(
-                    "Unable to find loss function named {}. Register a new loss "
-                    "function with reuse=False.".format(name)
-                )
-            self._loss_dict[name].append(loss)
-        else:
-            if name in self._loss_dict:
-                raise KeyError(
-                    "Loss function named {} already exists. Set reuse=True to "
-                    "append another tower.".format(name)
-                )
-            self._loss_dict[name] = [loss]
+        loss_checks.add_loss_tower(self._loss_dict, name, loss, reuse)
         self.loss_colocation_ops[loss] = colocation_op
 
     def register_categorical_predictive_distribution(
@@ -504,13 +354,9 @@ class LayerCollection(LayerRegistrationMethods):
           targets: integer class ids `[batch]`, for `total_loss` / "empirical".
           name, reuse: see `register_loss_function`.
         """
-        validation.check_targets(
-            "register_categorical_predictive_distribution",
-            "logits",
-            logits,
-            targets,
-            per_row=True,
-            strict=False,
+        method = "register_categorical_predictive_distribution"
+        loss_checks.check_targets(
+            method, "logits", logits, targets, per_row=True, strict=False
         )
         loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
             logits, targets=targets, seed=seed
@@ -534,8 +380,8 @@ class LayerCollection(LayerRegistrationMethods):
             (targets are real `[batch, dim]`).
         """
         method = "register_normal_predictive_distribution"
-        validation.check_variance(method, var)
-        validation.check_targets(method, "mean", mean, targets)
+        loss_checks.check_variance(method, var)
+        loss_checks.check_targets(method, "mean", mean, targets)
         loss = loss_functions.NormalMeanNegativeLogProbLoss(
             mean, var, targets=targets, seed=seed
         )
@@ -552,35 +398,31 @@ class LayerCollection(LayerRegistrationMethods):
           logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
           seed, targets, name, reuse: as for the categorical distribution.
         """
-        validation.check_targets(
-            "register_multi_bernoulli_predictive_distribution",
-            "logits",
-            logits,
-            targets,
-        )
+        method = "register_multi_bernoulli_predictive_distribution"
+        loss_checks.check_targets(method, "logits", logits, targets)
         loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
             logits, targets=targets, seed=seed
         )
-        self.register_loss_function(
-            loss,
-            logits,
-            "multi_bernoulli_predictive_distribution",
-            name=name,
-            reuse=reuse,
-        )
+        base_name = "multi_bernoulli_predictive_distribution"
+        self.register_loss_function(loss, logits, base_name, name=name, reuse=reuse)
 
-    def _loss_colocation(self, loss):
-        """Context placing new ops next to `loss_colocation_ops[loss]` (if any)."""
+    def loss_colocation(self, loss):
+        """(Port addition) a context placing new ops next to `loss`'s input.
+
+        That is `loss_colocation_ops[loss]`; no placement if it has none.
+        """
         colocation_op = self.loss_colocation_ops.get(loss)
         if colocation_op is None:
             return contextlib.nullcontext()
         # Graph.colocate_with: `tf.colocate_with` is a deprecated alias of it.
         return tf.get_default_graph().colocate_with(colocation_op)
 
+    _loss_colocation = loss_colocation  # the name the estimator used
+
     def _colocated_evaluations(self, evaluate) -> list:
         evaluations = []
         for loss in self.losses:
-            with self._loss_colocation(loss):
+            with self.loss_colocation(loss):
                 evaluations.append(evaluate(loss))
         return evaluations
 
@@ -612,7 +454,7 @@ class LayerCollection(LayerRegistrationMethods):
         if not self.losses:
             raise ValueError("Must have at least one registered loss.")
         inputs = tf.nest.flatten([loss.inputs for loss in self.losses])
-        self._subgraph = utils.SubGraph(inputs)
+        self._subgraph = SubGraph(inputs)
 
     def check_registration(self, variables) -> None:
         """Checks that `variables` are exactly the registered ones, with all uses.
@@ -629,31 +471,9 @@ class LayerCollection(LayerRegistrationMethods):
         variables = list(variables)
         if self._subgraph is None:
             self.create_subgraph()
-        use_counts = self._get_use_count_map()
-        problems = []
-        for var in variables:
-            registered = use_counts.get(var, 0)
-            if registered == 0:
-                problems.append("Variable {} is not registered.".format(_name(var)))
-            elif not math.isinf(registered):
-                used = self.subgraph.variable_uses(var)
-                if registered != used:
-                    problems.append(
-                        "Variable {} registered with wrong number of uses ({} "
-                        "registrations vs {} uses).".format(
-                            _name(var), registered, used
-                        )
-                    )
-        listed = set(variables)
-        missing = [
-            var for var, count in use_counts.items() if count and var not in listed
-        ]
-        if missing:
-            problems.append(
-                "{} registered variables were not included in the list: {}.".format(
-                    len(missing), ", ".join(_name(var) for var in missing)
-                )
-            )
+        problems = registration_problems(
+            variables, self._get_use_count_map(), self.subgraph.variable_uses
+        )
         if problems:
             raise ValueError(
                 "\n\t".join(

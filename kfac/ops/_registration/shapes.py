@@ -1,4 +1,4 @@
-"""Static-shape checks shared by the registration checks (validation.py).
+"""Static-shape and dtype checks shared by the registration checks of every kind.
 
 Each check compares static shapes and names the argument, the shape that
 arrived and the one expected. Unknown dimensions (e.g. a `None` batch size)
@@ -183,6 +183,24 @@ def check_same_dtype(method: str, named_values) -> None:
         )
 
 
+def check_layer_dtype(method: str, params, inputs, outputs, names) -> None:
+    """`check_same_dtype` of a layer's weights, bias, inputs and outputs.
+
+    `names` are the argument names of `inputs` and `outputs` (they differ per
+    use of a *_multi registration).
+    """
+    weights, bias = split_params(method, params)
+    check_same_dtype(
+        method,
+        [
+            ("params", weights),
+            ("params[1]", bias),
+            (names[0], inputs),
+            (names[1], outputs),
+        ],
+    )
+
+
 def split_params(method: str, params):
     """`(weights, bias)` from `params`; bias is None unless given as `(w, b)`.
 
@@ -224,3 +242,48 @@ def check_bias(method, bias, num_outputs, weights_shape) -> None:
                 out="out" if num_outputs is None else num_outputs,
             ),
         )
+
+
+def check_model_dtype(params, registered_variables) -> None:
+    """One floating dtype for every registered parameter of a LayerCollection.
+
+    The optimizer combines all layers in sums (inner products of the quadratic
+    model and of the norm constraint) and every layer's factors follow its
+    parameters' dtype, so float32 and float64 models both work but a mix does
+    not.
+
+    A parameter that is not floating (the original's tests register integer
+    constants as bookkeeping) cannot be trained: a `RegistrationWarning`.
+
+    Raises:
+      ValueError: a floating parameter of `params` has a dtype other than that
+        of the already registered floating variables (both are named).
+    """
+    for param in params if isinstance(params, (tuple, list)) else (params,):
+        dtype = base_dtype(param)
+        if dtype is None:
+            continue
+        name = getattr(param, "name", repr(param))
+        if not dtype.is_floating:
+            warn_registration(
+                "LayerCollection: `params` {} has dtype {}; only floating "
+                "parameters can be trained or preconditioned.".format(name, dtype.name)
+            )
+            continue
+        for other in registered_variables:
+            other_dtype = base_dtype(other)
+            if other_dtype is None or not other_dtype.is_floating:
+                continue
+            # All registered variables already share one dtype: compare with one.
+            if other_dtype != dtype:
+                raise ValueError(
+                    "LayerCollection: all registered parameters must share one "
+                    "dtype (mixed-precision models are not supported); `params` {} "
+                    "has dtype {} but the already registered {} has dtype {}.".format(
+                        name,
+                        dtype.name,
+                        getattr(other, "name", other),
+                        other_dtype.name,
+                    )
+                )
+            break
