@@ -98,6 +98,11 @@ class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
         self._num_uses = None if num_uses is None else int(num_uses)
         super(InputOutputMultiTowerMultiUse, self).__init__(*args, **kwargs)
 
+    @property
+    def num_uses(self):
+        """Uses per example: as given, inferred from the data, or None (not yet)."""
+        return self._num_uses
+
     def _infer_num_uses(self, per_tower_lists, what):
         """Checks the use lists' lengths against each other and `num_uses`."""
         num_uses = len(per_tower_lists[0])

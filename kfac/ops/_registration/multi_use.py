@@ -108,7 +108,7 @@ def _check_multi_uses(
     existing = blocks[key] if key in blocks else None
     if num_uses is None and existing is not None:
         # The multi-use blocks keep the count they were built with.
-        num_uses = getattr(existing, "_num_uses", None)
+        num_uses = getattr(existing, "num_uses", None)
     required = existing is None and resolve_reuse(reuse) is not True
     check_num_uses(method, inputs, outputs, num_uses, required)
 
