@@ -43,6 +43,12 @@ def _restore_module_constants():
         setattr(modules[name], constant, value)
 
 
+@pytest.fixture
+def restore_constants(_restore_module_constants):
+    """Named by tests that change a module constant (the autouse fixture restores)."""
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _tf2_behavior_by_default():
     tf.enable_v2_behavior()
