@@ -13,6 +13,7 @@ here the registration, estimator and optimizer are in the loop.
 
 import numpy as np
 import pytest
+import sequence_references as references
 import tensorflow.compat.v1 as tf
 
 import kfac
@@ -20,150 +21,6 @@ from kfac.ops import fisher_blocks as fb
 
 LEARNING_RATE = 0.25
 DAMPING = 0.3
-
-
-# ----------------------------------------------------------------------------
-# numpy references
-
-
-def _softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _loss_cotangent(logits, labels):
-    """d(mean cross-entropy)/dlogits."""
-    probs = _softmax(logits)
-    probs[np.arange(len(labels)), labels] -= 1.0
-    return probs / len(labels)
-
-
-def _exact_fisher_sources(logits):
-    """Per class `i`, rows `q_i (e_i − p)`: columns of the factor `B` (API.md §3)."""
-    probs = _softmax(logits)
-    sqrt_probs = np.sqrt(probs)
-    eye = np.eye(logits.shape[1])
-    return [sqrt_probs[:, [i]] * (eye[i] - probs) for i in range(logits.shape[1])]
-
-
-def _with_ones(rows):
-    return np.concatenate([rows, np.ones([len(rows), 1])], axis=1)
-
-
-def _pi(input_cov, output_cov):
-    """Trace-norm π (API.md §5); a 1-D `input_cov` is a diagonal."""
-    input_trace = np.sum(input_cov) if input_cov.ndim == 1 else np.trace(input_cov)
-    return np.sqrt(
-        (input_trace / len(input_cov)) / (np.trace(output_cov) / len(output_cov))
-    )
-
-
-def _split_damping(input_cov, output_cov, damping):
-    pi = _pi(input_cov, output_cov)
-    return pi * np.sqrt(damping), np.sqrt(damping) / pi
-
-
-def _kron_step(input_cov, output_cov, gradient, damping, num_uses=1):
-    """`(n(A ⊗ G) + π-split damping)⁻¹ g` on the mat2d gradient, damping λ/n."""
-    input_damping, output_damping = _split_damping(
-        input_cov, output_cov, damping / num_uses
-    )
-    left = np.linalg.inv(input_cov + input_damping * np.eye(len(input_cov)))
-    right = np.linalg.inv(output_cov + output_damping * np.eye(len(output_cov)))
-    return left @ gradient @ right / num_uses
-
-
-def _inverse_sqrt(matrix):
-    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    return eigenvectors @ np.diag(eigenvalues**-0.5) @ eigenvectors.T
-
-
-def _option1_quantities(cov0, cov1):
-    """`(L, ψ)`: `Ψ = S sym(C₁) S = U diag(ψ) Uᵀ`, `L = S U`, `S = C₀^{-1/2}`.
-
-    As `utils.posdef_eig`, the eigenvalues of Ψ are taken in absolute value.
-    """
-    whitening = _inverse_sqrt(cov0)
-    psi, rotation = np.linalg.eigh(whitening @ ((cov1 + cov1.T) / 2) @ whitening)
-    return whitening @ rotation, np.abs(psi)
-
-
-def _option2_quantities(cov0, cov1):
-    """`(P, K, μ)`: `P = C₁ᵀ C₀⁻¹`, `Ψ = S C₁ S = U diag(σ) Eᵀ`, `K = S E`, `μ = σ²`."""
-    whitening = _inverse_sqrt(cov0)
-    _, singular_values, right_t = np.linalg.svd(whitening @ cov1 @ whitening)
-    return (
-        cov1.T @ np.linalg.inv(cov0),
-        whitening @ right_t.T,
-        np.minimum(singular_values**2, 1.0),
-    )
-
-
-def _series_step(option, inputs, grads, gradient, damping):
-    """Martens, Ba & Grosse (2018) options 1/2 on the mat2d gradient (API.md §5).
-
-    Args:
-      inputs, grads: per time step, `[B, in+1]` layer inputs (with ones) and
-        `[B, out]` pre-activation gradients (for grads: a list over sources of
-        such lists).
-    """
-    num_steps, batch = len(inputs), len(inputs[0])
-    rows = num_steps * batch
-
-    def moments(steps):
-        cov0 = sum(step.T @ step for step in steps) / rows
-        cov1 = sum(steps[t + 1].T @ steps[t] for t in range(num_steps - 1)) / rows
-        return cov0, cov1
-
-    input_cov0, input_cov1 = moments(inputs)
-    source_moments = [moments(source) for source in grads]
-    output_cov0 = sum(cov0 for cov0, _ in source_moments)
-    output_cov1 = sum(cov1 for _, cov1 in source_moments)
-    input_damping, output_damping = _split_damping(
-        input_cov0, output_cov0, damping / num_steps
-    )
-    input_cov0 = input_cov0 + input_damping * np.eye(len(input_cov0))
-    output_cov0 = output_cov0 + output_damping * np.eye(len(output_cov0))
-    z = gradient.T  # [out, in+1]
-    if option == 1:
-        input_l, input_psi = _option1_quantities(input_cov0, input_cov1)
-        output_l, output_psi = _option1_quantities(output_cov0, output_cov1)
-        x = np.outer(output_psi, input_psi)
-        gamma = (1 - x) ** 2 / (num_steps * (1 - x**2) - 2 * x * (1 - x**num_steps))
-        z = output_l @ ((output_l.T @ z @ input_l) * gamma) @ input_l.T
-    else:
-        input_p, input_k, input_mu = _option2_quantities(input_cov0, input_cov1)
-        output_p, output_k, output_mu = _option2_quantities(output_cov0, output_cov1)
-        z = z - output_p @ z @ input_p.T
-        z = output_k.T @ z @ input_k
-        z = z / (1 - np.outer(output_mu, input_mu))
-        z = output_k @ z @ input_k.T
-        z = z - output_p.T @ z @ input_p
-        z = z / num_steps
-    return z.T
-
-
-def _rnn_forward(sequences, weights, bias):
-    """Layer inputs `[x_t, h_{t-1}]` and states `h_t` of the tanh RNN."""
-    batch, hidden = len(sequences), len(bias)
-    state = np.zeros([batch, hidden])
-    layer_inputs, states = [], []
-    for t in range(sequences.shape[1]):
-        layer_inputs.append(np.concatenate([sequences[:, t], state], axis=1))
-        state = np.tanh(layer_inputs[-1] @ weights + bias)
-        states.append(state)
-    return layer_inputs, states
-
-
-def _rnn_backward(states, weights, state_cotangent):
-    """Backpropagation through time: `dL/ds_t` for every step, from `dL/dh_{T-1}`."""
-    input_size = len(weights) - weights.shape[1]
-    preactivation_grads = [None] * len(states)
-    cotangent = state_cotangent
-    for t in reversed(range(len(states))):
-        preactivation_grads[t] = cotangent * (1 - states[t] ** 2)
-        cotangent = (preactivation_grads[t] @ weights.T)[:, input_size:]
-    return preactivation_grads
 
 
 # ----------------------------------------------------------------------------
@@ -255,35 +112,40 @@ def test_rnn_step_equals_numpy_preconditioned_gradient(rng, tf_behavior, approx,
     # numpy: forward, gradient of the mean cross-entropy, exact-Fisher sources.
     weights, bias = problem["weights"], problem["bias"]
     output_weights = problem["output_weights"]
-    layer_inputs, states = _rnn_forward(problem["sequences"], weights, bias)
+    layer_inputs, states = references.rnn_forward(problem["sequences"], weights, bias)
     logits = states[-1] @ output_weights + problem["output_bias"]
-    logits_cotangent = _loss_cotangent(logits, problem["labels"])
-    step_grads = _rnn_backward(states, weights, logits_cotangent @ output_weights.T)
+    logits_cotangent = references.loss_cotangent(logits, problem["labels"])
+    step_grads = references.rnn_backward(
+        states, weights, logits_cotangent @ output_weights.T
+    )
     rnn_gradient = np.concatenate(
         [
             sum(a.T @ g for a, g in zip(layer_inputs, step_grads)),
             sum(g.sum(axis=0, keepdims=True) for g in step_grads),
         ]
     )
-    sources = _exact_fisher_sources(logits)
+    sources = references.exact_fisher_sources(logits)
     source_step_grads = [
-        _rnn_backward(states, weights, source @ output_weights.T) for source in sources
+        references.rnn_backward(states, weights, source @ output_weights.T)
+        for source in sources
     ]
-    inputs_with_ones = [_with_ones(a) for a in layer_inputs]
+    inputs_with_ones = [references.with_ones(a) for a in layer_inputs]
     if approx == "kron_indep":
         input_cov = sum(a.T @ a for a in inputs_with_ones) / (NUM_STEPS * BATCH)
         output_cov = sum(g.T @ g for source in source_step_grads for g in source) / (
             NUM_STEPS * BATCH
         )
-        rnn_step = _kron_step(input_cov, output_cov, rnn_gradient, DAMPING, NUM_STEPS)
+        rnn_step = references.kron_step(
+            input_cov, output_cov, rnn_gradient, DAMPING, NUM_STEPS
+        )
     else:
         option = 1 if approx == "kron_series_1" else 2
-        rnn_step = _series_step(
+        rnn_step = references.series_step(
             option, inputs_with_ones, source_step_grads, rnn_gradient, DAMPING
         )
 
-    last_states = _with_ones(states[-1])
-    output_step = _kron_step(
+    last_states = references.with_ones(states[-1])
+    output_step = references.kron_step(
         last_states.T @ last_states / BATCH,
         sum(source.T @ source for source in sources) / BATCH,
         np.concatenate(
@@ -307,7 +169,7 @@ def test_rnn_step_equals_numpy_preconditioned_gradient(rng, tf_behavior, approx,
     )
     # The series steps differ from the independence step (time correlations matter).
     if approx != "kron_indep":
-        indep = _kron_step(
+        indep = references.kron_step(
             sum(a.T @ a for a in inputs_with_ones) / (NUM_STEPS * BATCH),
             sum(g.T @ g for s in source_step_grads for g in s) / (NUM_STEPS * BATCH),
             rnn_gradient,
@@ -385,12 +247,15 @@ def test_linked_weights_in_two_towers_make_one_block_and_one_step(rng, tf_behavi
             tf.add_n(tower_losses) / 2.0, lc, {"w": weights, "b": bias}
         )
 
-    all_inputs = _with_ones(np.concatenate(data))
+    all_inputs = references.with_ones(np.concatenate(data))
     all_logits = np.concatenate(data) @ initial[0] + initial[1]
     # The loss is the mean of the two towers' means = the mean over both.
-    gradient = all_inputs.T @ _loss_cotangent(all_logits, np.concatenate(labels))
+    gradient = all_inputs.T @ references.loss_cotangent(
+        all_logits, np.concatenate(labels)
+    )
     diagonal = sum(
-        (all_inputs**2).T @ source**2 for source in _exact_fisher_sources(all_logits)
+        (all_inputs**2).T @ source**2
+        for source in references.exact_fisher_sources(all_logits)
     ) / len(all_inputs)
     step = gradient / (diagonal + DAMPING)
     np.testing.assert_allclose(
@@ -511,7 +376,7 @@ def test_embedding_step_touches_only_gathered_rows(rng, tf_behavior, registratio
     # per position); the input factor is the id frequency per row of its input.
     bag_value = table[ids].sum(axis=1).astype(np.float64)
     logits_value = bag_value @ output_weights
-    bag_cotangent = _loss_cotangent(logits_value, labels) @ output_weights.T
+    bag_cotangent = references.loss_cotangent(logits_value, labels) @ output_weights.T
     table_gradient = np.zeros([VOCAB, DIM])
     for row, example_ids in enumerate(ids):
         for token in example_ids:
@@ -519,11 +384,12 @@ def test_embedding_step_touches_only_gathered_rows(rng, tf_behavior, registratio
     num_uses = 1 if registration == "embedding" else IDS_PER_EXAMPLE
     input_diag = np.bincount(ids.reshape(-1), minlength=VOCAB) / (num_uses * EMB_BATCH)
     sources = [
-        source @ output_weights.T for source in _exact_fisher_sources(logits_value)
+        source @ output_weights.T
+        for source in references.exact_fisher_sources(logits_value)
     ]
     # Each position's output gradient equals the bag's: averaged over uses.
     output_cov = sum(source.T @ source for source in sources) / EMB_BATCH
-    input_damping, output_damping = _split_damping(
+    input_damping, output_damping = references.split_damping(
         input_diag, output_cov, DAMPING / num_uses
     )
     expected_step = (
@@ -543,10 +409,10 @@ def test_embedding_step_touches_only_gathered_rows(rng, tf_behavior, registratio
     np.testing.assert_array_equal(new_table[untouched], table[untouched])
     assert np.abs(table[touched] - new_table[touched]).min() > 0
     # The output layer (no bias) moved by its Kronecker step.
-    output_step = _kron_step(
+    output_step = references.kron_step(
         bag_value.T @ bag_value / EMB_BATCH,
-        sum(s.T @ s for s in _exact_fisher_sources(logits_value)) / EMB_BATCH,
-        bag_value.T @ _loss_cotangent(logits_value, labels),
+        sum(s.T @ s for s in references.exact_fisher_sources(logits_value)) / EMB_BATCH,
+        bag_value.T @ references.loss_cotangent(logits_value, labels),
         DAMPING,
     )
     np.testing.assert_allclose(
