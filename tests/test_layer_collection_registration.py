@@ -4,9 +4,7 @@ Which block each register_* method and approximation builds, how the
 approximation is resolved (explicit, linked, default), towers and uses.
 """
 
-import ast
 import math
-import pathlib
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -368,18 +366,3 @@ def test_blocks_get_the_factor_cache_not_the_collection():
     lc = LayerCollection()
     params = _register(lc, "fully_connected")
     assert lc.fisher_blocks[params]._factors is lc.factor_cache
-
-
-def test_registration_package_imports_only_private_packages():
-    # Data flows one way: registration stands on the blocks, factors and
-    # utilities, never on the public facades (fisher_blocks, utils, ...).
-    package = pathlib.Path(lc_lib.__file__).parent / "_registration"
-    for path in package.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.ImportFrom) and "kfac" in node.module):
-                continue
-            modules = [node.module]
-            if node.module in ("kfac", "kfac.ops"):
-                modules = [node.module + "." + alias.name for alias in node.names]
-            for module in modules:
-                assert module.startswith("kfac.ops._"), (path.name, module)
