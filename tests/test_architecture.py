@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = os.path.join(ROOT, "kfac", "ops")
 
 # Imported by users and kfac/__init__.py; never by the private packages.
-PUBLIC_MODULES = {
+PUBLIC_MODULES = {"kfac"} | {
     "kfac.ops." + name
     for name in (
         "utils",
