@@ -84,8 +84,8 @@ def two_layer_model():
     return lc, (w1, b1, w2)
 
 
-def damped_kronecker_power(input_cov, output_cov, mat2d, exp, damping=DAMPING):
-    """(A + π√d I)^exp X (G + √d/π I)^exp with π the trace-norm ratio (numpy)."""
+def damped_kronecker_factors(input_cov, output_cov, damping=DAMPING):
+    """`(A + π√d I, G + √d/π I)` with π the trace-norm ratio (numpy)."""
     pi = np.sqrt(
         np.trace(input_cov)
         * output_cov.shape[0]
@@ -93,6 +93,12 @@ def damped_kronecker_power(input_cov, output_cov, mat2d, exp, damping=DAMPING):
     )
     left = input_cov + pi * np.sqrt(damping) * np.eye(input_cov.shape[0])
     right = output_cov + np.sqrt(damping) / pi * np.eye(output_cov.shape[0])
+    return left, right
+
+
+def damped_kronecker_power(input_cov, output_cov, mat2d, exp, damping=DAMPING):
+    """(A + π√d I)^exp X (G + √d/π I)^exp with π the trace-norm ratio (numpy)."""
+    left, right = damped_kronecker_factors(input_cov, output_cov, damping)
     if exp == -1:
         return np.linalg.solve(left, mat2d) @ np.linalg.inv(right)
     return left @ mat2d @ right

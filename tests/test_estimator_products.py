@@ -5,12 +5,18 @@ damping given when the ops are made."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from estimator_helpers import BATCH
 from estimator_helpers import CLASSES
 from estimator_helpers import DAMPING
+from estimator_helpers import FAN_IN
+from estimator_helpers import damped_kronecker_factors
 from estimator_helpers import damped_kronecker_power
+from estimator_helpers import exact_output_factor
 from estimator_helpers import make_estimator
 from estimator_helpers import run_updates
+from estimator_helpers import softmax_regression
 from estimator_helpers import two_layer_model
+from estimator_helpers import with_ones
 
 from kfac.ops import layer_collection as lc_lib
 
@@ -211,3 +217,127 @@ def test_every_registration_kind_builds_and_preconditions():
     for value in values:
         value = getattr(value, "values", value)  # IndexedSlicesValue for tables
         assert np.all(np.isfinite(value)) and np.any(value != 0)
+
+
+# --------------------------------------------------------------------------
+# The damping given when the ops are made.
+
+
+def _make_with_damping(est, make, damping):
+    """`(cov_update_op, inv_update_op)` from the make method `make`."""
+    if make == "make_ops_and_vars":
+        _, cov_update_op, _, inv_update_op, _, _ = est.make_ops_and_vars(
+            damping=damping
+        )
+        return cov_update_op, inv_update_op
+    if make == "make_vars_and_create_op_thunks":
+        cov_thunks, inv_thunks = est.make_vars_and_create_op_thunks(damping=damping)
+    else:
+        cov_vars, cov_thunks, inv_vars, inv_thunks = est.create_ops_and_vars_thunks(
+            damping=damping
+        )
+        for thunk in cov_vars + inv_vars:
+            thunk()
+    return (
+        tf.group([thunk() for thunk in cov_thunks]),
+        tf.group([thunk() for thunk in inv_thunks]),
+    )
+
+
+def _numpy_inverses(x_np, probs, damping, mat2d):
+    """`(A + π√λ I)⁻¹` and the damped Kronecker inverse of `mat2d` (numpy)."""
+    input_cov = with_ones(x_np).T @ with_ones(x_np) / BATCH
+    output_cov = exact_output_factor(probs)
+    damped_input, _ = damped_kronecker_factors(input_cov, output_cov, damping)
+    input_inverse = np.linalg.inv(damped_input)
+    product = damped_kronecker_power(input_cov, output_cov, mat2d, -1, damping)
+    return input_inverse, product
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        "make_ops_and_vars",
+        "make_vars_and_create_op_thunks",
+        "create_ops_and_vars_thunks",
+    ],
+)
+def test_damping_given_when_ops_are_made_reaches_the_inverses(make, tf_behavior):
+    given = 0.7
+    rng = np.random.RandomState(4)
+    mat2d = rng.randn(FAN_IN + 1, CLASSES).astype(np.float32)
+    with tf.Graph().as_default():
+        lc, (w, b), x_np, probs = softmax_regression()
+        est = make_estimator(lc, (w, b), estimation_mode="exact")
+        assert est.damping == DAMPING
+        cov_update_op, inv_update_op = _make_with_damping(est, make, given)
+        assert est.damping == given
+        [product_w, product_b] = [
+            vec
+            for vec, _ in est.multiply_inverse(
+                [(tf.constant(mat2d[:-1]), w), (tf.constant(mat2d[-1]), b)]
+            )
+        ]
+        [block] = list(est.blocks)
+        [input_inverse] = list(
+            block._input_factor._matpower_by_exp_and_damping.values()
+        )
+        with tf.Session() as sess:
+            run_updates(sess, cov_update_op, inv_update_op)
+            got_inverse, got_w, got_b = sess.run([input_inverse, product_w, product_b])
+    want_inverse, want_product = _numpy_inverses(x_np, probs, given, mat2d)
+    _, constructor_product = _numpy_inverses(x_np, probs, DAMPING, mat2d)
+    assert not np.allclose(want_product, constructor_product, rtol=1e-2)
+    np.testing.assert_allclose(got_inverse, want_inverse, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_w, want_product[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_b, want_product[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_no_damping_given_means_the_constructor_damping(tf_behavior):
+    with tf.Graph().as_default():
+        lc, (w, b), x_np, probs = softmax_regression()
+        est = make_estimator(lc, (w, b), estimation_mode="exact")
+        cov_update_op, inv_update_op = _make_with_damping(
+            est, "make_ops_and_vars", None
+        )
+        assert est.damping == DAMPING
+        [block] = list(est.blocks)
+        [input_inverse] = list(
+            block._input_factor._matpower_by_exp_and_damping.values()
+        )
+        with tf.Session() as sess:
+            run_updates(sess, cov_update_op, inv_update_op)
+            got_inverse = sess.run(input_inverse)
+    want_inverse, _ = _numpy_inverses(
+        x_np, probs, DAMPING, np.zeros([FAN_IN + 1, CLASSES])
+    )
+    np.testing.assert_allclose(got_inverse, want_inverse, rtol=1e-4, atol=1e-5)
+
+
+def test_damping_variable_is_read_by_every_inverse_update(tf_behavior):
+    rng = np.random.RandomState(5)
+    mat2d = rng.randn(FAN_IN + 1, CLASSES).astype(np.float32)
+    with tf.Graph().as_default():
+        lc, (w, b), x_np, probs = softmax_regression()
+        damping = tf.get_variable("damping", initializer=0.05, trainable=False)
+        est = make_estimator(lc, (w, b), estimation_mode="exact")
+        cov_update_op, inv_update_op = _make_with_damping(
+            est, "make_vars_and_create_op_thunks", damping
+        )
+        assert est.damping is damping
+        products = [
+            vec
+            for vec, _ in est.multiply_inverse(
+                [(tf.constant(mat2d[:-1]), w), (tf.constant(mat2d[-1]), b)]
+            )
+        ]
+        with tf.Session() as sess:
+            run_updates(sess, cov_update_op, inv_update_op)
+            before = sess.run(products)
+            sess.run(tf.assign(damping, 0.9))
+            sess.run(inv_update_op)
+            after = sess.run(products)
+    for got, value in ((before, 0.05), (after, 0.9)):
+        _, want = _numpy_inverses(x_np, probs, value, mat2d)
+        np.testing.assert_allclose(got[0], want[:-1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[1], want[-1], rtol=1e-4, atol=1e-5)
