@@ -68,12 +68,14 @@ def run_updates(sess, cov_update_op, inv_update_op):
     sess.run(inv_update_op)
 
 
-def two_layer_model():
-    rng = np.random.RandomState(1)
-    x = tf.constant(rng.randn(BATCH, FAN_IN).astype(np.float32))
+def two_layer_model(seed=1, batch=BATCH, classes=CLASSES):
+    """`(lc, (w1, b1, w2))`: registered `softmax(tanh(x W1 + b1) W2)`, 5 hidden
+    units, random values from `seed`."""
+    rng = np.random.RandomState(seed)
+    x = tf.constant(rng.randn(batch, FAN_IN).astype(np.float32))
     w1 = tf.get_variable("w1", initializer=rng.randn(FAN_IN, 5).astype(np.float32))
     b1 = tf.get_variable("b1", initializer=rng.randn(5).astype(np.float32))
-    w2 = tf.get_variable("w2", initializer=rng.randn(5, CLASSES).astype(np.float32))
+    w2 = tf.get_variable("w2", initializer=rng.randn(5, classes).astype(np.float32))
     pre1 = tf.matmul(x, w1) + b1
     hidden = tf.tanh(pre1)
     logits = tf.matmul(hidden, w2)

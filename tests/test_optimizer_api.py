@@ -218,14 +218,29 @@ def test_minimize_makes_ops_implicitly_with_a_warning():
             assert sess.run(model.loss) < before
 
 
+def _exact_optimizer(data):
+    """`(model, global_step, optimizer, cov_update_op, inv_update_op)` for one
+    plain natural-gradient step (η 0.5, λ 0.1, no momentum, exact Fisher)."""
+    model = SoftmaxRegression(*data)
+    gs = tf.train.get_or_create_global_step()
+    opt = kfac.KfacOptimizer(0.5, 0.0, 0.1, model.layer_collection, momentum=0.0,
+                             estimation_mode="exact")
+    _, cov_update_op, _, inv_update_op, _, _ = opt.make_ops_and_vars()
+    return model, gs, opt, cov_update_op, inv_update_op
+
+
+def _check_the_plain_step(sess, model, gs, data):
+    """One step of `_exact_optimizer` was taken: numpy's natural-gradient step."""
+    got = mat2d(*sess.run(model.params))
+    assert sess.run(gs) == 1
+    want = numpy_steps(data, 1, lr=0.5, damping=0.1)[1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_compute_and_apply_gradients_accept_zip_and_global_step():
     data = softmax_regression_data()
     with tf.Graph().as_default():
-        model = SoftmaxRegression(*data)
-        gs = tf.train.get_or_create_global_step()
-        opt = kfac.KfacOptimizer(0.5, 0.0, 0.1, model.layer_collection, momentum=0.0,
-                                 estimation_mode="exact")
-        _, cov_update_op, _, inv_update_op, _, _ = opt.make_ops_and_vars()
+        model, gs, opt, cov_update_op, inv_update_op = _exact_optimizer(data)
         grads_and_vars = opt.compute_gradients(model.loss)
         assert [var for _, var in grads_and_vars] == model.params
         grads, variables = zip(*grads_and_vars)
@@ -237,10 +252,7 @@ def test_compute_and_apply_gradients_accept_zip_and_global_step():
             sess.run(cov_update_op)
             sess.run(inv_update_op)
             sess.run(train_op)
-            got = mat2d(*sess.run(model.params))
-            assert sess.run(gs) == 1
-    want = numpy_steps(data, 1, lr=0.5, damping=0.1)[1]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            _check_the_plain_step(sess, model, gs, data)
 
 
 def test_var_list_mismatch_names_the_variables():
@@ -265,11 +277,7 @@ def test_var_list_mismatch_names_the_variables():
 def test_works_under_sync_replicas_optimizer(tf_behavior):
     data = softmax_regression_data()
     with tf.Graph().as_default():
-        model = SoftmaxRegression(*data)
-        gs = tf.train.get_or_create_global_step()
-        opt = kfac.KfacOptimizer(0.5, 0.0, 0.1, model.layer_collection, momentum=0.0,
-                                 estimation_mode="exact")
-        _, cov_update_op, _, inv_update_op, _, _ = opt.make_ops_and_vars()
+        model, gs, opt, cov_update_op, inv_update_op = _exact_optimizer(data)
         sync_opt = tf.train.SyncReplicasOptimizer(opt, replicas_to_aggregate=1,
                                                   total_num_replicas=1)
         train_op = sync_opt.minimize(model.loss, global_step=gs)
@@ -285,10 +293,7 @@ def test_works_under_sync_replicas_optimizer(tf_behavior):
             sess.run(inv_update_op)
             sess.run(train_op)
             sess.run(sync_op)
-            got = mat2d(*sess.run(model.params))
-            assert sess.run(gs) == 1
-    want = numpy_steps(data, 1, lr=0.5, damping=0.1)[1]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            _check_the_plain_step(sess, model, gs, data)
 
 
 def test_works_in_an_estimator_model_fn(tmp_path):

@@ -245,12 +245,13 @@ def test_damping_adaptation_part_state_and_rule(tf_behavior):
         loss_on_prev_batch = tf.placeholder(tf.float32, [])
         part = DampingAdaptation(0.2)
         assert part.damping == 0.2 and not part.enabled and not part.adapting
-        assert part.interval == 5 and part.omega == pytest.approx(0.95**5)
+        assert part.rule.interval == 5
+        assert part.rule.omega == pytest.approx(0.95**5)
         with tf.variable_scope("opt"):
             part.enable(True, loss_on_prev_batch, lambda batch: batch, 0.01, 0.5, 2)
         assert part.adapting and part.damping is part.variable
         assert part.variable.op.name == "opt/damping"
-        assert part.omega == pytest.approx(0.25)
+        assert part.rule.omega == pytest.approx(0.25)
         guard = NonFiniteGuard("skip", tf.get_variable_scope())
         global_step = tf.placeholder(tf.int64, [])
         new_loss = tf.placeholder(tf.float32, [])

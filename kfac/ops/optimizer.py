@@ -236,7 +236,7 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
 
     @property
     def damping_adaptation_interval(self) -> int:
-        return self._adaptation.interval
+        return self._adaptation.rule.interval
 
     @property
     def non_finite_policy(self) -> Optional[str]:
@@ -410,5 +410,5 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
     _rho = property(lambda self: self._adaptation.rho)
     _prev_loss = property(lambda self: self._adaptation.prev_loss)
     _q_model_change = property(lambda self: self._adaptation.q_model_change)
-    _omega = property(lambda self: self._adaptation.omega)
-    _min_damping = property(lambda self: self._adaptation.min_damping)
+    _omega = property(lambda self: self._adaptation.rule.omega)
+    _min_damping = property(lambda self: self._adaptation.rule.min_damping)

@@ -12,6 +12,7 @@ otherwise unchanged, then `λ ← max(λ, min_damping)`, with
 
 from typing import Any
 from typing import Callable
+from typing import NamedTuple
 from typing import Optional
 
 import tensorflow.compat.v1 as tf
@@ -21,10 +22,6 @@ from kfac.ops._optimizer.non_finite_guard import NonFiniteGuard
 
 RHO_LOW = 0.25
 RHO_HIGH = 0.75
-# What the optimizer reports before `set_damping_adaptation_params`.
-DEFAULT_MIN_DAMPING = 1e-5
-DEFAULT_DECAY = 0.95
-DEFAULT_INTERVAL = 5
 
 
 def levenberg_marquardt_damping(damping: Any, rho: Any, omega: float,
@@ -76,6 +73,19 @@ def _scalar_variable(name: str, initializer: Any) -> tf.Variable:
                            initializer=initializer, trainable=False)
 
 
+class Rule(NamedTuple):
+    """The parameters of the adaptation; the defaults are what the optimizer
+    reports before `set_damping_adaptation_params`."""
+
+    is_chief: bool = False
+    prev_train_batch: Any = None
+    loss_fn: Optional[Callable[[Any], Any]] = None
+    min_damping: float = 1e-5
+    interval: int = 5
+    # ω of §6.5: the decay (0.95 by default) compounded over one interval.
+    omega: float = 0.95**5
+
+
 class DampingAdaptation(object):
     """The damping `λ` of an optimizer and, once enabled, its adaptation state.
 
@@ -91,16 +101,9 @@ class DampingAdaptation(object):
     def __init__(self, damping: Any) -> None:
         self._constant = damping
         self._variable = None
-        self.rho = None
-        self.prev_loss = None
-        self.q_model_change = None
-        self.is_chief = False
-        self.prev_train_batch = None
-        self._loss_fn = None
-        self.min_damping = DEFAULT_MIN_DAMPING
-        self.interval = DEFAULT_INTERVAL
-        # ω of §6.5: the decay compounded over one adaptation interval.
-        self.omega = DEFAULT_DECAY**DEFAULT_INTERVAL
+        # The other variables (None until enabled), read by the optimizer.
+        self.rho = self.prev_loss = self.q_model_change = None
+        self.rule = Rule()
 
     @property
     def enabled(self) -> bool:
@@ -109,7 +112,7 @@ class DampingAdaptation(object):
     @property
     def adapting(self) -> bool:
         """True when this process updates `λ` and `q_model_change` (a chief)."""
-        return self.enabled and self.is_chief
+        return self.enabled and self.rule.is_chief
 
     @property
     def variable(self) -> Optional[tf.Variable]:
@@ -135,24 +138,21 @@ class DampingAdaptation(object):
             initial = tf.cast(self._constant, tf.float32)
         self._variable = tf.get_variable("damping", initializer=initial,
                                          trainable=False)
-        self.is_chief = is_chief
-        self.prev_train_batch = prev_train_batch
-        self._loss_fn = loss_fn
-        self.min_damping = min_damping
-        self.interval = interval
-        self.omega = decay**interval
+        self.rule = Rule(is_chief, prev_train_batch, loss_fn, min_damping, interval,
+                         decay**interval)
 
     def update_op(self, global_step: Any) -> tf.Operation:
         """The op adapting `λ` on adaptation steps (`make_damping_update_op`),
         `ρ` from `loss_fn(prev_train_batch)`."""
+        rule = self.rule
+
         def compute_rho():
-            prev_batch_loss = tf.cast(self._loss_fn(self.prev_train_batch),
-                                      tf.float32)
+            prev_batch_loss = tf.cast(rule.loss_fn(rule.prev_train_batch), tf.float32)
             return (prev_batch_loss - self.prev_loss) / self.q_model_change
 
         return make_damping_update_op(
-            global_step, self.interval, compute_rho, self._variable, self.rho,
-            self.omega, self.min_damping)
+            global_step, rule.interval, compute_rho, self._variable, self.rho,
+            rule.omega, rule.min_damping)
 
     def record_loss(self, loss: Any, non_finite_policy: Optional[str]) -> tf.Operation:
         """`prev_loss ← loss`, kept when `loss` is not finite (unless the policy
