@@ -400,8 +400,9 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
                       precon_grads_and_vars: VarsAndVectors) -> VarsAndVectors:
         return self._clipping.clip(grads_and_vars, precon_grads_and_vars)
 
-    def _compute_qmodel_hyperparams(self, precon_grads, prev_updates, grads,
-                                    variables) -> Tuple[Any, Any, Any]:
+    def _compute_qmodel_hyperparams(
+            self, precon_grads: Sequence[Any], prev_updates: Optional[Sequence[Any]],
+            grads: Sequence[Any], variables: Sequence[Any]) -> Tuple[Any, Any, Any]:
         return self._quadratic_model.hyperparams(precon_grads, prev_updates, grads,
                                                  variables)
 
