@@ -103,3 +103,32 @@ def mat2d(weights, bias):
 
 def split_mat2d(matrix):
     return matrix[:-1], matrix[-1]
+
+
+def numpy_steps(data, num_steps, lr, damping, momentum=0.0, momentum_type="regular",
+                norm_constraint=None):
+    """Params (mat2d) after each of `num_steps` K-FAC rounds on softmax regression
+    (exact Fisher, `cov_ema_decay` 0): A, G from the current batch, the damped
+    Kronecker inverse of the mean-loss gradient, momentum, θ ← θ − lr·step."""
+    x, labels, weights, bias = (np.asarray(d, np.float64) if d.dtype.kind == "f" else d
+                                for d in data)
+    theta = mat2d(weights, bias)
+    velocity = np.zeros_like(theta)
+    a_factor = input_factor(x)
+    params = [theta]
+    for _ in range(num_steps):
+        grad, _, probs = softmax_regression_gradient(x, labels, *split_mat2d(theta))
+        g_factor = categorical_output_factor(probs)
+        if momentum_type == "regular":
+            precon = kronecker_precondition(a_factor, g_factor, damping, grad)
+            if norm_constraint is not None:
+                sq_norm = np.sum(grad * precon)
+                precon *= min(1.0, np.sqrt(norm_constraint / (lr**2 * sq_norm)))
+            velocity = momentum * velocity + precon
+            step = velocity
+        else:
+            velocity = momentum * velocity + grad
+            step = kronecker_precondition(a_factor, g_factor, damping, velocity)
+        theta = theta - lr * step
+        params.append(theta)
+    return params

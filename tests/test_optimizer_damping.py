@@ -103,6 +103,9 @@ def test_variables_and_damping_property(tf_behavior):
                 "KFAC/damping"} <= names
         assert opt.damping is opt._damping
         assert opt.damping.dtype.base_dtype == tf.float32
+        # The optimizer hands its damping variable to the estimator when the
+        # ops are made.
+        opt.make_vars_and_create_op_thunks()
         assert opt._fisher_est._damping is opt.damping
         assert opt.damping_adaptation_interval == 3
         assert opt._omega == pytest.approx(0.9**3)

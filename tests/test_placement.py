@@ -4,9 +4,9 @@ import re
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from estimator_helpers import two_layer_model
 
 from kfac.ops import estimator
-from kfac.ops import layer_collection as lc_lib
 from kfac.ops import utils
 
 DEVICES = ["/cpu:0", "/cpu:1"]
@@ -15,20 +15,9 @@ CONFIG = tf.ConfigProto(device_count={"CPU": 4})
 
 def _estimator(**kwargs):
     """A two-layer softmax model with 4 factors (A and G for each layer)."""
-    rng = np.random.RandomState(0)
-    x = tf.constant(rng.randn(4, 3).astype(np.float32))
-    w1 = tf.get_variable("w1", initializer=rng.randn(3, 5).astype(np.float32))
-    b1 = tf.get_variable("b1", initializer=rng.randn(5).astype(np.float32))
-    w2 = tf.get_variable("w2", initializer=rng.randn(5, 2).astype(np.float32))
-    pre1 = tf.matmul(x, w1) + b1
-    hidden = tf.tanh(pre1)
-    logits = tf.matmul(hidden, w2)
-    lc = lc_lib.LayerCollection()
-    lc.register_fully_connected((w1, b1), x, pre1)
-    lc.register_fully_connected(w2, hidden, logits)
-    lc.register_categorical_predictive_distribution(logits)
+    lc, variables = two_layer_model(seed=0, batch=4, classes=2)
     return estimator.make_fisher_estimator(
-        variables=[w1, b1, w2],
+        variables=list(variables),
         cov_ema_decay=0.5,
         damping=0.1,
         layer_collection=lc,

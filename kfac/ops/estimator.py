@@ -59,7 +59,8 @@ class FisherEstimator(abc.ABC):
       variables: the variables whose Fisher is estimated; must be exactly the
         registered ones (checked when ops are made).
       cov_ema_decay: decay of the factors' exponential moving averages.
-      damping: float, scalar Tensor or Variable added (approximately) to every block.
+      damping: float, scalar Tensor or Variable added (approximately) to every
+        block; the default of the op-making methods, which may be given another.
       layer_collection: the `LayerCollection` describing the model.
       exps: matrix powers registered on every block (power 1 is always available).
       estimation_mode: "gradients" (sampled targets; the true Fisher),
@@ -111,6 +112,8 @@ class FisherEstimator(abc.ABC):
 
     @property
     def damping(self):
+        """The damping the blocks received when the ops were made (until then,
+        the constructor's)."""
         return self._damping
 
     @property
@@ -152,11 +155,11 @@ class FisherEstimator(abc.ABC):
         return tf.add_n([tf.convert_to_tensor(counter) for counter in counters])
 
     @abc.abstractmethod
-    def make_ops_and_vars(self, scope=None):
+    def make_ops_and_vars(self, scope=None, damping=None):
         """See `placement.RoundRobinPlacementMixin.make_ops_and_vars`."""
 
     @abc.abstractmethod
-    def make_vars_and_create_op_thunks(self, scope=None):
+    def make_vars_and_create_op_thunks(self, scope=None, damping=None):
         """See `placement.RoundRobinPlacementMixin.make_vars_and_create_op_thunks`."""
 
     # --------------------------------------------------------------------
@@ -212,8 +215,14 @@ class FisherEstimator(abc.ABC):
     # --------------------------------------------------------------------
     # Variables and ops.
 
-    def create_ops_and_vars_thunks(self, scope=None):
+    def create_ops_and_vars_thunks(self, scope=None, damping=None):
         """Finalizes the registration and returns the four lists of factor thunks.
+
+        Args:
+          scope: variable scope of the variables and ops (default: `name`).
+          damping: the damping `λ` (float, scalar Tensor or Variable) every block
+            adds to its Fisher, read by its inverse updates; None means the
+            constructor's. `damping` reports it from then on.
 
         Returns:
           `(cov_variable_thunks, cov_update_thunks, inv_variable_thunks,
@@ -231,6 +240,8 @@ class FisherEstimator(abc.ABC):
         if self._made_vars:
             raise VariablesAlreadyMadeError("Already made variables.")
         self._made_vars = True
+        if damping is not None:
+            self._damping = damping
         self._finalize_layer_collection()
         scope = self.name if scope is None else scope
         decay = self._cov_ema_decay

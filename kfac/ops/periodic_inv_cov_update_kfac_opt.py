@@ -38,8 +38,20 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 def inverse_update_cost(factor: Any) -> int:
     """Estimated cost of `factor`'s inverse update: the cube of its matrix side
-    (a Cholesky inverse or an eigendecomposition of an `n × n` matrix is O(n³))."""
-    side = tf.compat.dimension_value(tf.TensorShape(factor._cov_shape)[0])
+    (a Cholesky inverse or an eigendecomposition of an `n × n` matrix is O(n³)).
+
+    The side is read from the factor's `cov_shape`, or else from the shape of
+    its covariance variable (so the variables must have been made).
+    """
+    shape = getattr(factor, "cov_shape", None)
+    if shape is None:
+        cov = factor.get_cov_var()
+        if cov is None:
+            raise ValueError(
+                "inverse_update_cost needs the covariance variable of {}; make the "
+                "estimator's variables first.".format(factor.name))
+        shape = cov.shape
+    side = tf.compat.dimension_value(tf.TensorShape(shape)[0])
     return int(side) ** 3
 
 
@@ -185,7 +197,7 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         super(PeriodicInvCovUpdateKfacOpt, self).__init__(**kwargs)
         # Indices into the inverse-update thunks; set when the ops are made.
         self._inverse_groups = None
-        with tf.init_scope(), tf.variable_scope(self._variable_scope):
+        with tf.init_scope(), tf.variable_scope(self.variable_scope):
             self._counter = tf.get_variable(
                 "counter", shape=(), dtype=tf.int64,
                 initializer=tf.zeros_initializer(), trainable=False)
@@ -225,7 +237,7 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         """
         if self._inverse_groups is None:
             return None
-        factors = list(self._fisher_est.factors)
+        factors = list(self.estimator.factors)
         return tuple(tuple(factors[index] for index in group)
                      for group in self._inverse_groups)
 
@@ -235,7 +247,7 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         """Makes the factor variables and update thunks, and the inverse groups."""
         if self._inverse_groups is not None:
             return
-        if self._fisher_est.made_vars():
+        if self.estimator.made_vars():
             raise ValueError(
                 "PeriodicInvCovUpdateKfacOpt makes the estimator's variables and ops "
                 "in its first minimize/apply_gradients; they were already made (a "
@@ -246,7 +258,7 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         with tf.control_dependencies(None):
             self._cov_update_thunks, self._inv_update_thunks = (
                 self.make_vars_and_create_op_thunks())
-        factors = list(self._fisher_est.factors)
+        factors = list(self.estimator.factors)
         with_inverses = [index for index, factor in enumerate(factors)
                          if not isinstance(factor, fisher_factors.DiagonalFactor)]
         if not self._spread_inverse_updates:
@@ -313,10 +325,8 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         def train_step():
             writes = []
             if loss_to_record is not None:
-                loss = tf.cast(loss_to_record, tf.float32)
-                if self._non_finite_policy is not None:
-                    loss = tf.where(tf.math.is_finite(loss), loss, self._prev_loss)
-                writes.append(tf.assign(self._prev_loss, loss))
+                writes.append(self.damping_adaptation.record_loss(
+                    loss_to_record, self.non_finite_policy))
             step = super(PeriodicInvCovUpdateKfacOpt, self).apply_gradients(
                 grads_and_vars, global_step=global_step)
             with tf.control_dependencies([step] + writes):
@@ -366,16 +376,12 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         the training step, which also records the loss as `prev_loss`.
         """
         self._make_vars_and_thunks_once()
-        if not (self._adapt_damping and self._is_chief):
+        if not self.damping_adaptation.adapting:
             return super(PeriodicInvCovUpdateKfacOpt, self).minimize(*args, **kwargs)
-        call = optimizer._bind(optimizer._MINIMIZE_SIGNATURE, self, args, kwargs)
-        if call.get("var_list") is None:
-            call["var_list"] = list(self.variables)
-        self._check_var_list("var_list", call["var_list"])
-        global_step = call.get("global_step")
-        if global_step is None:
-            raise KeyError("global_step needs to be passed to optimizer.minimize if "
-                           "damping parameter is adapted.")
+        call = arguments.bind_with_var_list(arguments.MINIMIZE_SIGNATURE, self, args,
+                                            kwargs)
+        arguments.check_global_step_for_adaptation(call)
+        global_step = call["global_step"]
         with tf.variable_scope(self.get_name()):
             schedule = self._schedule()
             update_damping = self._update_damping_after_burnin(schedule, global_step)
@@ -394,10 +400,10 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
 
     def _update_damping_after_burnin(self, schedule: _Schedule,
                                      global_step: Any) -> Any:
-        """`_update_damping`, not run during burn-in."""
+        """The damping adaptation's update op, not run during burn-in."""
         def update():
-            with tf.control_dependencies([self._update_damping(
-                    self._prev_train_batch, global_step)]):
+            with tf.control_dependencies([
+                    self.damping_adaptation.update_op(global_step)]):
                 return tf.constant(True)
 
         if schedule.training is None:

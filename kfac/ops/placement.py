@@ -38,7 +38,7 @@ class RoundRobinPlacementMixin(object):
         self._cov_devices = cov_devices
         self._inv_devices = inv_devices
 
-    def make_vars_and_create_op_thunks(self, scope=None):
+    def make_vars_and_create_op_thunks(self, scope=None, damping=None):
         """Creates all factor variables; returns the cov and inv update thunks.
 
         Cov variable *i* is created under `cov_devices[i mod k]` and its update
@@ -49,13 +49,15 @@ class RoundRobinPlacementMixin(object):
         Args:
           scope: variable scope for the variables and ops (default: the
             estimator's name).
+          damping: the blocks' damping (None: the estimator's constructor
+            damping); see `FisherEstimator.create_ops_and_vars_thunks`.
         """
         (
             cov_variable_thunks,
             cov_update_thunks,
             inv_variable_thunks,
             inv_update_thunks,
-        ) = self.create_ops_and_vars_thunks(scope=scope)
+        ) = self.create_ops_and_vars_thunks(scope=scope, damping=damping)
 
         if self._cov_devices:
             devices = itertools.cycle(self._cov_devices)
@@ -84,8 +86,10 @@ class RoundRobinPlacementMixin(object):
             ]
         return list(cov_update_thunks), list(inv_update_thunks)
 
-    def make_ops_and_vars(self, scope=None):
+    def make_ops_and_vars(self, scope=None, damping=None):
         """Creates the variables and calls every update thunk once.
+
+        `scope` and `damping` as in `make_vars_and_create_op_thunks`.
 
         Returns:
           `(cov_update_ops, cov_update_op, inv_update_ops, inv_update_op,
@@ -94,7 +98,7 @@ class RoundRobinPlacementMixin(object):
           name).
         """
         cov_update_thunks, inv_update_thunks = self.make_vars_and_create_op_thunks(
-            scope=scope
+            scope=scope, damping=damping
         )
         cov_update_ops = [thunk() for thunk in cov_update_thunks]
         inv_update_ops = [thunk() for thunk in inv_update_thunks]

@@ -4,13 +4,45 @@ Range checks apply to Python/numpy numbers only: Tensors (e.g. a decayed learnin
 rate) and variables are accepted as they are, their value being unknown here.
 """
 
+import inspect
 import math
 import numbers
 import warnings
 from typing import Any
 from typing import Sequence
 
+import tensorflow.compat.v1 as tf
+
 MOMENTUM_TYPES = ("regular", "adam", "qmodel")
+
+
+MINIMIZE_SIGNATURE = inspect.signature(tf.train.Optimizer.minimize)
+COMPUTE_GRADIENTS_SIGNATURE = inspect.signature(tf.train.Optimizer.compute_gradients)
+
+
+def bind_with_var_list(signature: inspect.Signature, optimizer: Any,
+                       args: Sequence[Any], kwargs: dict) -> dict:
+    """The arguments of a base-class call (`minimize`, `compute_gradients`) as
+    keywords, `var_list` defaulting to `optimizer.variables`.
+
+    Raises:
+      TypeError: as the call itself would, for unknown or missing arguments.
+      ValueError: if `var_list` is not exactly `optimizer.variables`.
+    """
+    call = dict(signature.bind(optimizer, *args, **kwargs).arguments)
+    del call["self"]
+    if call.get("var_list") is None:
+        call["var_list"] = list(optimizer.variables)
+    check_var_list("var_list", call["var_list"], optimizer.variables)
+    return call
+
+
+def check_global_step_for_adaptation(call: dict) -> None:
+    """KeyError unless the bound `minimize` call has a `global_step` (damping
+    adaptation counts its interval with it)."""
+    if call.get("global_step") is None:
+        raise KeyError("global_step needs to be passed to optimizer.minimize if "
+                       "damping parameter is adapted.")
 
 
 def is_number(value: Any) -> bool:
@@ -123,3 +155,9 @@ def describe_mismatch(name: str, given: Sequence[Any], expected: Sequence[Any]) 
 def same_variables(given: Sequence[Any], expected: Sequence[Any]) -> bool:
     """Set equality by object identity (variables are identity-keyed in graph mode)."""
     return {id(var) for var in given} == {id(var) for var in expected}
+
+
+def check_var_list(name: str, given: Sequence[Any], expected: Sequence[Any]) -> None:
+    """ValueError (`describe_mismatch`) unless `given` holds exactly `expected`."""
+    if not same_variables(given, expected):
+        raise ValueError(describe_mismatch(name, given, expected))

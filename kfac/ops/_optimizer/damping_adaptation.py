@@ -12,8 +12,13 @@ otherwise unchanged, then `λ ← max(λ, min_damping)`, with
 
 from typing import Any
 from typing import Callable
+from typing import NamedTuple
+from typing import Optional
 
 import tensorflow.compat.v1 as tf
+
+from kfac.ops._optimizer import arguments
+from kfac.ops._optimizer.non_finite_guard import NonFiniteGuard
 
 RHO_LOW = 0.25
 RHO_HIGH = 0.75
@@ -61,3 +66,110 @@ def make_damping_update_op(global_step: Any, interval: int,
     rho, new_damping = tf.cond(is_adaptation_step, adapt, keep)
     return tf.group(tf.assign(rho_var, rho), tf.assign(damping_var, new_damping),
                     name="update_damping")
+
+
+def _scalar_variable(name: str, initializer: Any) -> tf.Variable:
+    return tf.get_variable(name, shape=(), dtype=tf.float32,
+                           initializer=initializer, trainable=False)
+
+
+class Rule(NamedTuple):
+    """The parameters of the adaptation; the defaults are what the optimizer
+    reports before `set_damping_adaptation_params`."""
+
+    is_chief: bool = False
+    prev_train_batch: Any = None
+    loss_fn: Optional[Callable[[Any], Any]] = None
+    min_damping: float = 1e-5
+    interval: int = 5
+    # ω of §6.5: the decay (0.95 by default) compounded over one interval.
+    omega: float = 0.95**5
+
+
+class DampingAdaptation(object):
+    """The damping `λ` of an optimizer and, once enabled, its adaptation state.
+
+    Disabled (as made), `damping` is the constructor's constant. `enable`
+    creates, in the current variable scope, the float32 scalar variables
+    "rho", "prev_loss", "q_model_change" (0) and "damping" (the constant);
+    from then on `damping` is that variable and a chief's steps update it.
+
+    Args:
+      damping: the constructor's damping (number or scalar Tensor).
+    """
+
+    def __init__(self, damping: Any) -> None:
+        self._constant = damping
+        self._variable = None
+        # The other variables (None until enabled), read by the optimizer.
+        self.rho = self.prev_loss = self.q_model_change = None
+        self.rule = Rule()
+
+    @property
+    def enabled(self) -> bool:
+        return self._variable is not None
+
+    @property
+    def adapting(self) -> bool:
+        """True when this process updates `λ` and `q_model_change` (a chief)."""
+        return self.enabled and self.rule.is_chief
+
+    @property
+    def variable(self) -> Optional[tf.Variable]:
+        """The "damping" variable, None until enabled."""
+        return self._variable
+
+    @property
+    def damping(self) -> Any:
+        """The damping variable when enabled, else the constant."""
+        return self._constant if self._variable is None else self._variable
+
+    def enable(self, is_chief: bool, prev_train_batch: Any,
+               loss_fn: Callable[[Any], Any], min_damping: float, decay: float,
+               interval: int) -> None:
+        """Creates the variables (module doc) and stores the rule's parameters."""
+        self.rho = _scalar_variable("rho", tf.zeros_initializer())
+        self.prev_loss = _scalar_variable("prev_loss", tf.zeros_initializer())
+        self.q_model_change = _scalar_variable("q_model_change",
+                                               tf.zeros_initializer())
+        if arguments.is_number(self._constant):
+            initial = tf.constant(float(self._constant), dtype=tf.float32)
+        else:
+            initial = tf.cast(self._constant, tf.float32)
+        self._variable = tf.get_variable("damping", initializer=initial,
+                                         trainable=False)
+        self.rule = Rule(is_chief, prev_train_batch, loss_fn, min_damping, interval,
+                         decay**interval)
+
+    def update_op(self, global_step: Any) -> tf.Operation:
+        """The op adapting `λ` on adaptation steps (`make_damping_update_op`),
+        `ρ` from `loss_fn(prev_train_batch)`."""
+        rule = self.rule
+
+        def compute_rho():
+            prev_batch_loss = tf.cast(rule.loss_fn(rule.prev_train_batch), tf.float32)
+            return (prev_batch_loss - self.prev_loss) / self.q_model_change
+
+        return make_damping_update_op(
+            global_step, rule.interval, compute_rho, self._variable, self.rho,
+            rule.omega, rule.min_damping)
+
+    def record_loss(self, loss: Any, non_finite_policy: Optional[str]) -> tf.Operation:
+        """`prev_loss ← loss`, kept when `loss` is not finite (unless the policy
+        is None)."""
+        loss = tf.cast(loss, tf.float32)
+        if non_finite_policy is not None:
+            # A NaN loss would make every later ρ NaN (λ frozen).
+            loss = tf.where(tf.math.is_finite(loss), loss, self.prev_loss)
+        return tf.assign(self.prev_loss, loss)
+
+    def record_model_change(self, q_model_change: tf.Tensor,
+                            guard: NonFiniteGuard) -> tf.Operation:
+        """The op storing the predicted change `q` on an adapting chief (a
+        no-op otherwise, or when the guard defers the write)."""
+        if not self.adapting:
+            return tf.no_op()
+        q_model_change = tf.cast(q_model_change, tf.float32)
+        if guard.defer(self.q_model_change, q_model_change):
+            return tf.no_op()
+        return tf.assign(self.q_model_change, q_model_change)

@@ -7,6 +7,7 @@ puts the update on the boundary `uᵀ F̂ u = C` when it would leave it.
 """
 
 from typing import Any
+from typing import Callable
 from typing import List
 from typing import Sequence
 from typing import Tuple
@@ -62,3 +63,30 @@ def scale_vectors(vecs_and_vars: VectorsAndVars,
     """`[(coeff·v, var)]`."""
     return [(dense(vec) * tf.cast(coeff, dense(vec).dtype), var)
             for vec, var in vecs_and_vars]
+
+
+class NormConstraint(object):
+    """KL clipping of the preconditioned gradient for a constraint `C` > 0.
+
+    Args:
+      norm_constraint: `C`, a number or scalar Tensor.
+      learning_rate_as: `dtype -> η` in that dtype, read when the op is built.
+    """
+
+    def __init__(self, norm_constraint: Any,
+                 learning_rate_as: Callable[[tf.DType], tf.Tensor]) -> None:
+        self._norm_constraint = norm_constraint
+        self._learning_rate_as = learning_rate_as
+
+    def coefficient(self, grads_and_vars: VectorsAndVars,
+                    precon_grads_and_vars: VectorsAndVars) -> tf.Tensor:
+        """`κ = min(1, sqrt(C / (η² Σ⟨g, p⟩)))`."""
+        sq_norm = squared_fisher_norm(grads_and_vars, precon_grads_and_vars)
+        return clip_coefficient(sq_norm, self._learning_rate_as(sq_norm.dtype),
+                                self._norm_constraint)
+
+    def clip(self, grads_and_vars: VectorsAndVars,
+             precon_grads_and_vars: VectorsAndVars) -> List[Tuple[Any, Any]]:
+        """`[(κ·p, var)]`."""
+        coeff = self.coefficient(grads_and_vars, precon_grads_and_vars)
+        return scale_vectors(precon_grads_and_vars, coeff)

@@ -13,7 +13,9 @@ factor (`F = B Bᵀ`), so only `Bᵀ J Δ` and `Bᵀ J δ` are needed.
 """
 
 from typing import Any
+from typing import Callable
 from typing import List
+from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
@@ -153,3 +155,43 @@ def quadratic_model_hyperparams(
         return alpha, mu, 0.5 * tf.reduce_sum(solution * c)
 
     return tf.cond(tf.equal(m22, 0.0), no_previous_update_case, general_case)
+
+
+class QuadraticModel(object):
+    """The quadratic model of one optimizer over its layer collection's losses.
+
+    Args:
+      layer_collection: its `losses` (read when the model is built) give `B`, `J`.
+      batch_size: `n` (number or Tensor), or None (then building fails).
+      damping: `() -> λ`, read when the model is built (it may be adapted).
+      colocate_gradients_with_ops: forwarded to `tf.gradients`.
+    """
+
+    def __init__(self, layer_collection: Any, batch_size: Any,
+                 damping: Callable[[], Any],
+                 colocate_gradients_with_ops: bool) -> None:
+        self._layers = layer_collection
+        self._batch_size = batch_size
+        self._damping = damping
+        self._colocate_gradients_with_ops = colocate_gradients_with_ops
+
+    def hyperparams(
+            self, precon_grads: Sequence[Any], prev_updates: Optional[Sequence[Any]],
+            grads: Sequence[Any],
+            variables: Sequence[Any]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`(α, μ, q)` of `quadratic_model_hyperparams` with the exact mini-batch
+        Fisher products of the losses (one shared forward-mode walk).
+        `prev_updates=None` means no previous-update direction (`μ = 0`)."""
+        if self._batch_size is None:
+            raise ValueError("batch_size is required to compute the quadratic model "
+                             "(momentum_type 'qmodel' or damping adaptation).")
+        vectors_list = [precon_grads]
+        if prev_updates is not None:
+            vectors_list.append(prev_updates)
+        products = fisher_factor_transpose_products(
+            self._layers.losses, variables, vectors_list,
+            colocate_gradients_with_ops=self._colocate_gradients_with_ops)
+        return quadratic_model_hyperparams(
+            grads, precon_grads, prev_updates, products[0],
+            products[1] if prev_updates is not None else None,
+            self._damping(), self._batch_size)

@@ -1,0 +1,109 @@
+"""The K-FAC step of each momentum type (API.md §8 table).
+
+With `F̂⁻¹` the estimator's damped inverse and `v` the velocity:
+
+* "regular": `p = F̂⁻¹g` (KL-clipped with a norm constraint), `v ← m·v + p`,
+  step `v`;
+* "adam": `v ← m·v + g`, step `F̂⁻¹v` (momentum before preconditioning; not
+  Adam's second-moment scaling);
+* "qmodel": `p = F̂⁻¹g`, `(α, μ)` from the quadratic model over `(p, δ)` with
+  `δ` the previous update, `v ← μ·v − α·p`, step `v`.
+
+On an adapting chief every step also stores the quadratic model's predicted
+change `q` for the damping adaptation, before the velocities are written.
+"""
+
+from typing import Any
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops._optimizer.damping_adaptation import DampingAdaptation
+from kfac.ops._optimizer.momentum import Velocities
+from kfac.ops._optimizer.non_finite_guard import NonFiniteGuard
+from kfac.ops._optimizer.norm_constraint import NormConstraint
+from kfac.ops._optimizer.qmodel import QuadraticModel
+from kfac.ops._optimizer.vectors import dense
+
+VarsAndVectors = List[Tuple[Any, Any]]
+
+
+class UpdateRule(object):
+    """Builds `[(step, var)]` from `[(gradient, var)]` with the optimizer's parts.
+
+    Args:
+      momentum_type: "regular", "adam" or "qmodel".
+      momentum: `m` of "regular" and "adam".
+      estimator: its `multiply_inverse` gives `[(F̂⁻¹vec, var)]`, looked up at
+        every step (tests wrap it).
+      velocities, norm_constraint (or None), quadratic_model, adaptation, guard:
+        the optimizer's parts.
+      learning_rate_as: `dtype -> η` in that dtype.
+    """
+
+    def __init__(self, momentum_type: str, momentum: Any,
+                 estimator: Any,
+                 velocities: Velocities, norm_constraint: Optional[NormConstraint],
+                 quadratic_model: QuadraticModel, adaptation: DampingAdaptation,
+                 guard: NonFiniteGuard,
+                 learning_rate_as: Callable[[tf.DType], tf.Tensor]) -> None:
+        self._momentum_type = momentum_type
+        self._momentum = momentum
+        self._estimator = estimator
+        self._velocities = velocities
+        self._norm_constraint = norm_constraint
+        self._quadratic_model = quadratic_model
+        self._adaptation = adaptation
+        self._guard = guard
+        self._learning_rate_as = learning_rate_as
+
+    def steps(self, grads_and_vars: VarsAndVectors) -> VarsAndVectors:
+        """`[(step, var)]` for the momentum type (module doc)."""
+        if self._momentum_type == "regular":
+            precon_grads_and_vars = self._estimator.multiply_inverse(grads_and_vars)
+            if self._norm_constraint is not None:
+                precon_grads_and_vars = self._norm_constraint.clip(
+                    grads_and_vars, precon_grads_and_vars)
+            dependencies = []
+            if self._adaptation.adapting:
+                _, _, q_model_change = self.qmodel_step(grads_and_vars,
+                                                        precon_grads_and_vars)
+                dependencies = [q_model_change]
+            with tf.control_dependencies(dependencies):
+                return self._velocities.update(precon_grads_and_vars, self._momentum)
+
+        if self._momentum_type == "adam":
+            velocities_and_vars = self._velocities.update(grads_and_vars,
+                                                          self._momentum)
+            steps_and_vars = self._estimator.multiply_inverse(velocities_and_vars)
+            if not self._adaptation.adapting:
+                return steps_and_vars
+            # The velocity slot holds accumulated gradients, not the previous
+            # update, so the model is taken along the step direction alone (μ = 0).
+            _, _, q_model_change = self._quadratic_model.hyperparams(
+                [step for step, _ in steps_and_vars], None,
+                [grad for grad, _ in grads_and_vars],
+                [var for _, var in grads_and_vars])
+            record = self._adaptation.record_model_change(q_model_change, self._guard)
+            with tf.control_dependencies([record]):
+                return [(tf.identity(dense(step)), var) for step, var in steps_and_vars]
+
+        precon_grads_and_vars = self._estimator.multiply_inverse(grads_and_vars)
+        alpha, mu, q_model_change = self.qmodel_step(grads_and_vars,
+                                                     precon_grads_and_vars)
+        with tf.control_dependencies([q_model_change]):
+            return self._velocities.update(precon_grads_and_vars, mu, vec_coeff=-alpha)
+
+    def qmodel_step(self, grads_and_vars: VarsAndVectors,
+                    precon_grads_and_vars: VarsAndVectors) -> Tuple[Any, Any, Any]:
+        """`(α, μ, op storing q)` with `Δ = p` and `δ` the previous update."""
+        variables = [var for _, var in grads_and_vars]
+        alpha, mu, q_model_change = self._quadratic_model.hyperparams(
+            [pgrad for pgrad, _ in precon_grads_and_vars],
+            self._velocities.previous_updates(variables, self._learning_rate_as),
+            [grad for grad, _ in grads_and_vars], variables)
+        record = self._adaptation.record_model_change(q_model_change, self._guard)
+        return alpha, mu, record
