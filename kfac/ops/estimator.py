@@ -317,7 +317,7 @@ class FisherEstimator(abc.ABC):
         """Per loss, `B s` for a random ±1 vector `s` (so that E[B s sᵀ Bᵀ] = F)."""
         products = []
         for loss in self._layers.losses:
-            with self._layers._loss_colocation(loss):
+            with self._layers.loss_colocation(loss):
                 dtype = tf.as_dtype(tf.nest.flatten(loss.inputs)[0].dtype).base_dtype
                 signs = utils.generate_random_signs(
                     loss.fisher_factor_inner_shape, dtype=dtype
@@ -342,7 +342,7 @@ class FisherEstimator(abc.ABC):
         """
         sources = []
         for loss in self._layers.losses:
-            with self._layers._loss_colocation(loss):
+            with self._layers.loss_colocation(loss):
                 inner_shape = loss.fisher_factor_inner_static_shape[1:]
                 if not inner_shape.is_fully_defined():
                     raise ValueError(

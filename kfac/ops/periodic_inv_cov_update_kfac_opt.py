@@ -40,18 +40,9 @@ def inverse_update_cost(factor: Any) -> int:
     """Estimated cost of `factor`'s inverse update: the cube of its matrix side
     (a Cholesky inverse or an eigendecomposition of an `n × n` matrix is O(n³)).
 
-    The side is read from the factor's `cov_shape`, or else from the shape of
-    its covariance variable (so the variables must have been made).
+    The side is the first entry of the factor's `cov_shape`.
     """
-    shape = getattr(factor, "cov_shape", None)
-    if shape is None:
-        cov = factor.get_cov_var()
-        if cov is None:
-            raise ValueError(
-                "inverse_update_cost needs the covariance variable of {}; make the "
-                "estimator's variables first.".format(factor.name))
-        shape = cov.shape
-    side = tf.compat.dimension_value(tf.TensorShape(shape)[0])
+    side = tf.compat.dimension_value(tf.TensorShape(factor.cov_shape)[0])
     return int(side) ** 3
 
 
