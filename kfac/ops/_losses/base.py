@@ -160,6 +160,19 @@ class NaturalParamsNegativeLogProbLoss(NegativeLogProbLoss):
         return self.fisher_factor_inner_static_shape
 
 
+class _StoredTargetsMixin(object):
+    """`targets`: the value given to the constructor (`_targets`), or None.
+
+    First base of the concrete losses, which store their targets as given.
+    """
+
+    _targets = None
+
+    @property
+    def targets(self):
+        return self._targets
+
+
 class DistributionNegativeLogProbLoss(NegativeLogProbLoss):
     """Negative log-probability under a distribution object (`dist`).
 

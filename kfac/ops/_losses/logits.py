@@ -6,13 +6,14 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._losses import distributions
 from kfac.ops._losses.base import DistributionNegativeLogProbLoss
 from kfac.ops._losses.base import NaturalParamsNegativeLogProbLoss
+from kfac.ops._losses.base import _StoredTargetsMixin
 from kfac.ops._losses.helpers import _as_tensor
 from kfac.ops._losses.helpers import _check_index
 from kfac.ops._losses.helpers import _last_dim
 from kfac.ops._losses.helpers import _replicated_column
 
 
-class _LogitsLossMixin:
+class _LogitsLossMixin(_StoredTargetsMixin):
     """What every loss parametrised by `logits` shares (first base of those losses).
 
     Stores the logits and targets, exposes them as `params`/`targets`, builds
@@ -26,10 +27,6 @@ class _LogitsLossMixin:
         self._logits = _as_tensor(logits)
         self._targets = targets
         super().__init__(seed=seed)
-
-    @property
-    def targets(self):
-        return self._targets
 
     @property
     def params(self):
@@ -77,31 +74,27 @@ class CategoricalLogitsNegativeLogProbLoss(
         # exp(½ log p) stays accurate for tiny probabilities.
         return tf.exp(0.5 * tf.nn.log_softmax(self._logits))
 
+    def _scaled_minus_projected(self, vector, scale, column, row):
+        """`scale∘v − column·Σ(row∘v)`, row-wise: the shape of `F`, `B` and `Bᵀ`."""
+        vector = self._vector(vector)
+        return scale * vector - column * tf.reduce_sum(
+            row * vector, axis=-1, keepdims=True
+        )
+
     def multiply_fisher(self, vector):
         """`v∘p − p·Σ(v∘p)` (row-wise)."""
-        vector = self._vector(vector)
         probs = self._probs
-        return vector * probs - probs * tf.reduce_sum(
-            vector * probs, axis=-1, keepdims=True
-        )
+        return self._scaled_minus_projected(vector, probs, probs, probs)
 
     def multiply_fisher_factor(self, vector):
         """`B v = q∘v − p·Σ(q∘v)` (row-wise)."""
-        vector = self._vector(vector)
-        probs = self._probs
         sqrt_probs = self._sqrt_probs
-        return sqrt_probs * vector - probs * tf.reduce_sum(
-            sqrt_probs * vector, axis=-1, keepdims=True
-        )
+        return self._scaled_minus_projected(vector, sqrt_probs, self._probs, sqrt_probs)
 
     def multiply_fisher_factor_transpose(self, vector):
         """`Bᵀ v = q∘v − q·Σ(p∘v)` (row-wise)."""
-        vector = self._vector(vector)
-        probs = self._probs
         sqrt_probs = self._sqrt_probs
-        return sqrt_probs * vector - sqrt_probs * tf.reduce_sum(
-            probs * vector, axis=-1, keepdims=True
-        )
+        return self._scaled_minus_projected(vector, sqrt_probs, sqrt_probs, self._probs)
 
     def multiply_fisher_factor_replicated_one_hot(self, index):
         """Column `i = index[0]` of `B` in every row: `q_i e_i − p q_i`."""

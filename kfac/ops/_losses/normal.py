@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._losses import distributions
 from kfac.ops._losses.base import DistributionNegativeLogProbLoss
 from kfac.ops._losses.base import NaturalParamsNegativeLogProbLoss
+from kfac.ops._losses.base import _StoredTargetsMixin
 from kfac.ops._losses.helpers import _as_tensor
 from kfac.ops._losses.helpers import _check_index
 from kfac.ops._losses.helpers import _ContractAssertionError
@@ -17,7 +18,9 @@ from kfac.ops._losses.helpers import _replicated_column
 
 
 class NormalMeanNegativeLogProbLoss(
-    DistributionNegativeLogProbLoss, NaturalParamsNegativeLogProbLoss
+    _StoredTargetsMixin,
+    DistributionNegativeLogProbLoss,
+    NaturalParamsNegativeLogProbLoss,
 ):
     """Gaussian NLL with a predicted mean and a fixed variance.
 
@@ -36,10 +39,6 @@ class NormalMeanNegativeLogProbLoss(
         self._var = var
         self._targets = targets
         super().__init__(seed=seed)
-
-    @property
-    def targets(self):
-        return self._targets
 
     @property
     def params(self):
@@ -85,7 +84,9 @@ class NormalMeanNegativeLogProbLoss(
         return self._mean.shape
 
 
-class NormalMeanVarianceNegativeLogProbLoss(DistributionNegativeLogProbLoss):
+class NormalMeanVarianceNegativeLogProbLoss(
+    _StoredTargetsMixin, DistributionNegativeLogProbLoss
+):
     """Gaussian NLL with predicted mean and variance (not natural parameters).
 
     Per case, on `[mean; variance]` (`σ² = variance`):
@@ -117,10 +118,6 @@ class NormalMeanVarianceNegativeLogProbLoss(DistributionNegativeLogProbLoss):
         self._variance = variance
         self._targets = targets
         super().__init__(seed=seed)
-
-    @property
-    def targets(self):
-        return self._targets
 
     @property
     def params(self) -> Tuple[tf.Tensor, tf.Tensor]:
