@@ -4,20 +4,9 @@ update ops, and the left/right products of fisher_factors (API.md §4)."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from damping_helpers import DampingFunc
 
 from kfac.ops import fisher_factors as ff
-
-
-class DampingFunc(object):
-    """Stand-in for fisher_blocks.PackagedFunc: callable with a stable `func_id`."""
-
-    def __init__(self, value, func_id=None):
-        self._value = value
-        self.func_id = (value,) if func_id is None else tuple(func_id)
-
-    def __call__(self):
-        return self._value
-
 
 
 class FisherFactorDummy(ff.FisherFactor):

@@ -5,21 +5,11 @@ computations of the formulas in API.md §4."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from damping_helpers import DampingFunc
 
 from kfac.ops import fisher_factors as ff
 
 NUM_USES, BATCH, DIM = 3, 2, 2
-
-
-class DampingFunc(object):
-    """Stand-in for fisher_blocks.PackagedFunc: callable with a stable `func_id`."""
-
-    def __init__(self, value):
-        self._value = value
-        self.func_id = (value,)
-
-    def __call__(self):
-        return self._value
 
 
 def _homog(rows):

@@ -4,24 +4,11 @@
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from damping_helpers import DampingFunc
 
 from kfac.ops import fisher_factors as ff
 from kfac.ops import utils
 from kfac.ops._factors import second_moments
-
-
-class DampingFunc(object):
-    """Stand-in for fisher_blocks.PackagedFunc: callable with a stable `func_id`."""
-
-    def __init__(self, value, func_id=None):
-        self._value = value
-        self.func_id = (value,) if func_id is None else tuple(func_id)
-
-    def __call__(self):
-        return self._value
-
-
-
 
 # -------------------------------------------------------------------- naming
 
@@ -96,25 +83,29 @@ def test_compute_cov_symmetric_and_cross(graph, rng):
 @pytest.mark.parametrize("block_size", [320, 3, 2, 1])
 @pytest.mark.parametrize("append_ones", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_symmetric_second_moment_blocks(graph, rng, monkeypatch, block_size,
-                                        append_ones, dtype):
+def test_symmetric_second_moment_blocks(
+    graph, rng, monkeypatch, block_size, append_ones, dtype
+):
     # Small blocks force the blocked path (1, 2, 3 and 4 column groups of 7).
     monkeypatch.setattr(second_moments, "BLOCK_SIZE", block_size)
     x = rng.randn(6, 7).astype(dtype)
     rows = tf.placeholder(dtype, [None, 7])
     with tf.Session() as sess:
         moment, normalised = sess.run(
-            [second_moments.symmetric_second_moment(rows, append_ones=append_ones),
-             second_moments.symmetric_second_moment(
-                 rows, normalizer=tf.constant(4), append_ones=append_ones)],
-            {rows: x})
+            [
+                second_moments.symmetric_second_moment(rows, append_ones=append_ones),
+                second_moments.symmetric_second_moment(
+                    rows, normalizer=tf.constant(4), append_ones=append_ones
+                ),
+            ],
+            {rows: x},
+        )
     padded = np.concatenate([x, np.ones((6, 1))], 1) if append_ones else x
     expected = sum(np.outer(row, row) for row in padded.astype(np.float64))
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     assert moment.dtype == dtype
     np.testing.assert_allclose(moment, expected / 6, rtol=tolerance, atol=tolerance)
-    np.testing.assert_allclose(normalised, expected / 4, rtol=tolerance,
-                               atol=tolerance)
+    np.testing.assert_allclose(normalised, expected / 4, rtol=tolerance, atol=tolerance)
     # Exactly symmetric, whatever the blocks.
     np.testing.assert_array_equal(moment, moment.T)
     np.testing.assert_array_equal(normalised, normalised.T)
@@ -137,15 +128,16 @@ def test_num_column_blocks():
     assert second_moments.num_column_blocks(250) == 1
     assert second_moments.num_column_blocks(785) == 2
     assert second_moments.num_column_blocks(1001) == 3
-    assert second_moments.num_column_blocks(10 ** 5) == second_moments.MAX_BLOCKS
+    assert second_moments.num_column_blocks(10**5) == second_moments.MAX_BLOCKS
 
 
 def test_symmetric_second_moment_unknown_width(graph, rng):
     x = rng.randn(5, 3)
     rows = tf.placeholder(tf.float64, [None, None])
     with tf.Session() as sess:
-        moment = sess.run(second_moments.symmetric_second_moment(
-            rows, append_ones=True), {rows: x})
+        moment = sess.run(
+            second_moments.symmetric_second_moment(rows, append_ones=True), {rows: x}
+        )
     padded = np.concatenate([x, np.ones((5, 1))], 1)
     np.testing.assert_allclose(moment, padded.T @ padded / 5)
 
