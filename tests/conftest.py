@@ -5,6 +5,7 @@ asks for the `tf_behavior` fixture, which runs it once with TF2 behaviour and on
 after `tf.disable_v2_behavior()` (ref variables, control flow v1), as TF1 users do.
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,9 +70,22 @@ def tf_behavior(request):
     if request.param == "v2":
         yield request.param
         return
+    with _v1_behavior():
+        yield request.param
+
+
+@pytest.fixture
+def v1_behavior():
+    """The test runs after `disable_v2_behavior()` only (see `tf_behavior`)."""
+    with _v1_behavior():
+        yield
+
+
+@contextlib.contextmanager
+def _v1_behavior():
     tf.disable_v2_behavior()
     with tf.Graph().as_default():
-        yield request.param
+        yield
     _forget_global_default_graph()
 
 

@@ -208,10 +208,9 @@ def test_resume_gives_identical_variables(tmp_path, config):
     assert straight["global_step"] == NUM_STEPS
 
 
-def test_resume_with_ref_variables(tmp_path):
+def test_resume_with_ref_variables(tmp_path, v1_behavior):
     """The same with ref variables and control flow v1 (`disable_v2_behavior`);
     the tests above use resource variables. (conftest restores v2 behaviour.)"""
-    tf.disable_v2_behavior()
     _assert_identical(_straight_run("fc"),
                       _resumed_run("fc", str(tmp_path / "model.ckpt")))
 
