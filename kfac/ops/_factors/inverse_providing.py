@@ -188,10 +188,10 @@ class InverseProvidingFactor(base.FisherFactor):
         read when the op runs). The eigen path (one grouped op) is used when an
         eigendecomposition is already cached, when a power other than −1 is
         registered, or when there are at least
-        `EIGENVALUE_DECOMPOSITION_THRESHOLD` inverses; otherwise each inverse is
-        `utils.posdef_inv(cov, d)` (a Cholesky inverse that falls back to a
-        clipped eigendecomposition when not finite) and one op per inverse is
-        returned. The cached eigendecomposition is cleared afterwards.
+        `eigenvalue_decomposition_threshold` inverses (the factor's config);
+        otherwise each inverse is `linalg.posdef_inv(cov, d, posdef_inv_method)`
+        (by default a Cholesky inverse that falls back to a clipped
+        eigendecomposition when not finite) and one op per inverse is returned. The cached eigendecomposition is cleared afterwards.
 
         Port improvements: negative powers on the eigen path use eigenvalues
         floored as in `linalg.floor_damped_eigenvalues` (finite for a singular
