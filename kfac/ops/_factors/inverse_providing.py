@@ -191,7 +191,8 @@ class InverseProvidingFactor(base.FisherFactor):
         `eigenvalue_decomposition_threshold` inverses (the factor's config);
         otherwise each inverse is `linalg.posdef_inv(cov, d, posdef_inv_method)`
         (by default a Cholesky inverse that falls back to a clipped
-        eigendecomposition when not finite) and one op per inverse is returned. The cached eigendecomposition is cleared afterwards.
+        eigendecomposition when not finite) and one op per inverse is returned.
+        The cached eigendecomposition is cleared afterwards.
 
         Port improvements: negative powers on the eigen path use eigenvalues
         floored as in `linalg.floor_damped_eigenvalues` (finite for a singular
