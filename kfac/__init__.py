@@ -8,6 +8,7 @@ from kfac.ops import curvature_matrix_vector_products
 from kfac.ops import estimator
 from kfac.ops import fisher_blocks
 from kfac.ops import fisher_factors
+from kfac.ops import graph_search
 from kfac.ops import layer_collection
 from kfac.ops import loss_functions
 from kfac.ops import op_queue
@@ -16,6 +17,7 @@ from kfac.ops import periodic_inv_cov_update_kfac_opt
 from kfac.ops import placement
 from kfac.ops import utils
 from kfac.ops._config import KfacConfig  # port addition
+from kfac.ops.graph_search import AmbiguousRegistrationError  # port addition
 
 LayerCollection = getattr(layer_collection, "LayerCollection", None)
 KfacOptimizer = getattr(optimizer, "KfacOptimizer", None)
@@ -27,6 +29,7 @@ __all__ = [
     "estimator",
     "fisher_blocks",
     "fisher_factors",
+    "graph_search",
     "layer_collection",
     "loss_functions",
     "op_queue",
@@ -38,4 +41,5 @@ __all__ = [
     "KfacOptimizer",
     "PeriodicInvCovUpdateKfacOpt",
     "KfacConfig",
+    "AmbiguousRegistrationError",
 ]

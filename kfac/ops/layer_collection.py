@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import _config
 from kfac.ops import loss_functions
 from kfac.ops._factors.cache import FactorCache
+from kfac.ops._graph_search import scan as graph_scan
 from kfac.ops._registration import conv2d
 from kfac.ops._registration import convolution
 from kfac.ops._registration import depthwise
@@ -130,6 +131,7 @@ class LayerCollection(object):
         self._linked_parameters = {}  # frozenset(vars) -> approximation or None
         self._subgraph = None
         self._vars_to_uses = collections.defaultdict(int)
+        self._finalized = False
         for kind in LAYER_KINDS.values():
             setattr(self, "_default_{}_approximation".format(kind.name), kind.default)
         # Reserve a unique scope name ("LayerCollection", "LayerCollection_1", ...)
@@ -235,8 +237,9 @@ class LayerCollection(object):
           KeyError: reuse requested but no block is registered under `layer_key`.
           ValueError: reuse with a block of another type; the key is "already in
             LayerCollection" without reuse; or one of its variables "was already
-            registered" under another key.
+            registered" under another key; or the collection is finalized.
         """
+        self._check_not_finalized("register a layer")
         return insert_block(self.fisher_blocks, layer_key, fisher_block, reuse)
 
     def make_or_get_factor(self, cls, args):
@@ -269,6 +272,7 @@ class LayerCollection(object):
           ValueError: if a variable of the group is registered under a different
             key, or already belongs to a linked group.
         """
+        self._check_not_finalized("link parameters")
         group = check_linkable(self.fisher_blocks, self._linked_parameters, params)
         self._linked_parameters[group] = approximation
 
@@ -339,6 +343,7 @@ class LayerCollection(object):
           KeyError: reuse without an existing loss `name`, or a new loss whose
             `name` is taken.
         """
+        self._check_not_finalized("register a loss")
         name = name or self._graph.unique_name(base_name)
         loss_checks.add_loss_tower(self._loss_dict, name, loss, reuse)
         self.loss_colocation_ops[loss] = colocation_op
@@ -480,6 +485,58 @@ class LayerCollection(object):
                     ["Found the following errors with variable registration:"]
                     + problems
                 )
+            )
+
+    # --------------------------------------------------------------------
+    # Automatic registration (port addition, kfac 0.2's API).
+
+    def auto_register_layers(self, var_list=None, batch_size=None) -> list:
+        """Registers the layers of the graph that no registration covers yet.
+
+        Scans the graph backwards from the registered losses (register them
+        first) and registers each trainable variable it can match: dense
+        (`MatMul`, `BatchMatMul`, with a `BiasAdd`/`Add` bias `[out]` or `[1,
+        out]`), `conv1d`/`conv2d`/`conv3d` (strides, padding and dilations
+        read from the op), depthwise and separable convolutions, embeddings
+        (`Gather`/`ResourceGather`), and the scale and shift of batch norm
+        (fused and unfused) and layer norm. A weight used several times per
+        tower gets the `*_multi` registration, and the towers of a multi-tower
+        model are registered as towers. Variables it cannot match get a
+        "diagonal" generic block (the linked approximation if they were
+        linked) and a warning on the "kfac.auto_register" logger naming each
+        one and the op that uses it. Hand registrations made before are kept.
+
+        Args:
+          var_list: the variables to register (default: the graph's trainable
+            variables); ones that the losses do not use are skipped.
+          batch_size: per-tower batch size of generic fallbacks (default: the
+            first dimension of the tower's first loss input).
+
+        Returns:
+          One `Registration` per registered parameter group (kind, patterns,
+          uses, towers, and the reason of a fallback).
+
+        Raises:
+          ValueError: no loss is registered, or the collection is finalized.
+          AmbiguousRegistrationError: a variable matches incompatible patterns
+            (e.g. a bias added after two layers).
+        """
+        self._check_not_finalized("auto-register layers")
+        return graph_scan.register_layers(self, var_list, batch_size)
+
+    def finalize(self) -> None:
+        """Blocks later registrations (layers, losses, links): they raise ValueError."""
+        self._finalized = True
+
+    @property
+    def is_finalized(self) -> bool:
+        return self._finalized
+
+    def _check_not_finalized(self, action: str) -> None:
+        if self._finalized:
+            raise ValueError(
+                "LayerCollection {!r} is finalized: cannot {} after finalize() "
+                "was called.".format(self._var_scope, action)
             )
 
     @contextlib.contextmanager
