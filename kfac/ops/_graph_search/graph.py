@@ -13,7 +13,7 @@ from kfac.ops._utils.graph import SubGraph
 _READ_OPS = ("ReadVariableOp", "Identity", "Snapshot")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Use:
     """One op of the losses' sub-graph consuming a variable's value.
 

@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._graph_search.graph import Use
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LayerMatch:
     """One application of a layer found in the graph.
 

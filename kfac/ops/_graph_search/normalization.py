@@ -76,7 +76,11 @@ def match_fused_batch_norm(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
         else:
             mean, variance = op.inputs[3], op.inputs[4]
         x_hat = (x - mean) * tf.rsqrt(variance + epsilon)
-    claims = [Use(var, op, index) for var, index in ((scale, 1), (shift, 2)) if var]
+    claims = [
+        Use(var, op, index)
+        for var, index in ((scale, 1), (shift, 2))
+        if var is not None
+    ]
     return _match(scale, shift, x_hat, op.outputs[0], op.type, claims)
 
 
@@ -135,7 +139,7 @@ def match_scale(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
         found = _batch_normalization(graph, use, op.outputs[0])
         if found is not None:
             x_hat, outputs, shift, shift_use = found
-            claims = [use] + ([shift_use] if shift_use else [])
+            claims = [use] + ([shift_use] if shift_use is not None else [])
             return _match(
                 scale, shift, x_hat, outputs, "tf.nn.batch_normalization", claims
             )
