@@ -36,9 +36,9 @@ def convnet_model(layer_collection):
 
 def rnn_model(layer_collection):
     sequences = tf.placeholder(tf.float32, [BATCH, 6, 5], name="examples")
-    return rnn_mnist.build_model(
-        sequences, _labels(), layer_collection, hidden_size=7
-    )[0]
+    return rnn_mnist.build_model(sequences, _labels(), layer_collection, hidden_size=7)[
+        0
+    ]
 
 
 def embedding_model(registration):

@@ -44,7 +44,9 @@ def test_unmatched_variable_falls_back_to_a_generic_diagonal_block_and_is_logged
     assert fallback.reason == (
         "no layer pattern matches its use as gate (input 0 of Exp op 'Exp')"
     )
-    assert isinstance(layer_collection.fisher_blocks[gate], fisher_blocks.NaiveDiagonalFB)
+    assert isinstance(
+        layer_collection.fisher_blocks[gate], fisher_blocks.NaiveDiagonalFB
+    )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "auto_register_layers: gate registered as a generic (diagonal) block: no "
@@ -169,10 +171,14 @@ def test_finalize_blocks_every_later_registration(graph):
         "finalize() was called."
     )
     attempts = [
-        ("register a layer", lambda: layer_collection.register_fully_connected(
-            params, x, logits)),
-        ("register a loss", lambda: layer_collection.register_normal_predictive_distribution(
-            logits)),
+        (
+            "register a layer",
+            lambda: layer_collection.register_fully_connected(params, x, logits),
+        ),
+        (
+            "register a loss",
+            lambda: layer_collection.register_normal_predictive_distribution(logits),
+        ),
         ("link parameters", lambda: layer_collection.define_linked_parameters(params)),
         ("auto-register layers", layer_collection.auto_register_layers),
     ]
@@ -204,7 +210,8 @@ def _check_while_loop_fallback():
     x = tf.placeholder(tf.float32, [4, 3])
     weights = tf.get_variable("w", [3, 3])
     _, state = tf.while_loop(
-        lambda i, h: i < 2, lambda i, h: (i + 1, tf.tanh(tf.matmul(h, weights))),
+        lambda i, h: i < 2,
+        lambda i, h: (i + 1, tf.tanh(tf.matmul(h, weights))),
         [0, x],
     )
     logits, _ = _dense("fc", state, 2)

@@ -60,7 +60,10 @@ def dilated_conv2d_model(layer_collection):
 
 def separable_model(layer_collection):
     x = tf.placeholder(tf.float32, [2, 6, 6, 2], name="examples")
-    depthwise, pointwise = _variable("dw", [3, 3, 2, 2], 0), _variable("pw", [1, 1, 4, 3], 1)
+    depthwise, pointwise = (
+        _variable("dw", [3, 3, 2, 2], 0),
+        _variable("pw", [1, 1, 4, 3], 1),
+    )
     mid = tf.nn.depthwise_conv2d(x, depthwise, [1, 2, 2, 1], "SAME")
     pre = tf.nn.conv2d(mid, pointwise, [1, 1, 1, 1], "VALID")
     layer_collection.register_separable_conv2d(

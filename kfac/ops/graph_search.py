@@ -16,4 +16,3 @@ def register_layers(layer_collection, varlist=None, batch_size=None) -> list:
     Same as `layer_collection.auto_register_layers(varlist, batch_size)`.
     """
     return layer_collection.auto_register_layers(varlist, batch_size)
-

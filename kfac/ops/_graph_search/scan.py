@@ -159,7 +159,9 @@ class _Registrar(object):
             self._collection.register_generic(
                 params, self.batch_size(tower), approx=approx, reuse=tower > 0
             )
-        self.registrations.append(Registration(params, "generic", [], 0, towers, reason))
+        self.registrations.append(
+            Registration(params, "generic", [], 0, towers, reason)
+        )
         LOGGER.warning(
             "auto_register_layers: %s registered as a generic (%s) block: %s",
             ", ".join(_name(v) for v in variables),
@@ -243,15 +245,28 @@ def _register_single(kind):
         if kind in ("conv2d", "depthwise_conv2d"):
             strides, padding = options.pop("strides"), options.pop("padding")
             if kind == "conv2d":
-                method(params, strides, padding, match.inputs, match.outputs,
-                       reuse=reuse, **options)
+                method(
+                    params,
+                    strides,
+                    padding,
+                    match.inputs,
+                    match.outputs,
+                    reuse=reuse,
+                    **options,
+                )
             else:
-                method(params, match.inputs, match.outputs, strides, padding,
-                       reuse=reuse, **options)
+                method(
+                    params,
+                    match.inputs,
+                    match.outputs,
+                    strides,
+                    padding,
+                    reuse=reuse,
+                    **options,
+                )
         elif kind == "convolution":
             padding = options.pop("padding")
-            method(params, match.inputs, match.outputs, padding, reuse=reuse,
-                   **options)
+            method(params, match.inputs, match.outputs, padding, reuse=reuse, **options)
         else:
             method(params, match.inputs, match.outputs, reuse=reuse)
 

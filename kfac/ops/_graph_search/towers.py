@@ -24,7 +24,9 @@ class Towers(object):
             self._subgraphs = []
             self.num_towers = 1
             self.loss_inputs = [
-                tf.nest.flatten([loss.inputs for towers in towers_by_loss for loss in towers])
+                tf.nest.flatten(
+                    [loss.inputs for towers in towers_by_loss for loss in towers]
+                )
             ]
             return
         (self.num_towers,) = counts
@@ -56,4 +58,3 @@ class Towers(object):
         if len({len(tower) for tower in per_tower}) != 1:
             return None
         return per_tower
-
