@@ -40,6 +40,8 @@ from kfac.ops._blocks.kronecker import FullyConnectedKFACBasicFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
 from kfac.ops._blocks.multi_use import FullyConnectedMultiIndepFB
+from kfac.ops._blocks.scale_and_shift import ScaleAndShiftDiagonalFB
+from kfac.ops._blocks.scale_and_shift import ScaleAndShiftFullFB
 from kfac.ops._blocks.series import FullyConnectedSeriesFB
 from kfac.ops._blocks.series import SeriesFBApproximation
 from kfac.ops._blocks.towers import InputOutputMultiTower
@@ -89,6 +91,8 @@ def set_global_constants(
 
 
 __all__ = [
+    "ScaleAndShiftDiagonalFB",
+    "ScaleAndShiftFullFB",
     "PI_OFF_NAME",
     "PI_TRACENORM_NAME",
     "set_global_constants",

@@ -34,6 +34,8 @@ from kfac.ops._factors.naming import list_to_string
 from kfac.ops._factors.naming import scalar_or_tensor_to_string
 from kfac.ops._factors.naming import scope_string_from_name
 from kfac.ops._factors.naming import scope_string_from_params
+from kfac.ops._factors.scale_and_shift import ScaleAndShiftDiagonalFactor
+from kfac.ops._factors.scale_and_shift import ScaleAndShiftFullFactor
 from kfac.ops._factors.statistics import append_homog
 from kfac.ops._factors.statistics import compute_cov
 from kfac.ops._factors.statistics import covariance_initializer
@@ -102,6 +104,8 @@ def set_global_constants(
 
 
 __all__ = [
+    "ScaleAndShiftDiagonalFactor",
+    "ScaleAndShiftFullFactor",
     "INIT_COVARIANCES_AT_ZERO",
     "ZERO_DEBIAS",
     "EIGENVALUE_DECOMPOSITION_THRESHOLD",

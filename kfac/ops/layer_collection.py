@@ -25,6 +25,7 @@ from kfac.ops._registration import embedding
 from kfac.ops._registration import fully_connected
 from kfac.ops._registration import generic
 from kfac.ops._registration import losses as loss_checks
+from kfac.ops._registration import scale_and_shift
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
@@ -106,6 +107,7 @@ class LayerCollection(object):
     register_embedding = embedding.register_embedding
     register_embedding_multi = embedding.register_embedding_multi
     register_generic = generic.register_generic
+    register_scale_and_shift = scale_and_shift.register_scale_and_shift
 
     def __init__(self, graph=None, name: str = "LayerCollection", config=None):
         """Makes an empty collection.
@@ -192,6 +194,7 @@ class LayerCollection(object):
     )
     default_conv2d_multi_approximation = _default_approximation("conv2d_multi")
     default_embedding_multi_approximation = _default_approximation("embedding_multi")
+    default_scale_and_shift_approximation = _default_approximation("scale_and_shift")
 
     def _set_default_approximation(self, layer_kind: str, value: str) -> None:
         LAYER_KINDS[layer_kind].check_approximation(value)
@@ -216,6 +219,10 @@ class LayerCollection(object):
     def set_default_fully_connected_multi_approximation(self, value: str) -> None:
         """ "kron_indep", "kron_series_1" or "kron_series_2" (ValueError otherwise)."""
         self._set_default_approximation("fully_connected_multi", value)
+
+    def set_default_scale_and_shift_approximation(self, value: str) -> None:
+        """(Port addition) "full" or "diagonal" (ValueError otherwise)."""
+        self._set_default_approximation("scale_and_shift", value)
 
     # --------------------------------------------------------------------
     # Blocks, factors and linked parameters.

@@ -14,7 +14,25 @@ from kfac.ops._factors import dense as dense_factors
 from kfac.ops._utils import reshape
 
 
-class _GenericParamsBlock(FisherBlock):
+class FlattenedVectorProducts(object):
+    """Products with one factor `_factor` over the flattened parameter vector.
+
+    The factor is `[n, n]` (full) or `[n, 1]` (diagonal) over the column
+    `tensors_to_column(vector)`; `_damping_func` is set by the block.
+    """
+
+    def multiply_matpower(self, vector, exp):
+        """`(F + d I)^exp v` on the flattened vector, returned in `vector`'s format."""
+        column = reshape.tensors_to_column(vector)
+        out = self._factor.left_multiply_matpower(column, exp, self._damping_func)
+        return reshape.column_to_tensors(vector, out)
+
+    def full_fisher_block(self):
+        """The undamped Fisher block: `[n, n]` (full) or its diagonal `[n, 1]`."""
+        return self._factor.get_cov()
+
+
+class _GenericParamsBlock(FlattenedVectorProducts, FisherBlock):
     """Shared part of `FullFB` and `NaiveDiagonalFB`: one factor on `params`."""
 
     _FACTOR_CLASS = None  # set by subclasses
@@ -34,16 +52,6 @@ class _GenericParamsBlock(FisherBlock):
         self._factor = self._factors.make_or_get_factor(
             self._FACTOR_CLASS, (grads_list, self._batch_size)
         )
-
-    def multiply_matpower(self, vector, exp):
-        """`(F + d I)^exp v` on the flattened vector, returned in `vector`'s format."""
-        column = reshape.tensors_to_column(vector)
-        out = self._factor.left_multiply_matpower(column, exp, self._damping_func)
-        return reshape.column_to_tensors(vector, out)
-
-    def full_fisher_block(self):
-        """The undamped Fisher block as a dense `[n, n]` matrix."""
-        return self._factor.get_cov()
 
     def tensors_to_compute_grads(self):
         return self._params

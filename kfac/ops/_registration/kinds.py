@@ -12,6 +12,7 @@ from kfac.ops._registration.embedding import EMBEDDING_MULTI
 from kfac.ops._registration.fully_connected import FULLY_CONNECTED
 from kfac.ops._registration.fully_connected import FULLY_CONNECTED_MULTI
 from kfac.ops._registration.generic import GENERIC
+from kfac.ops._registration.scale_and_shift import SCALE_AND_SHIFT
 
 # kind name -> LayerKind, in the original's order.
 LAYER_KINDS = {
@@ -24,5 +25,6 @@ LAYER_KINDS = {
         FULLY_CONNECTED_MULTI,
         CONV2D_MULTI,
         EMBEDDING_MULTI,
+        SCALE_AND_SHIFT,
     )
 }
