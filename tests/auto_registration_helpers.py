@@ -90,7 +90,8 @@ def _names(value):
 
 
 def describe(layer_collection, skip_inputs_of=()):
-    """Per block: type, parameter names, tensors of each tower, uses.
+    """Per block: type, kind, approximation, uses, parameter names, the tensors of
+    each tower, towers (from the block and from `layer_registrations`).
 
     The inputs of blocks whose type is in `skip_inputs_of` are left out (a
     batch norm's normalised inputs are rebuilt by the scan: compared by value).
@@ -101,20 +102,26 @@ def describe(layer_collection, skip_inputs_of=()):
 
 def _describe(layer_collection, skip_inputs_of):
     described = []
+    records = layer_collection.layer_registrations
     for key, block in layer_collection.fisher_blocks.items():
         block_type = type(block).__name__
         inputs = getattr(block, "_tower_inputs", None)
         outputs = getattr(block, "_tower_outputs", None)
         if block_type in skip_inputs_of:
             inputs = None
+        record = records[key]
         described.append(
             (
                 block_type,
+                record.kind,
+                record.approximation,
+                record.uses,
                 _names(key),
                 _names(inputs),
                 _names(outputs),
                 getattr(block, "num_uses", None),
                 block.num_registered_towers,
+                len(record.towers),
             )
         )
     return described

@@ -25,6 +25,8 @@ from kfac.ops._registration import embedding
 from kfac.ops._registration import fully_connected
 from kfac.ops._registration import generic
 from kfac.ops._registration import losses as loss_checks
+from kfac.ops._registration import records
+from kfac.ops._registration import summary as summary_lib
 from kfac.ops._registration import scale_and_shift
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
@@ -134,6 +136,7 @@ class LayerCollection(object):
         self._subgraph = None
         self._vars_to_uses = collections.defaultdict(int)
         self._finalized = False
+        self._layer_registrations = LayerParametersDict()
         for kind in LAYER_KINDS.values():
             setattr(self, "_default_{}_approximation".format(kind.name), kind.default)
         # Reserve a unique scope name ("LayerCollection", "LayerCollection_1", ...)
@@ -248,6 +251,20 @@ class LayerCollection(object):
         """
         self._check_not_finalized("register a layer")
         return insert_block(self.fisher_blocks, layer_key, fisher_block, reuse)
+
+    def record_layer(self, params, kind, approximation, tower_args, uses, block):
+        """(Port addition) notes one tower of a `register_*` call (see
+        `layer_registrations`); the registration functions call it."""
+        records.record_tower(
+            self._layer_registrations, kind, approximation, params, tower_args, uses,
+            block,
+        )
+
+    @property
+    def layer_registrations(self) -> LayerParametersDict:
+        """(Port addition) {params key -> `LayerRegistration`} in registration
+        order: kind, approximation, per-tower arguments, uses, block."""
+        return self._layer_registrations
 
     def make_or_get_factor(self, cls, args):
         """The factor `cls(*args)`, built once (in this collection's scope) and cached.
@@ -493,6 +510,23 @@ class LayerCollection(object):
                     + problems
                 )
             )
+
+    def summary(self) -> str:
+        """(Port addition) one line per block and per loss.
+
+        A block line: kind, approximation, parameter names and shapes, towers,
+        uses per tower, factor sizes (`A in×in, G out×out` for Kronecker
+        blocks; the entries of diagonal ones).
+        """
+        return summary_lib.summary_text(
+            self._var_scope,
+            list(self._layer_registrations.values()),
+            len(self.fisher_blocks),
+            self._loss_dict,
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
 
     # --------------------------------------------------------------------
     # Automatic registration (port addition, kfac 0.2's API).

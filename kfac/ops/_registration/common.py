@@ -121,7 +121,9 @@ class LayerKind:
         return block_type_for(approx, self.approximations), approx
 
 
-def add_layer(layer_collection, params, block, reuse, tower_args, uses) -> None:
+def add_layer(
+    layer_collection, params, block, reuse, tower_args, uses, kind=None, approx=None
+) -> None:
     """register_block, then add a tower to the block in effect, then the uses.
 
     Raises:
@@ -132,6 +134,8 @@ def add_layer(layer_collection, params, block, reuse, tower_args, uses) -> None:
     block = layer_collection.register_block(params, block, reuse=reuse)
     block.register_additional_tower(*tower_args)
     layer_collection.add_uses(params, uses)
+    if kind is not None:
+        layer_collection.record_layer(params, kind, approx, tower_args, uses, block)
 
 
 def register_layer(
@@ -159,4 +163,6 @@ def register_layer(
             )
         )
     block = make_block(block_type, approx)
-    add_layer(layer_collection, params, block, reuse, tower_args, uses)
+    add_layer(
+        layer_collection, params, block, reuse, tower_args, uses, kind.name, approx
+    )
