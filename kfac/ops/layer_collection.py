@@ -26,8 +26,8 @@ from kfac.ops._registration import fully_connected
 from kfac.ops._registration import generic
 from kfac.ops._registration import losses as loss_checks
 from kfac.ops._registration import records
-from kfac.ops._registration import summary as summary_lib
 from kfac.ops._registration import scale_and_shift
+from kfac.ops._registration import summary as summary_lib
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
