@@ -124,9 +124,10 @@ def test_optimizer_step_with_a_matrix_bias_equals_numpy(bias_shape, rng):
     lr = 0.5
     w = tf.get_variable("w", initializer=w0)
     b = tf.get_variable("b", initializer=b0.reshape(bias_shape))
-    outputs = tf.matmul(tf.constant(x), w) + tf.reshape(b, [1, 2])
+    inputs = tf.constant(x)
+    outputs = tf.matmul(inputs, w) + tf.reshape(b, [1, 2])
     lc = kfac.LayerCollection()
-    lc.register_fully_connected((w, b), tf.constant(x), outputs)
+    lc.register_fully_connected((w, b), inputs, outputs)
     lc.register_normal_predictive_distribution(outputs, var=0.5, targets=targets)
     loss = tf.reduce_sum(tf.square(outputs - targets)) / 8
     optimizer = kfac.KfacOptimizer(
@@ -161,13 +162,14 @@ def test_fully_connected_registration_of_a_1x1_convolution(has_bias, rng):
     kernel0, bias0 = rng.randn(1, 1, 4, 2), rng.randn(2)
     lr = 0.3
     kernel = tf.get_variable("kernel", initializer=kernel0)
-    outputs = tf.nn.conv2d(tf.constant(images), kernel, [1, 1, 1, 1], "SAME")
+    inputs = tf.constant(images)
+    outputs = tf.nn.conv2d(inputs, kernel, [1, 1, 1, 1], "SAME")
     params = kernel
     if has_bias:
         bias = tf.get_variable("bias", initializer=bias0)
         outputs, params = outputs + bias, (kernel, bias)
     lc = kfac.LayerCollection()
-    lc.register_fully_connected(params, tf.constant(images), outputs)
+    lc.register_fully_connected(params, inputs, outputs)
     lc.register_normal_predictive_distribution(outputs, var=0.5, targets=targets)
     loss = tf.reduce_sum(tf.square(outputs - targets)) / 3
     optimizer = kfac.KfacOptimizer(

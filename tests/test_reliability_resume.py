@@ -81,7 +81,8 @@ class Model(object):
 
     def _mlp_loss(self, x, labels):
         pre = tf.matmul(x, self.w1) + self.b1
-        logits = tf.matmul(tf.tanh(pre), self.w2) + self.b2
+        self.hidden = tf.tanh(pre)
+        logits = tf.matmul(self.hidden, self.w2) + self.b2
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=logits))
         return loss, pre, logits
@@ -92,7 +93,7 @@ class Model(object):
         self.loss, pre, logits = self._mlp_loss(self.x, self.labels)
         lc = self.layer_collection
         lc.register_fully_connected((self.w1, self.b1), self.x, pre)
-        lc.register_fully_connected((self.w2, self.b2), tf.tanh(pre), logits)
+        lc.register_fully_connected((self.w2, self.b2), self.hidden, logits)
         lc.register_categorical_predictive_distribution(logits)
 
     def _build_conv(self, rng):
@@ -254,12 +255,13 @@ def _estimator_model_fn(features, labels, mode):
     w1, b1 = _variable("w1", [3, 5], rng), _variable("b1", [5], rng)
     w2, b2 = _variable("w2", [5, 3], rng), _variable("b2", [3], rng)
     pre = tf.matmul(x, w1) + b1
-    logits = tf.matmul(tf.tanh(pre), w2) + b2
+    hidden = tf.tanh(pre)
+    logits = tf.matmul(hidden, w2) + b2
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=y, logits=logits))
     lc = kfac.LayerCollection()
     lc.register_fully_connected((w1, b1), x, pre)
-    lc.register_fully_connected((w2, b2), tf.tanh(pre), logits)
+    lc.register_fully_connected((w2, b2), hidden, logits)
     lc.register_categorical_predictive_distribution(logits)
     opt = kfac.KfacOptimizer(0.1, 0.9, 0.05, lc, momentum=0.9, estimation_mode="exact")
     cov_update_thunks, inv_update_thunks = opt.make_vars_and_create_op_thunks()

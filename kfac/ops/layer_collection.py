@@ -17,7 +17,6 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import _config
 from kfac.ops import loss_functions
 from kfac.ops._factors.cache import FactorCache
-from kfac.ops._graph_search import scan as graph_scan
 from kfac.ops._registration import conv2d
 from kfac.ops._registration import convolution
 from kfac.ops._registration import depthwise
@@ -27,7 +26,8 @@ from kfac.ops._registration import generic
 from kfac.ops._registration import losses as loss_checks
 from kfac.ops._registration import records
 from kfac.ops._registration import scale_and_shift
-from kfac.ops._registration import summary as summary_lib
+from kfac.ops._registration.automatic import AutomaticRegistration
+from kfac.ops._registration.checking import RegistrationChecks
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
@@ -41,9 +41,7 @@ from kfac.ops._registration.keys import insert_block
 from kfac.ops._registration.kinds import LAYER_KINDS
 from kfac.ops._registration.parameters_dict import LayerParametersDict
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
-from kfac.ops._registration.uses import registration_problems
 from kfac.ops._utils.containers import ensure_sequence
-from kfac.ops._utils.graph import SubGraph
 
 _DEFAULT_LAYER_COLLECTION = None
 
@@ -85,7 +83,7 @@ def _default_approximation(layer_kind: str) -> property:
     )
 
 
-class LayerCollection(object):
+class LayerCollection(RegistrationChecks, AutomaticRegistration):
     """Registry of layers (Fisher blocks), factors and losses for one estimator.
 
     Attributes:
@@ -135,7 +133,6 @@ class LayerCollection(object):
         self._linked_parameters = {}  # frozenset(vars) -> approximation or None
         self._subgraph = None
         self._vars_to_uses = collections.defaultdict(int)
-        self._finalized = False
         self._layer_registrations = LayerParametersDict()
         for kind in LAYER_KINDS.values():
             setattr(self, "_default_{}_approximation".format(kind.name), kind.default)
@@ -471,114 +468,10 @@ class LayerCollection(object):
         """Sum of all losses evaluated on targets sampled from the model."""
         return tf.add_n(self.eval_losses_on_samples())
 
-    # --------------------------------------------------------------------
-    # Checking the registration against the graph.
-
-    def create_subgraph(self) -> None:
-        """Records the `utils.SubGraph` of all loss inputs.
-
-        Raises:
-          ValueError: if no loss is registered.
-        """
-        if not self.losses:
-            raise ValueError("Must have at least one registered loss.")
-        inputs = tf.nest.flatten([loss.inputs for loss in self.losses])
-        self._subgraph = SubGraph(inputs)
-
-    def check_registration(self, variables) -> None:
-        """Checks that `variables` are exactly the registered ones, with all uses.
-
-        Creates the subgraph first if needed. Generic registrations count as
-        infinitely many uses. Unlike the original, registered variables missing
-        from `variables` are found by a set difference and named (API.md §12).
-
-        Raises:
-          ValueError: listing every problem found: a variable not registered; a
-            registered use count different from `subgraph.variable_uses(var)`;
-            registered variables missing from `variables`.
-        """
-        variables = list(variables)
-        if self._subgraph is None:
-            self.create_subgraph()
-        problems = registration_problems(
-            variables, self._get_use_count_map(), self.subgraph.variable_uses
-        )
-        if problems:
-            raise ValueError(
-                "\n\t".join(
-                    ["Found the following errors with variable registration:"]
-                    + problems
-                )
-            )
-
-    def summary(self) -> str:
-        """(Port addition) one line per block and per loss.
-
-        A block line: kind, approximation, parameter names and shapes, towers,
-        uses per tower, factor sizes (`A in×in, G out×out` for Kronecker
-        blocks; the entries of diagonal ones).
-        """
-        return summary_lib.summary_text(
-            self._var_scope,
-            list(self._layer_registrations.values()),
-            len(self.fisher_blocks),
-            self._loss_dict,
-        )
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    # --------------------------------------------------------------------
-    # Automatic registration (port addition, kfac 0.2's API).
-
-    def auto_register_layers(self, var_list=None, batch_size=None) -> list:
-        """Registers the layers of the graph that no registration covers yet.
-
-        Scans the graph backwards from the registered losses (register them
-        first) and registers each trainable variable it can match: dense
-        (`MatMul`, `BatchMatMul`, with a `BiasAdd`/`Add` bias `[out]` or `[1,
-        out]`), `conv1d`/`conv2d`/`conv3d` (strides, padding and dilations
-        read from the op), depthwise and separable convolutions, embeddings
-        (`Gather`/`ResourceGather`), and the scale and shift of batch norm
-        (fused and unfused) and layer norm. A weight used several times per
-        tower gets the `*_multi` registration, and the towers of a multi-tower
-        model are registered as towers. Variables it cannot match get a
-        "diagonal" generic block (the linked approximation if they were
-        linked) and a warning on the "kfac.auto_register" logger naming each
-        one and the op that uses it. Hand registrations made before are kept.
-
-        Args:
-          var_list: the variables to register (default: the graph's trainable
-            variables); ones that the losses do not use are skipped.
-          batch_size: per-tower batch size of generic fallbacks (default: the
-            first dimension of the tower's first loss input).
-
-        Returns:
-          One `Registration` per registered parameter group (kind, patterns,
-          uses, towers, and the reason of a fallback).
-
-        Raises:
-          ValueError: no loss is registered, or the collection is finalized.
-          AmbiguousRegistrationError: a variable matches incompatible patterns
-            (e.g. a bias added after two layers).
-        """
-        self._check_not_finalized("auto-register layers")
-        return graph_scan.register_layers(self, var_list, batch_size)
-
-    def finalize(self) -> None:
-        """Blocks later registrations (layers, losses, links): they raise ValueError."""
-        self._finalized = True
-
     @property
-    def is_finalized(self) -> bool:
-        return self._finalized
-
-    def _check_not_finalized(self, action: str) -> None:
-        if self._finalized:
-            raise ValueError(
-                "LayerCollection {!r} is finalized: cannot {} after finalize() "
-                "was called.".format(self._var_scope, action)
-            )
+    def losses_by_name(self):
+        """(Port addition) {loss name -> list of its towers' loss objects}."""
+        return self._loss_dict
 
     @contextlib.contextmanager
     def as_default(self):

@@ -80,6 +80,7 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
                  batch_size: Any = None,
                  placement_strategy: Optional[str] = None,
                  non_finite_policy: Optional[str] = "skip",
+                 lint: Any = "warn",
                  **kwargs: Any) -> None:
         """Builds the optimizer and its (op-less) Fisher estimator.
 
@@ -115,6 +116,11 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
               variables (or factor) with non-finite values; nothing is written.
             None: no checks (the original behaviour).
             Inverse updates never write non-finite values, whatever the policy.
+          lint: (port addition, keyword) the registration linter
+            (`LayerCollection.lint_registration`), run once per loss by
+            `compute_gradients`/`minimize`: "warn" (default, also True) issues a
+            `RegistrationWarning` per problem, "raise" a ValueError listing them,
+            False/None/"off" skips it.
           **kwargs: forwarded to `estimator.make_fisher_estimator` (e.g.
             `cov_devices`, `inv_devices`).
 
@@ -130,6 +136,8 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
             momentum_type, norm_constraint, batch_size)
         arguments.check_estimation_mode(estimation_mode, est.ESTIMATION_MODES)
         utils.check_non_finite_policy(non_finite_policy)
+        self._lint = arguments.check_lint(lint)
+        self._linted_losses = []
         variables = tf.trainable_variables() if var_list is None else list(var_list)
         # The arguments, as the original kept them (its tests read them).
         self._layers = layer_collection
@@ -313,7 +321,18 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         `self.variables` (ValueError naming missing/extra variables)."""
         call = arguments.bind_with_var_list(
             arguments.COMPUTE_GRADIENTS_SIGNATURE, self, args, kwargs)
+        self._lint_once(call["loss"], call["var_list"])
         return super(KfacOptimizer, self).compute_gradients(**call)
+
+    def _lint_once(self, loss: Any, var_list: Sequence[Any]) -> None:
+        """Runs the registration linter on `loss` the first time it is seen."""
+        if self._lint is None or not isinstance(loss, tf.Tensor):
+            return
+        if any(loss is seen for seen in self._linted_losses):
+            return
+        self._linted_losses.append(loss)
+        self._layers.check_registration(var_list, loss=loss, lint=self._lint,
+                                        original_checks=False)
 
     def apply_gradients(self, grads_and_vars: Any, global_step: Any = None,
                         name: Optional[str] = None) -> tf.Operation:

@@ -50,6 +50,23 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+LINT_MODES = ("warn", "raise")
+
+
+def check_lint(lint: Any):
+    """The linter mode: None (off: False, None, "off"), "warn" (also True) or
+    "raise"; ValueError naming any other value."""
+    if lint is None or lint is False or lint == "off":
+        return None
+    if lint is True:
+        return "warn"
+    if isinstance(lint, str) and lint in LINT_MODES:
+        return lint
+    raise ValueError(
+        "Unsupported lint {!r}: must be False/None/'off', True/'warn' or "
+        "'raise'.".format(lint))
+
+
 def check_momentum_type(momentum_type: Any) -> str:
     """Lower-cased `momentum_type`; ValueError unless one of `MOMENTUM_TYPES`."""
     if (not isinstance(momentum_type, str)
