@@ -232,3 +232,16 @@ def test_check_loss_scale_measures_the_convention(graph):
         (problem,) = layer_collection.check_loss_scale(sess, half, feed)
         assert "is 0.5 times" in problem.message
         assert problem.message.endswith("for a squared error, the registered variance.")
+
+
+def test_the_error_at_minimize_names_the_op_of_an_unregistered_variable(graph):
+    layer_collection, x, logits, _, params = _classifier()
+    extra = tf.get_variable("extra", [3, 2])
+    total = logits + tf.matmul(x, extra, name="extra_matmul")
+    layer_collection.register_categorical_predictive_distribution(total, name="total")
+    with pytest.raises(ValueError) as raised:
+        layer_collection.check_registration(list(params) + [extra])
+    assert str(raised.value) == (
+        "Found the following errors with variable registration:\n\tVariable "
+        "extra:0 is not registered (used by MatMul op 'extra_matmul')."
+    )

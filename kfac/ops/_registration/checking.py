@@ -57,7 +57,10 @@ class RegistrationChecks(object):
             if self._subgraph is None:
                 self.create_subgraph()
             problems = registration_problems(
-                variables, self._get_use_count_map(), self.subgraph.variable_uses
+                variables,
+                self._get_use_count_map(),
+                self.subgraph.variable_uses,
+                lambda var: lint_lib.first_consumer(var, self.subgraph),
             )
             if problems:
                 raise ValueError(

@@ -217,8 +217,11 @@ def layer_problems(layer_collection) -> List[RegistrationProblem]:
     return problems
 
 
-def _first_consumer(var, subgraph: SubGraph):
-    """The first op of `subgraph` using `var`'s value (past its read op)."""
+def first_consumer(var, subgraph: SubGraph):
+    """The first op of `subgraph` using `var`'s value (past its read op); None
+    if there is none or `var` is not a variable."""
+    if not isinstance(var, tf.compat.v2.Variable):
+        return None
     source = var.handle if hasattr(var, "handle") else var.value()
     for op in source.consumers():
         if not subgraph.is_member(op):
@@ -237,7 +240,7 @@ def variable_problems(layer_collection, loss, var_list) -> List[RegistrationProb
     for var in var_list:
         if var in registered or not subgraph.variable_uses(var):
             continue
-        consumer = _first_consumer(var, subgraph)
+        consumer = first_consumer(var, subgraph)
         problems.append(
             RegistrationProblem(
                 "unregistered_variable",

@@ -10,13 +10,15 @@ import math
 from kfac.ops._registration.keys import name_of
 
 
-def registration_problems(variables, use_counts, variable_uses) -> list:
+def registration_problems(variables, use_counts, variable_uses, first_use=None) -> list:
     """The messages of `LayerCollection.check_registration`, empty if none.
 
     Args:
       variables: the variables the optimizer updates (a list).
       use_counts: {variable -> registered uses}.
       variable_uses: `variable -> uses in the graph of the losses`.
+      first_use: optional `variable -> op using it in that graph, or None`
+        (named in the "not registered" message).
 
     Returns:
       One message per listed variable not registered or registered with a
@@ -27,7 +29,13 @@ def registration_problems(variables, use_counts, variable_uses) -> list:
     for var in variables:
         registered = use_counts.get(var, 0)
         if registered == 0:
-            problems.append("Variable {} is not registered.".format(name_of(var)))
+            op = first_use(var) if first_use is not None else None
+            where = (
+                "" if op is None else " (used by {} op {!r})".format(op.type, op.name)
+            )
+            problems.append(
+                "Variable {} is not registered{}.".format(name_of(var), where)
+            )
         elif not math.isinf(registered):
             used = variable_uses(var)
             if registered != used:
