@@ -52,6 +52,27 @@ for _name in LAYER_METHODS:
     setattr(LossesOnly, _name, _ignored_while_building(_name))
 
 
+def variable(name, shape, seed):
+    """A float32 variable `randn(shape) / sqrt(fan-in)` from `RandomState(seed)`."""
+    initial = np.random.RandomState(seed).randn(*shape) / np.sqrt(np.prod(shape[:-1]))
+    return tf.get_variable(name, initializer=tf.constant(initial.astype(np.float32)))
+
+
+def classifier_head(layer_collection, features, classes=3):
+    """A registered dense head `features @ W + b` with a categorical loss on the
+    placeholder "labels"; returns the mean cross-entropy."""
+    flat = tf.reshape(features, [features.shape[0], -1])
+    weights = variable("head/weights", [int(flat.shape[1]), classes], 7)
+    bias = variable("head/bias", [classes], 8)
+    logits = tf.nn.bias_add(tf.matmul(flat, weights), bias)
+    layer_collection.register_fully_connected((weights, bias), flat, logits)
+    layer_collection.register_categorical_predictive_distribution(logits)
+    labels = tf.placeholder(tf.int64, [features.shape[0]], name="labels")
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
+
+
 @dataclasses.dataclass
 class Built:
     graph: tf.Graph

@@ -16,11 +16,6 @@ BATCH = 8
 EPSILON = 1e-3
 
 
-def _variable(name, shape, seed):
-    initial = np.random.RandomState(seed).randn(*shape) / np.sqrt(np.prod(shape[:-1]))
-    return tf.get_variable(name, initializer=tf.constant(initial.astype(np.float32)))
-
-
 def _scale_and_shift(channels, seed):
     rng = np.random.RandomState(seed)
     gamma = tf.get_variable(
@@ -39,7 +34,9 @@ def _normalized(x, axes, keepdims=False):
 
 def _conv_bn(layer_collection, name, inputs, channels, seed):
     with tf.variable_scope(name):
-        kernel = _variable("kernel", [3, 3, int(inputs.shape[-1]), channels], seed)
+        kernel = helpers.variable(
+            "kernel", [3, 3, int(inputs.shape[-1]), channels], seed
+        )
         pre = tf.nn.conv2d(inputs, kernel, [1, 1, 1, 1], "SAME")
         layer_collection.register_conv2d(kernel, [1, 1, 1, 1], "SAME", inputs, pre)
         gamma, beta = _scale_and_shift(channels, seed + 1)
@@ -49,18 +46,6 @@ def _conv_bn(layer_collection, name, inputs, channels, seed):
         x_hat, _, _ = _normalized(pre, [0, 1, 2])
         layer_collection.register_scale_and_shift((gamma, beta), x_hat, outputs)
         return outputs
-
-
-def _classifier(layer_collection, features, classes=3):
-    weights = _variable("head/weights", [int(features.shape[1]), classes], 7)
-    bias = _variable("head/bias", [classes], 8)
-    logits = tf.nn.bias_add(tf.matmul(features, weights), bias)
-    layer_collection.register_fully_connected((weights, bias), features, logits)
-    layer_collection.register_categorical_predictive_distribution(logits)
-    labels = tf.placeholder(tf.int64, [features.shape[0]], name="labels")
-    return tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    )
 
 
 def residual_bn_convnet(layer_collection):
@@ -73,14 +58,14 @@ def residual_bn_convnet(layer_collection):
         )
         branch = _conv_bn(layer_collection, "res%db" % stage, branch, 4, 10 * stage + 4)
         hidden = tf.nn.relu(hidden + branch)
-    return _classifier(layer_collection, tf.reduce_mean(hidden, [1, 2]))
+    return helpers.classifier_head(layer_collection, tf.reduce_mean(hidden, [1, 2]))
 
 
 def mlp_with_norms(layer_collection):
     """dense -> tf.nn.batch_normalization -> dense -> hand-written layer norm."""
     x = tf.placeholder(tf.float32, [BATCH, 5], name="examples")
     with tf.variable_scope("fc0"):
-        weights, bias = _variable("w", [5, 6], 0), _variable("b", [6], 1)
+        weights, bias = helpers.variable("w", [5, 6], 0), helpers.variable("b", [6], 1)
         pre = tf.nn.bias_add(tf.matmul(x, weights), bias)
         layer_collection.register_fully_connected((weights, bias), x, pre)
     with tf.variable_scope("bn"):
@@ -92,7 +77,7 @@ def mlp_with_norms(layer_collection):
         layer_collection.register_scale_and_shift((gamma, beta), x_hat, normalized)
     with tf.variable_scope("fc1"):
         hidden = tf.nn.relu(normalized)
-        weights = _variable("w", [6, 4], 3)
+        weights = helpers.variable("w", [6, 4], 3)
         pre = tf.matmul(hidden, weights)
         layer_collection.register_fully_connected(weights, hidden, pre)
     with tf.variable_scope("ln"):
@@ -100,7 +85,7 @@ def mlp_with_norms(layer_collection):
         ln_hat, _, _ = _normalized(pre, [1], keepdims=True)
         outputs = ln_hat * gamma + beta
         layer_collection.register_scale_and_shift((gamma, beta), ln_hat, outputs)
-    return _classifier(layer_collection, tf.tanh(outputs))
+    return helpers.classifier_head(layer_collection, tf.tanh(outputs))
 
 
 MODELS = {

@@ -11,78 +11,59 @@ import tensorflow.compat.v1 as tf
 from tests import auto_registration_helpers as helpers
 
 
-def _variable(name, shape, seed):
-    initial = np.random.RandomState(seed).randn(*shape) / np.sqrt(np.prod(shape[:-1]))
-    return tf.get_variable(name, initializer=tf.constant(initial.astype(np.float32)))
-
-
-def _classifier(layer_collection, features, classes=3):
-    """A dense head `features @ W + b` with a categorical loss; returns its loss."""
-    flat = tf.reshape(features, [features.shape[0], -1])
-    weights = _variable("head/weights", [int(flat.shape[1]), classes], 7)
-    bias = _variable("head/bias", [classes], 8)
-    logits = tf.nn.bias_add(tf.matmul(flat, weights), bias)
-    layer_collection.register_fully_connected((weights, bias), flat, logits)
-    layer_collection.register_categorical_predictive_distribution(logits)
-    labels = tf.placeholder(tf.int64, [features.shape[0]], name="labels")
-    return tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    )
-
-
 def conv1d_model(layer_collection):
     x = tf.placeholder(tf.float32, [4, 9, 2], name="examples")
-    kernel, bias = _variable("k", [3, 2, 4], 0), _variable("b", [4], 1)
+    kernel, bias = helpers.variable("k", [3, 2, 4], 0), helpers.variable("b", [4], 1)
     pre = tf.nn.conv1d(x, kernel, 2, "VALID", dilations=1) + bias
     layer_collection.register_convolution((kernel, bias), x, pre, "VALID", strides=[2])
-    return _classifier(layer_collection, tf.tanh(pre))
+    return helpers.classifier_head(layer_collection, tf.tanh(pre))
 
 
 def conv3d_model(layer_collection):
     x = tf.placeholder(tf.float32, [2, 5, 5, 5, 2], name="examples")
-    kernel = _variable("k", [2, 2, 2, 2, 3], 0)
+    kernel = helpers.variable("k", [2, 2, 2, 2, 3], 0)
     pre = tf.nn.conv3d(x, kernel, [1, 1, 2, 1, 1], "SAME")
     layer_collection.register_convolution(kernel, x, pre, "SAME", strides=[1, 2, 1])
-    return _classifier(layer_collection, tf.tanh(pre))
+    return helpers.classifier_head(layer_collection, tf.tanh(pre))
 
 
 def dilated_conv2d_model(layer_collection):
     x = tf.placeholder(tf.float32, [2, 8, 8, 2], name="examples")
-    kernel, bias = _variable("k", [3, 3, 2, 3], 0), _variable("b", [3], 1)
+    kernel, bias = helpers.variable("k", [3, 3, 2, 3], 0), helpers.variable("b", [3], 1)
     pre = tf.nn.bias_add(
         tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[1, 2, 2, 1]), bias
     )
     layer_collection.register_conv2d(
         (kernel, bias), [1, 1, 1, 1], "SAME", x, pre, dilations=[1, 2, 2, 1]
     )
-    return _classifier(layer_collection, tf.nn.relu(pre))
+    return helpers.classifier_head(layer_collection, tf.nn.relu(pre))
 
 
 def separable_model(layer_collection):
     x = tf.placeholder(tf.float32, [2, 6, 6, 2], name="examples")
     depthwise, pointwise = (
-        _variable("dw", [3, 3, 2, 2], 0),
-        _variable("pw", [1, 1, 4, 3], 1),
+        helpers.variable("dw", [3, 3, 2, 2], 0),
+        helpers.variable("pw", [1, 1, 4, 3], 1),
     )
     mid = tf.nn.depthwise_conv2d(x, depthwise, [1, 2, 2, 1], "SAME")
     pre = tf.nn.conv2d(mid, pointwise, [1, 1, 1, 1], "VALID")
     layer_collection.register_separable_conv2d(
         depthwise, pointwise, x, mid, pre, [1, 2, 2, 1], "SAME"
     )
-    return _classifier(layer_collection, tf.tanh(pre))
+    return helpers.classifier_head(layer_collection, tf.tanh(pre))
 
 
 def row_bias_and_batch_matmul_model(layer_collection):
     """A `[1, out]` bias added with `+`, and a dense layer over `[B, T, in]`."""
     x = tf.placeholder(tf.float32, [4, 3], name="examples")
-    weights, bias = _variable("w", [3, 5], 0), _variable("b", [1, 5], 1)
+    weights, bias = helpers.variable("w", [3, 5], 0), helpers.variable("b", [1, 5], 1)
     pre = tf.matmul(x, weights) + bias
     layer_collection.register_fully_connected((weights, bias), x, pre)
     sequence = tf.reshape(tf.tanh(pre), [4, 5, 1]) * tf.ones([1, 1, 2])
-    time_weights = _variable("tw", [2, 3], 2)
+    time_weights = helpers.variable("tw", [2, 3], 2)
     over_time = tf.matmul(sequence, time_weights)
     layer_collection.register_fully_connected(time_weights, sequence, over_time)
-    return _classifier(layer_collection, tf.tanh(over_time))
+    return helpers.classifier_head(layer_collection, tf.tanh(over_time))
 
 
 PATTERNS = {

@@ -114,59 +114,54 @@ def match_dense(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
     )
 
 
-def _conv_options(op, spatial: slice):
-    """strides/dilations of the spatial dims, padding; None if unsupported."""
-    padding = _text(_attr(op, "padding"))
+def _convolution(graph, use, conv, inputs, outputs, kind, pattern, layout):
+    """The match of a convolution op `conv`, or None for padding "EXPLICIT" or
+    channels first.
+
+    `layout` = `(strides slice, strides name, dilations slice, dilations
+    name)`: which entries of the op's `strides`/`dilations` attributes the
+    registration takes, under which keyword. Depthwise blocks take no bias.
+    """
+    padding = _text(_attr(conv, "padding"))
     if padding not in ("SAME", "VALID"):
         return None
-    if not _text(_attr(op, "data_format", b"NHWC")).endswith("C"):
-        return None  # channels first
-    strides = list(_attr(op, "strides"))[spatial]
-    dilations = list(_attr(op, "dilations", [1] * 5))[spatial]
-    return padding, strides, dilations
+    if not _text(_attr(conv, "data_format", b"NHWC")).endswith("C"):
+        return None
+    strides_slice, strides_name, dilations_slice, dilations_name = layout
+    options = {
+        "padding": padding,
+        strides_name: tuple(list(_attr(conv, "strides"))[strides_slice]),
+        dilations_name: tuple(list(_attr(conv, "dilations", [1] * 5))[dilations_slice]),
+    }
+    biased = kind != "depthwise_conv2d"
+    return _layer(graph, use, kind, inputs, outputs, options, pattern, biased=biased)
 
 
-def match_conv2d(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
-    """`tf.nn.conv2d(inputs, filter)` (`Conv2D`, channels last)."""
+_ALL = slice(None)
+_CONV2D = (_ALL, "strides", _ALL, "dilations")
+_DEPTHWISE = (_ALL, "strides", slice(1, 3), "rate")
+_CONV3D = (slice(1, 4), "strides", slice(1, 4), "dilation_rate")
+_CONV1D = (slice(2, 3), "strides", slice(2, 3), "dilation_rate")  # [B, 1, W, C]
+
+
+# op type -> (registration kind, layout) of the convolutions that read the
+# filter directly (channels last).
+_CONVOLUTION_OPS = {
+    "Conv2D": ("conv2d", _CONV2D),
+    "Conv3D": ("convolution", _CONV3D),
+    "DepthwiseConv2dNative": ("depthwise_conv2d", _DEPTHWISE),
+}
+
+
+def match_convolution(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
+    """`tf.nn.conv2d`, `tf.nn.conv3d` (a "convolution" registration) and
+    `tf.nn.depthwise_conv2d` (no bias: its block has none)."""
     op = use.op
-    if op.type != "Conv2D" or use.index != 1:
+    if op.type not in _CONVOLUTION_OPS or use.index != 1:
         return None
-    options = _conv_options(op, slice(None))
-    if options is None:
-        return None
-    padding, strides, dilations = options
-    return _layer(
-        graph,
-        use,
-        "conv2d",
-        op.inputs[0],
-        op.outputs[0],
-        {"strides": tuple(strides), "padding": padding, "dilations": tuple(dilations)},
-        "Conv2D",
-    )
-
-
-def match_conv3d(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
-    """`tf.nn.conv3d` (`Conv3D`, channels last), registered as a convolution."""
-    op = use.op
-    if op.type != "Conv3D" or use.index != 1:
-        return None
-    options = _conv_options(op, slice(1, 4))
-    if options is None:
-        return None
-    padding, strides, dilations = options
-    return _layer(
-        graph,
-        use,
-        "convolution",
-        op.inputs[0],
-        op.outputs[0],
-        {
-            "padding": padding,
-            "strides": tuple(strides),
-            "dilation_rate": tuple(dilations),
-        },
-        "Conv3D",
+    kind, layout = _CONVOLUTION_OPS[op.type]
+    return _convolution(
+        graph, use, op, op.inputs[0], op.outputs[0], kind, op.type, layout
     )
 
 
@@ -184,43 +179,10 @@ def match_conv1d(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
         return None
     if squeeze.type != "Squeeze":
         return None
-    options = _conv_options(conv, slice(2, 3))  # [B, 1, W, C]: the W axis
-    if options is None:
-        return None
-    padding, strides, dilations = options
-    return _layer(
-        graph,
-        use,
-        "convolution",
-        input_expand.inputs[0],
-        squeeze.outputs[0],
-        {
-            "padding": padding,
-            "strides": tuple(strides),
-            "dilation_rate": tuple(dilations),
-        },
-        "conv1d (ExpandDims + Conv2D + Squeeze)",
-    )
-
-
-def match_depthwise(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
-    """`tf.nn.depthwise_conv2d` (`DepthwiseConv2dNative`); its block has no bias."""
-    op = use.op
-    if op.type != "DepthwiseConv2dNative" or use.index != 1:
-        return None
-    options = _conv_options(op, slice(None))
-    if options is None:
-        return None
-    padding, strides, dilations = options
-    return _layer(
-        graph,
-        use,
-        "depthwise_conv2d",
-        op.inputs[0],
-        op.outputs[0],
-        {"strides": tuple(strides), "padding": padding, "rate": tuple(dilations[1:3])},
-        "DepthwiseConv2dNative",
-        biased=False,
+    pattern = "conv1d (ExpandDims + Conv2D + Squeeze)"
+    inputs, outputs = input_expand.inputs[0], squeeze.outputs[0]
+    return _convolution(
+        graph, use, conv, inputs, outputs, "convolution", pattern, _CONV1D
     )
 
 
@@ -270,11 +232,4 @@ def match_embedding(graph: LossGraph, use: Use) -> Optional[LayerMatch]:
     )
 
 
-LAYER_MATCHERS = (
-    match_dense,
-    match_conv2d,
-    match_conv1d,
-    match_conv3d,
-    match_depthwise,
-    match_embedding,
-)
+LAYER_MATCHERS = (match_dense, match_convolution, match_conv1d, match_embedding)
