@@ -108,23 +108,23 @@ def test_mlp_estimator_trains_the_same(tmp_path):
     assert_same_history(losses(False), losses(True), num_steps=8)
 
 
-RNN_DATA = rnn_mnist.make_generated_data(
-    num_train=64, num_test=32, num_steps=6, input_size=5
+# Sequences of 6 steps of 5 inputs, a state of 8: the RNN in miniature.
+RNN_OPTIONS = dict(
+    hidden_size=8,
+    batch_size=16,
+    num_steps=8,
+    log_every=0,
+    data=rnn_mnist.make_generated_data(
+        num_train=64, num_test=32, num_steps=6, input_size=5
+    ),
 )
 
 
 @pytest.mark.parametrize("approx", rnn_mnist.APPROXIMATIONS)
 def test_rnn_trains_the_same(approx):
     def losses(auto_register):
-        return rnn_mnist.train(
-            approx=approx,
-            hidden_size=8,
-            batch_size=16,
-            num_steps=8,
-            data=RNN_DATA,
-            log_every=0,
-            auto_register=auto_register,
-        ).train_losses
+        options = dict(RNN_OPTIONS, approx=approx, auto_register=auto_register)
+        return rnn_mnist.train(**options).train_losses
 
     assert_same_history(losses(False), losses(True), num_steps=8)
 
