@@ -82,6 +82,7 @@ def test_main_dispatches_flags(
         num_steps=7,
         learning_rate=0.2,
         damping=0.3,
+        auto_register=True,
         **expected_kwargs,
     )
 

@@ -228,7 +228,10 @@ def test_main_dispatches_flags(monkeypatch, extra, function, expected_args):
     )
     mlp.main([], flag_values=flag_values)
     assert calls == [
-        (expected_args, dict(use_fake_data=True, batch_size=5, num_steps=7))
+        (
+            expected_args,
+            dict(use_fake_data=True, batch_size=5, num_steps=7, auto_register=True),
+        )
     ]
 
 

@@ -30,6 +30,13 @@ FAKE_DATA_FLAG = (
     False,
     "Train on random data instead of --data_dir.",
 )
+AUTO_REGISTER_FLAG = (
+    "bool",
+    "auto_register",
+    True,
+    "Register the layers with layer_collection.auto_register_layers() once the "
+    "model is built (--noauto_register: the example's hand registrations).",
+)
 NUM_STEPS_FLAG = (
     "integer",
     "num_steps",

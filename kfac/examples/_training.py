@@ -136,6 +136,37 @@ def kfac_step_ops(
     return [train_op, cov_update_op], inv_update_op
 
 
+def _param_names(params) -> str:
+    """`"fc_0/kernel, fc_0/bias"`: the variable names of a registration's params."""
+    variables = params if isinstance(params, (list, tuple)) else [params]
+    return ", ".join(variable.op.name for variable in variables)
+
+
+def auto_register_layers(layer_collection: "kfac.LayerCollection") -> list:
+    """Registers the layers of the built model (all towers) with K-FAC.
+
+    Calls `layer_collection.auto_register_layers()` (the losses must be
+    registered already) and logs one line per registration: parameters,
+    layer kind, matched pattern, uses per tower, towers, and the reason of
+    a generic fallback.
+
+    Returns:
+      The `Registration`s that `auto_register_layers` returns.
+    """
+    registrations = layer_collection.auto_register_layers()
+    for registration in registrations:
+        tf.logging.info(
+            "auto_register: %s -> %s (%s), %d use(s) per tower, %d tower(s)%s",
+            _param_names(registration.params),
+            registration.kind,
+            ", ".join(sorted(set(registration.patterns))) or "no pattern",
+            registration.uses_per_tower,
+            registration.num_towers,
+            "" if registration.reason is None else ": " + registration.reason,
+        )
+    return registrations
+
+
 # ---------------------------------------------------------------- queue-fed models
 
 
@@ -145,8 +176,12 @@ def build_towers(
     labels: tf.Tensor,
     num_towers: int,
     layer_collection: "kfac.LayerCollection",
+    register_layers: bool = True,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Builds `model_fn` once per tower on `/cpu:<tower>` with shared variables.
+
+    `register_layers` goes to every `model_fn` call (False: the towers
+    register their losses only).
 
     Returns:
       `(loss, accuracy)` averaged over the towers.
@@ -163,6 +198,7 @@ def build_towers(
                         tower_labels[tower_id],
                         NUM_LABELS,
                         layer_collection,
+                        register_layers=register_layers,
                     )
                 )
     losses, accuracies = zip(*tower_results)
@@ -180,15 +216,16 @@ def train_model(
     flatten_images: bool,
     num_towers: Optional[int] = None,
     device=None,
+    auto_register: bool = False,
     **minimize_kwargs,
 ) -> Optional[float]:
     """Loads the data, builds `model_fn` with a new `LayerCollection`, trains.
 
     Reads batches of `batch_size` examples from `data_dir` (`mnist.load_mnist`),
     builds `(loss, accuracy) = model_fn(examples, labels, NUM_LABELS,
-    layer_collection)` and returns `minimize_fn(loss, accuracy,
-    layer_collection, **minimize_kwargs)`: what the `train_*` functions of
-    the MLP and ConvNet examples share.
+    layer_collection, register_layers=not auto_register)` and returns
+    `minimize_fn(loss, accuracy, layer_collection, **minimize_kwargs)`: what
+    the `train_*` functions of the MLP and ConvNet examples share.
 
     Args:
       model_fn, minimize_fn: the model and its training (see above).
@@ -200,6 +237,9 @@ def train_model(
         the session gets `num_towers` CPU devices (`session_config`).
       device: device (or device function) of the model's ops, e.g. a
         `tf.train.replica_device_setter` (one model only).
+      auto_register: the model registers its loss only, and
+        `auto_register_layers` registers the layers once the whole model (all
+        towers) is built (False: the model's hand registrations).
       **minimize_kwargs: forwarded to `minimize_fn`.
     """
     total_batch_size = batch_size * (num_towers or 1)
@@ -218,13 +258,24 @@ def train_model(
         use_fake_data=use_fake_data,
     )
     layer_collection = kfac.LayerCollection()
+    register_layers = not auto_register
     if num_towers is None:
         with tf.device(device) if device is not None else contextlib.nullcontext():
-            loss, accuracy = model_fn(examples, labels, NUM_LABELS, layer_collection)
+            loss, accuracy = model_fn(
+                examples,
+                labels,
+                NUM_LABELS,
+                layer_collection,
+                register_layers=register_layers,
+            )
+            if auto_register:
+                auto_register_layers(layer_collection)
     else:
         loss, accuracy = build_towers(
-            model_fn, examples, labels, num_towers, layer_collection
+            model_fn, examples, labels, num_towers, layer_collection, register_layers
         )
+        if auto_register:
+            auto_register_layers(layer_collection)
         minimize_kwargs["session_config"] = tf.ConfigProto(
             allow_soft_placement=False, device_count={"CPU": num_towers}
         )

@@ -33,6 +33,7 @@ comparison with grids over learning rates and dampings is
 Run:
   python -m kfac.examples.autoencoder_mnist --quick          # `make demo`
   python -m kfac.examples.autoencoder_mnist --optimizers=sgd,kfac_qmodel
+  python -m kfac.examples.autoencoder_mnist --quick --noauto_register  # by hand
 """
 
 import dataclasses
@@ -49,6 +50,7 @@ import tensorflow.compat.v1 as tf
 from absl import flags
 
 from kfac.examples import _cli
+from kfac.examples import _training
 from kfac.examples import comparison
 from kfac.examples import comparison_training
 from kfac.examples import mnist
@@ -83,6 +85,7 @@ class TrainSettings:
     seed: int = 0
     layer_sizes: Tuple[int, ...] = LAYER_SIZES
     code_layer: int = CODE_LAYER
+    auto_register: bool = False
 
 
 # ---------------------------------------------------------------- data
@@ -185,6 +188,7 @@ def build_autoencoder(
     code_layer: int = CODE_LAYER,
     layer_collection=None,
     seed: Optional[int] = None,
+    register_layers: bool = True,
 ) -> Autoencoder:
     """Creates the variables (from numpy `weights`), the forward pass and the loss.
 
@@ -192,7 +196,9 @@ def build_autoencoder(
     `register_fully_connected((kernel, bias), layer input, pre-activation)` and
     the logits with `register_multi_bernoulli_predictive_distribution` (the
     model's predictive distribution; `targets=inputs`, so `total_loss()` is
-    the summed loss and `"empirical"` estimation works too).
+    the summed loss and `"empirical"` estimation works too). With
+    `register_layers=False` it registers the predictive distribution only
+    (the layers are left to `layer_collection.auto_register_layers()`).
     """
     params = []
     with tf.variable_scope("autoencoder"):
@@ -215,7 +221,8 @@ def build_autoencoder(
         code_layer,
     )
     if layer_collection is not None:
-        for layer_params, layer_input, pre in zip(params, layer_inputs, preactivations):
+        layers = zip(params, layer_inputs, preactivations) if register_layers else ()
+        for layer_params, layer_input, pre in layers:
             layer_collection.register_fully_connected(layer_params, layer_input, pre)
         layer_collection.register_multi_bernoulli_predictive_distribution(
             logits, seed=seed, targets=inputs
@@ -231,6 +238,9 @@ def build_training_graph(
 ) -> TrainingGraph:
     """Builds the model (`initial_weights(..., settings.seed)`) and `spec`'s ops.
 
+    K-FAC's layers: `build_autoencoder`'s hand registrations, or with
+    `settings.auto_register` `auto_register_layers()` once the model is built.
+
     K-FAC: with `periodic`, a `PeriodicInvCovUpdateKfacOpt` whose training op
     does everything; without, a `KfacOptimizer` and its separate covariance
     and inverse update ops (used to time them one by one).
@@ -243,8 +253,15 @@ def build_training_graph(
         prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
         layer_collection = comparison_training.layer_collection_for(spec)
         model = build_autoencoder(
-            inputs, weights, settings.code_layer, layer_collection, seed=settings.seed
+            inputs,
+            weights,
+            settings.code_layer,
+            layer_collection,
+            seed=settings.seed,
+            register_layers=not settings.auto_register,
         )
+        if layer_collection is not None and settings.auto_register:
+            _training.auto_register_layers(layer_collection)
         ops = comparison_training.make_train_ops(
             spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
         )
@@ -347,6 +364,7 @@ FLAGS_TABLE = (
     ("integer", "code_layer", CODE_LAYER, "Index of the linear code layer."),
     ("integer", "seed", 0, "Seed of the weights, batch order and K-FAC sampling."),
     ("bool", "quick", False, "A short run: a few minutes on 2 CPU cores."),
+    _cli.AUTO_REGISTER_FLAG,
 )
 
 
@@ -405,6 +423,7 @@ def settings_from_flags(flag_values) -> TrainSettings:
         seed=flag_values.seed,
         layer_sizes=tuple(int(size) for size in flag_values.layer_sizes),
         code_layer=flag_values.code_layer,
+        auto_register=flag_values.auto_register,
     )
 
 

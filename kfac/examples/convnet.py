@@ -12,12 +12,15 @@ updates, inverse updates. Every training function keeps the original
 signature, returns the final mini-batch accuracy, and takes extra keyword
 arguments: `optimizer` ("kfac" or "sgd", for comparison), `learning_rate`,
 `damping`, `momentum`, `invert_every`, `num_steps` (stop early; distributed:
-every task stops at that global step), `history` (list of `StepStats`).
+every task stops at that global step), `history` (list of `StepStats`),
+`auto_register` (the layers registered by `auto_register_layers()` once all
+towers are built; the command line's default, `--noauto_register` to not).
 
 Run:
   python -m kfac.examples.convnet --data_dir=/usr/share/datasets/fashion-mnist
   python -m kfac.examples.convnet --num_towers=2 --use_fake_data --num_epochs=5
   python -m kfac.examples.convnet --optimizer=sgd --learning_rate=0.01
+  python -m kfac.examples.convnet --noauto_register   # the hand registrations
 """
 
 import functools
@@ -114,6 +117,7 @@ def build_model(
     labels: tf.Tensor,
     num_labels: int,
     layer_collection: "kfac.LayerCollection",
+    register_layers: bool = True,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Builds the ConvNet and registers its 3 layers and its loss with K-FAC.
 
@@ -122,6 +126,8 @@ def build_model(
       labels: int64 `[B]`.
       num_labels: number of classes.
       layer_collection: the `kfac.LayerCollection` to register with.
+      register_layers: False: register the loss only (the layers are left to
+        `layer_collection.auto_register_layers()`).
 
     Returns:
       `(loss, accuracy)`: mean cross-entropy and accuracy of this batch.
@@ -141,9 +147,10 @@ def build_model(
     tf.summary.scalar("loss", loss)
     tf.summary.scalar("accuracy", accuracy)
 
-    layer_collection.register_conv2d(params0, (1, 1, 1, 1), "SAME", examples, pre0)
-    layer_collection.register_conv2d(params2, (1, 1, 1, 1), "SAME", act1, pre2)
-    layer_collection.register_fully_connected(params4, flat_act3, logits)
+    if register_layers:
+        layer_collection.register_conv2d(params0, (1, 1, 1, 1), "SAME", examples, pre0)
+        layer_collection.register_conv2d(params2, (1, 1, 1, 1), "SAME", act1, pre2)
+        layer_collection.register_fully_connected(params4, flat_act3, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy
 
@@ -320,8 +327,10 @@ def train_mnist_single_machine(
       data_dir: MNIST-format folder (None: Fashion-MNIST's Debian folder).
       num_epochs, batch_size: passes over the data, examples per batch.
       use_fake_data: `4·batch_size` random examples instead of `data_dir`.
-      **minimize_kwargs: forwarded to `minimize_loss_single_machine`
-        (`optimizer`, `num_steps`, `history`, `learning_rate`, ...).
+      **minimize_kwargs: `auto_register` (True: the layers are registered by
+        `auto_register_layers()`; default False: by `build_model`), the rest
+        forwarded to `minimize_loss_single_machine` (`optimizer`,
+        `num_steps`, `history`, `learning_rate`, ...).
 
     Returns:
       The accuracy of the last mini-batch.
@@ -350,6 +359,7 @@ def train_mnist_multitower(
     A batch of `batch_size·num_towers` examples is split evenly across towers that
     share variables and one `LayerCollection`; the session gets `num_towers`
     CPU devices. (`use_fake_data` defaults to True, as in the original.)
+    Keyword arguments as in `train_mnist_single_machine`.
 
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
@@ -389,7 +399,8 @@ def train_mnist_distributed(
         original used `<data_dir>/kfac`, next to its downloaded data; the
         data folder here is usually read-only system data, so this is a
         separate argument.
-      **minimize_kwargs: forwarded to `minimize_loss_distributed`.
+      **minimize_kwargs: `auto_register` (as in `train_mnist_single_machine`),
+        the rest forwarded to `minimize_loss_distributed`.
 
     Returns:
       The accuracy of the last mini-batch this task saw.
@@ -418,6 +429,7 @@ FLAGS_TABLE = (
     ("integer", "num_epochs", 1, "Passes over the data."),
     _cli.FAKE_DATA_FLAG,
     _cli.NUM_STEPS_FLAG,
+    _cli.AUTO_REGISTER_FLAG,
     (
         "integer",
         "batch_size",
@@ -459,6 +471,7 @@ def main(
         num_steps=flag_values.num_steps,
         learning_rate=flag_values.learning_rate,
         damping=flag_values.damping,
+        auto_register=flag_values.auto_register,
     )
     if flag_values.distributed and flag_values.optimizer != "kfac":
         raise ValueError("--distributed supports --optimizer=kfac only.")

@@ -14,7 +14,10 @@ is registered with K-FAC in one of two ways:
 * "multi": `register_embedding_multi(E, [ids_j], [E[ids_j]])` — each position
   gathers separately and is one use of the table.
 The output layer is registered with `register_fully_connected` and the logits
-with `register_categorical_predictive_distribution`.
+with `register_categorical_predictive_distribution`. With `auto_register` (the
+command line's default; `--noauto_register` for the hand registrations),
+`build_model` registers the logits only and
+`LayerCollection.auto_register_layers()` finds the same layers.
 
 The gradient of a `tf.gather` arrives as `tf.IndexedSlices`; the embedding
 blocks precondition it without densifying the table (the input factor is
@@ -22,6 +25,7 @@ diagonal), so `F̂⁻¹ g` touches only the gathered rows.
 
 Run:
   python -m kfac.examples.embedding_text --registration=bag --num_steps=200
+  python -m kfac.examples.embedding_text --noauto_register   # hand registrations
 """
 
 import collections
@@ -126,6 +130,7 @@ def build_model(
     embedding_dim: int = EMBEDDING_DIM,
     num_classes: int = NUM_CLASSES,
     seed: int = 0,
+    register_layers: bool = True,
 ):
     """Builds the classifier and registers it with `layer_collection`.
 
@@ -141,6 +146,8 @@ def build_model(
         (`register_embedding_multi`, one use per position).
       vocab_size, embedding_dim, num_classes: sizes.
       seed: seed of the initial weights.
+      register_layers: False: register the logits only (the layers are left
+        to `layer_collection.auto_register_layers()`).
 
     Returns:
       `(loss, accuracy, embeddings)`: mean cross-entropy, accuracy, the table.
@@ -167,11 +174,12 @@ def build_model(
     logits, output_params = _training.output_layer(hidden, initial_weights)
     loss, accuracy = _training.classification_loss_and_accuracy(logits, labels)
 
-    if registration == "bag":
-        layer_collection.register_embedding(embeddings, ids, bag)
-    else:
-        layer_collection.register_embedding_multi(embeddings, position_ids, rows)
-    layer_collection.register_fully_connected(output_params, hidden, logits)
+    if register_layers:
+        if registration == "bag":
+            layer_collection.register_embedding(embeddings, ids, bag)
+        else:
+            layer_collection.register_embedding_multi(embeddings, position_ids, rows)
+        layer_collection.register_fully_connected(output_params, hidden, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy, embeddings
 
@@ -185,6 +193,7 @@ def build_training_graph(
     cov_ema_decay: float = COV_EMA_DECAY,
     estimation_mode: str = "gradients",
     seed: int = 0,
+    auto_register: bool = False,
     **model_kwargs,
 ) -> Model:
     """Builds the model and its K-FAC training ops in the current graph.
@@ -200,6 +209,8 @@ def build_training_graph(
       learning_rate, damping, momentum, cov_ema_decay, estimation_mode:
         `KfacOptimizer` arguments.
       seed: seed of the initial weights.
+      auto_register: register the layers with `auto_register_layers()`
+        instead of `build_model`'s hand registrations.
       **model_kwargs: `vocab_size`, `embedding_dim`, `num_classes`.
 
     Returns:
@@ -209,8 +220,16 @@ def build_training_graph(
     labels = tf.placeholder(tf.int64, [None], name="labels")
     layer_collection = kfac.LayerCollection()
     loss, accuracy, embeddings = build_model(
-        ids, labels, layer_collection, registration, seed=seed, **model_kwargs
+        ids,
+        labels,
+        layer_collection,
+        registration,
+        seed=seed,
+        register_layers=not auto_register,
+        **model_kwargs,
     )
+    if auto_register:
+        _training.auto_register_layers(layer_collection)
     cov_decay = tf.placeholder_with_default(
         tf.constant(cov_ema_decay, tf.float32), [], name="cov_ema_decay"
     )
@@ -254,6 +273,7 @@ def train(
     data=None,
     seed: int = 0,
     log_every: int = LOG_EVERY,
+    auto_register: bool = False,
     **model_kwargs,
 ) -> TrainResult:
     """Trains the classifier with K-FAC for `num_steps` and evaluates it.
@@ -275,6 +295,7 @@ def train(
         default `make_generated_data(seed=seed)` with the model's sizes.
       seed: seed of the data, weights, batch order and sampled targets.
       log_every: steps between log lines (0: no logging).
+      auto_register: as in `build_training_graph`.
       **model_kwargs: `vocab_size`, `embedding_dim`, `num_classes`.
 
     Returns:
@@ -299,6 +320,7 @@ def train(
             momentum=momentum,
             cov_ema_decay=cov_ema_decay,
             seed=seed,
+            auto_register=auto_register,
             **model_kwargs,
         )
 
@@ -344,6 +366,7 @@ FLAGS_TABLE = (
     ("float", "damping", DAMPING, "K-FAC damping."),
     ("float", "momentum", MOMENTUM, "K-FAC momentum."),
     ("integer", "seed", 0, "Random seed."),
+    _cli.AUTO_REGISTER_FLAG,
 )
 
 

@@ -10,11 +10,15 @@ Every training function keeps the original signature, returns the final
 mini-batch accuracy as the original did, and takes extra keyword arguments to
 bound and observe training: `num_steps` stops early, `history` (a list)
 receives one `StepStats(step, loss, accuracy)` per step, and the optimizer's
-hyperparameters can be changed.
+hyperparameters can be changed. `auto_register=True` (the command line's
+default; `--noauto_register` for the hand registrations) registers the layers
+with `LayerCollection.auto_register_layers()` once the model is built;
+`build_model` then registers the loss only.
 
 Run:
   python -m kfac.examples.mlp --data_dir=/usr/share/datasets/fashion-mnist
   python -m kfac.examples.mlp --num_towers=2 --use_fake_data --num_epochs=5
+  python -m kfac.examples.mlp --noauto_register   # the hand registrations
 """
 
 import functools
@@ -59,6 +63,7 @@ def build_model(
     labels: tf.Tensor,
     num_labels: int,
     layer_collection: "kfac.LayerCollection",
+    register_layers: bool = True,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
     """Builds the MLP 784-128-64-32-`num_labels` and registers it with K-FAC.
 
@@ -73,6 +78,8 @@ def build_model(
       labels: int64 `[B]`.
       num_labels: number of classes.
       layer_collection: the `kfac.LayerCollection` to register with.
+      register_layers: False: register the loss only (the layers are left to
+        `layer_collection.auto_register_layers()`).
 
     Returns:
       `(loss, accuracy)`: mean cross-entropy and accuracy of this batch.
@@ -83,10 +90,11 @@ def build_model(
     logits, _, params3 = fc_layer(layer_id=3, inputs=act2, output_size=num_labels)
     loss, accuracy = classification_loss_and_accuracy(logits, labels)
 
-    layer_collection.register_fully_connected(params0, examples, pre0)
-    layer_collection.register_fully_connected(params1, act0, pre1)
-    layer_collection.register_fully_connected(params2, act1, pre2)
-    layer_collection.register_fully_connected(params3, act2, logits)
+    if register_layers:
+        layer_collection.register_fully_connected(params0, examples, pre0)
+        layer_collection.register_fully_connected(params1, act0, pre1)
+        layer_collection.register_fully_connected(params2, act1, pre2)
+        layer_collection.register_fully_connected(params3, act2, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy
 
@@ -172,8 +180,9 @@ def train_mnist(
       num_epochs: passes over the data.
       use_fake_data: train on `4·batch_size` random examples instead.
       batch_size: examples per batch.
-      **minimize_kwargs: forwarded to `minimize` (`num_steps`, `history`,
-        `learning_rate`, ...).
+      **minimize_kwargs: `auto_register` (True: the layers are registered by
+        `auto_register_layers()`; default False: by `build_model`), the rest
+        forwarded to `minimize` (`num_steps`, `history`, `learning_rate`, ...).
 
     Returns:
       The accuracy of the last mini-batch.
@@ -204,7 +213,8 @@ def train_mnist_multitower(
       data_dir, num_epochs, use_fake_data: as in `train_mnist`.
       num_towers: number of towers (and CPU devices).
       batch_size: examples per tower and batch.
-      **minimize_kwargs: forwarded to `minimize`.
+      **minimize_kwargs: `auto_register` (as in `train_mnist`: after all
+        towers are built), the rest forwarded to `minimize`.
 
     Returns:
       The accuracy (averaged over towers) of the last mini-batch.
@@ -263,6 +273,7 @@ def train_mnist_estimator(
     history: Optional[List[StepStats]] = None,
     model_dir: Optional[str] = None,
     tf_random_seed: Optional[int] = None,
+    auto_register: bool = False,
 ) -> Optional[float]:
     """Trains the MLP with `tf.estimator.Estimator` (TensorFlow <= 2.15 only).
 
@@ -279,6 +290,8 @@ def train_mnist_estimator(
       history: optional list that receives one `StepStats` per step.
       model_dir: checkpoint folder (None: a fresh temporary folder).
       tf_random_seed: graph-level seed (initializers, shuffling).
+      auto_register: `model_fn` registers the layers with
+        `auto_register_layers()` (False: `build_model`'s hand registrations).
 
     Returns:
       The accuracy of the last mini-batch.
@@ -303,7 +316,15 @@ def train_mnist_estimator(
         if mode != estimator_lib.ModeKeys.TRAIN:
             raise NotImplementedError("Only training is implemented, not %s." % mode)
         layer_collection = kfac.LayerCollection()
-        loss, accuracy = build_model(features, labels, NUM_LABELS, layer_collection)
+        loss, accuracy = build_model(
+            features,
+            labels,
+            NUM_LABELS,
+            layer_collection,
+            register_layers=not auto_register,
+        )
+        if auto_register:
+            _training.auto_register_layers(layer_collection)
 
         global_step = tf.train.get_or_create_global_step()
         optimizer = _make_kfac_optimizer(
@@ -351,6 +372,7 @@ FLAGS_TABLE = (
     ("integer", "num_epochs", 200, "Passes over the data."),
     _cli.FAKE_DATA_FLAG,
     _cli.NUM_STEPS_FLAG,
+    _cli.AUTO_REGISTER_FLAG,
     (
         "integer",
         "batch_size",
@@ -374,6 +396,7 @@ def main(
         use_fake_data=flag_values.use_fake_data,
         batch_size=flag_values.batch_size,
         num_steps=flag_values.num_steps,
+        auto_register=flag_values.auto_register,
     )
     if flag_values.use_estimator and flag_values.num_towers != 1:
         raise ValueError(

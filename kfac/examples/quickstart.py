@@ -1,13 +1,19 @@
 """The README's usage example, runnable: softmax regression trained with K-FAC.
 
-Run with `python -m kfac.examples.quickstart` (or `make demo`). It uses
-generated data, so it needs no download, and prints the loss as it falls.
+Run with `python -m kfac.examples.quickstart` (`--noauto_register` for the
+hand registration of the layer). It uses generated data, so it needs no
+download, and prints the loss as it falls.
 """
+
+from typing import List
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from absl import flags
 
 import kfac
+from kfac.examples import _cli
+from kfac.examples import _training
 
 
 def make_data(num_examples=512, input_size=20, num_classes=5, seed=0):
@@ -21,12 +27,18 @@ def make_data(num_examples=512, input_size=20, num_classes=5, seed=0):
     return inputs, np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def main(num_steps=50, print_every=10):
-    """Trains for `num_steps` and returns the list of losses (one per step)."""
+def main(num_steps=50, print_every=10, auto_register=False, seed=0):
+    """Trains for `num_steps` and returns the list of losses (one per step).
+
+    With `auto_register`, `auto_register_layers()` registers the layer
+    (instead of the hand registration `register_fully_connected`). `seed` is
+    the graph-level seed (initial weights, K-FAC's sampled targets).
+    """
     inputs, one_hot_labels = make_data()
     input_size, num_classes = inputs.shape[1], one_hot_labels.shape[1]
     losses = []
     with tf.Graph().as_default():
+        tf.set_random_seed(seed)
         # README snippet starts here.
         x = tf.placeholder(tf.float32, [None, input_size])
         y = tf.placeholder(tf.float32, [None, num_classes])
@@ -39,10 +51,14 @@ def main(num_steps=50, print_every=10):
             tf.nn.softmax_cross_entropy_with_logits_v2(labels=y, logits=logits)
         )
 
-        # Register the layer and the model's predictive distribution.
+        # Register the model's predictive distribution, then the layer: found
+        # in the graph, or by hand.
         layer_collection = kfac.LayerCollection()
-        layer_collection.register_fully_connected((w, b), x, logits)
         layer_collection.register_categorical_predictive_distribution(logits)
+        if auto_register:
+            _training.auto_register_layers(layer_collection)
+        else:
+            layer_collection.register_fully_connected((w, b), x, logits)
 
         # Construct the training ops.
         optimizer = kfac.KfacOptimizer(
@@ -74,5 +90,22 @@ def main(num_steps=50, print_every=10):
     return losses
 
 
+FLAGS_TABLE = (
+    ("integer", "num_steps", 50, "Training steps."),
+    _cli.AUTO_REGISTER_FLAG,
+)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Command-line flags of `main_from_flags` (`FLAGS_TABLE`)."""
+    _cli.define_flags(FLAGS_TABLE, flag_values)
+
+
+def main_from_flags(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS):
+    """`main` as the flags say; returns None (the exit status `app.run` reports)."""
+    del argv  # Unused.
+    main(num_steps=flag_values.num_steps, auto_register=flag_values.auto_register)
+
+
 if __name__ == "__main__":
-    main()
+    _cli.run(define_flags, main_from_flags)

@@ -18,6 +18,11 @@ K-FAC registration:
     use the lag-1 statistics `E[ã_{t+1} ã_tᵀ]`, `E[g_{t+1} g_tᵀ]`;
 * the output layer with `register_fully_connected`, and the logits with
   `register_categorical_predictive_distribution`.
+With `auto_register` (the command line's default; `--noauto_register` for the
+hand registrations above), `build_model` registers the logits only and
+`LayerCollection.auto_register_layers()` finds the same two layers (the
+recurrent one used `T` times, with `approx` as the collection's default
+multi-use approximation).
 
 The covariance moving averages start from the first batch's statistics: the
 decay fed at update `n` is `min(cov_ema_decay, n / (n + 1))` (a running mean
@@ -46,6 +51,7 @@ Run:
   python -m kfac.examples.rnn_mnist --optimizer=kfac --approx=kron_series_2
   python -m kfac.examples.rnn_mnist --optimizer=adam --num_steps=300
   python -m kfac.examples.rnn_mnist --use_fake_data --num_steps=50
+  python -m kfac.examples.rnn_mnist --noauto_register   # the hand registrations
 """
 
 import itertools
@@ -135,6 +141,7 @@ def build_model(
     approx: str = "kron_indep",
     num_classes: int = NUM_CLASSES,
     seed: int = 0,
+    register_layers: bool = True,
 ):
     """Builds the RNN classifier and registers it with `layer_collection`.
 
@@ -147,6 +154,8 @@ def build_model(
         "kron_series_1" or "kron_series_2").
       num_classes: number of classes.
       seed: seed of the initial weights.
+      register_layers: False: register the logits only (the layers are left
+        to `layer_collection.auto_register_layers()`).
 
     Returns:
       `(loss, accuracy, logits)`: mean cross-entropy and accuracy of the batch.
@@ -163,10 +172,11 @@ def build_model(
     logits, output_params = _training.output_layer(last_state, initial_output_weights)
     loss, accuracy = _training.classification_loss_and_accuracy(logits, labels)
 
-    layer_collection.register_fully_connected_multi(
-        rnn_params, layer_inputs, preactivations, approx=approx
-    )
-    layer_collection.register_fully_connected(output_params, last_state, logits)
+    if register_layers:
+        layer_collection.register_fully_connected_multi(
+            rnn_params, layer_inputs, preactivations, approx=approx
+        )
+        layer_collection.register_fully_connected(output_params, last_state, logits)
     layer_collection.register_categorical_predictive_distribution(logits, name="logits")
     return loss, accuracy, logits
 
@@ -251,6 +261,7 @@ def train(
     data=None,
     seed: int = 0,
     log_every: int = LOG_EVERY,
+    auto_register: bool = False,
 ) -> TrainResult:
     """Trains the RNN for `num_steps` mini-batches and evaluates it on the test split.
 
@@ -276,6 +287,9 @@ def train(
         `[N, T, input_size]`) used instead of `data_dir`/`use_fake_data`.
       seed: seed of the weights, the batch order and K-FAC's sampled targets.
       log_every: steps between log lines (0: no logging).
+      auto_register: register the layers with `auto_register_layers()` (the
+        recurrent one with `approx`) instead of `build_model`'s hand
+        registrations.
 
     Returns:
       `TrainResult(test_accuracy, test_loss, train_losses)`: accuracy and
@@ -311,8 +325,17 @@ def train(
         labels = tf.placeholder(tf.int64, [None])
         layer_collection = kfac.LayerCollection()
         loss, accuracy, _ = build_model(
-            sequences, labels, layer_collection, hidden_size, approx, seed=seed
+            sequences,
+            labels,
+            layer_collection,
+            hidden_size,
+            approx,
+            seed=seed,
+            register_layers=not auto_register,
         )
+        if auto_register:
+            layer_collection.set_default_fully_connected_multi_approximation(approx)
+            _training.auto_register_layers(layer_collection)
         global_step = tf.train.get_or_create_global_step()
         kfac_ops = None
         if optimizer == "kfac":
@@ -395,6 +418,7 @@ FLAGS_TABLE = (
         "Train on generated sequences instead of --data_dir.",
     ),
     ("integer", "seed", 0, "Random seed."),
+    _cli.AUTO_REGISTER_FLAG,
 )
 
 
