@@ -104,6 +104,11 @@ def classification_loss_and_accuracy(
 # ---------------------------------------------------------------- K-FAC wiring
 
 
+def log_registration(layer_collection: "kfac.LayerCollection") -> None:
+    """Logs `layer_collection.summary()`: one line per block and per loss."""
+    tf.logging.info("K-FAC registration:\n%s", layer_collection.summary())
+
+
 def make_kfac_optimizer(
     layer_collection: "kfac.LayerCollection",
     learning_rate,
@@ -112,7 +117,9 @@ def make_kfac_optimizer(
     cov_ema_decay,
     norm_constraint: Optional[float] = None,
 ) -> "kfac.KfacOptimizer":
-    """The examples' `kfac.KfacOptimizer` (regular momentum) with these settings."""
+    """The examples' `kfac.KfacOptimizer` (regular momentum) with these settings;
+    logs the collection's summary first."""
+    log_registration(layer_collection)
     return kfac.KfacOptimizer(
         learning_rate=learning_rate,
         cov_ema_decay=cov_ema_decay,

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from kfac.examples import _training
 from kfac.examples import comparison
 
 OPTIMIZER_KINDS = ("sgd", "adam", "kfac", "kfac_qmodel")
@@ -118,6 +119,7 @@ def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwa
         damping=spec.damping,
         layer_collection=layer_collection,
     )
+    _training.log_registration(layer_collection)
     if not periodic:
         return kfac.KfacOptimizer(**kwargs)
     return kfac.PeriodicInvCovUpdateKfacOpt(

@@ -230,6 +230,7 @@ def build_training_graph(
     )
     if auto_register:
         _training.auto_register_layers(layer_collection)
+    _training.log_registration(layer_collection)
     cov_decay = tf.placeholder_with_default(
         tf.constant(cov_ema_decay, tf.float32), [], name="cov_ema_decay"
     )
