@@ -72,11 +72,12 @@ def _loss_inputs(layer_collection) -> list:
 
 def _match_all(loss_graph: LossGraph, variables):
     """`(matches in use order, {variable: unclaimed uses})`."""
-    claimed = {}  # (op, input index) -> match
+    claimed = set()  # (op, input index) of every claimed use
+    matches = []
 
     def claim(match):
-        for use in match.claims:
-            claimed[(use.op, use.index)] = match
+        matches.append(match)
+        claimed.update((use.op, use.index) for use in match.claims)
 
     for matchers in (_PRIMARY_MATCHERS, (match_shift,)):
         for var in variables:
@@ -90,10 +91,6 @@ def _match_all(loss_graph: LossGraph, variables):
                     ):
                         claim(match)
                         break
-    matches = []
-    for match in claimed.values():
-        if not any(match is m for m in matches):
-            matches.append(match)
     matches.sort(key=lambda m: loss_graph.order(m.claims[0].op))
     unclaimed = {
         var: [u for u in loss_graph.uses[var] if (u.op, u.index) not in claimed]
