@@ -26,18 +26,18 @@ from kfac.ops._graph_search.layers import _attr
 from kfac.ops._graph_search.layers import _static_dims
 from kfac.ops._graph_search.layers import _text
 from kfac.ops._graph_search.match import LayerMatch
+from kfac.ops._registration.scale_and_shift import broadcasts_onto
 
 _FUSED_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 _ADD_OPS = ("Add", "AddV2", "BiasAdd")
 
 
 def _broadcasts_onto(var, tensor) -> bool:
-    """`var`'s shape is a trailing part of `tensor`'s (1s broadcast), rank >= 1."""
+    """`var`'s shape (rank >= 1) broadcasts onto `tensor`'s trailing dimensions."""
     var_dims, dims = _static_dims(var), _static_dims(tensor)
-    if not var_dims or dims is None or len(var_dims) >= len(dims):
+    if not var_dims or dims is None:
         return False
-    trailing = dims[len(dims) - len(var_dims) :]
-    return all(v == 1 or v == d for v, d in zip(var_dims, trailing))
+    return broadcasts_onto(var_dims, dims)
 
 
 def _match(scale, shift, x_hat, outputs, pattern, claims) -> LayerMatch:

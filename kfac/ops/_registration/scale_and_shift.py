@@ -51,6 +51,15 @@ def split_scale_and_shift(params):
     return scale, shift, (scale, shift)
 
 
+def broadcasts_onto(param_dims, tensor_dims) -> bool:
+    """`param_dims` are the trailing part of `tensor_dims` up to 1s (an unknown
+    tensor dimension matches anything), with fewer dimensions (batch first)."""
+    if len(param_dims) >= len(tensor_dims):
+        return False
+    trailing = tensor_dims[len(tensor_dims) - len(param_dims) :]
+    return all(d == 1 or t is None or d == t for d, t in zip(param_dims, trailing))
+
+
 def _check_broadcasts(name, param, tensor_shape) -> None:
     """`param`'s static shape is the trailing part of the tensors' up to 1s."""
     shape = static_shape(param)
@@ -60,11 +69,7 @@ def _check_broadcasts(name, param, tensor_shape) -> None:
         )
     if tensor_shape.rank is None:
         return
-    dims, tensor_dims = shape.as_list(), tensor_shape.as_list()
-    trailing = tensor_dims[len(tensor_dims) - len(dims) :]
-    if len(dims) >= len(tensor_dims) or any(
-        d != 1 and t is not None and d != t for d, t in zip(dims, trailing)
-    ):
+    if not broadcasts_onto(shape.as_list(), tensor_shape.as_list()):
         raise error(
             _METHOD,
             "`{}` has shape {}; it must broadcast onto the trailing dimensions of "
