@@ -94,7 +94,11 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
 
     Each layer `register_*` method is defined in the module of its kind
     (`kfac/ops/_registration/<kind>.py`), which checks the arguments, builds
-    the block and registers it through this class's public methods.
+    the block and registers it through this class's public methods. The
+    checks against the graph (`check_registration`, the linter, `summary`)
+    and `auto_register_layers`/`finalize` come from the mixins
+    `_registration.checking.RegistrationChecks` and
+    `_registration.automatic.AutomaticRegistration`.
     """
 
     register_fully_connected = fully_connected.register_fully_connected
