@@ -15,9 +15,11 @@ from kfac.ops import op_queue
 from kfac.ops import optimizer
 from kfac.ops import periodic_inv_cov_update_kfac_opt
 from kfac.ops import placement
+from kfac.ops import summaries  # port addition
 from kfac.ops import utils
 from kfac.ops._config import KfacConfig  # port addition
 from kfac.ops.graph_search import AmbiguousRegistrationError  # port addition
+from kfac.ops.summaries import KfacHook  # port addition
 
 LayerCollection = getattr(layer_collection, "LayerCollection", None)
 KfacOptimizer = getattr(optimizer, "KfacOptimizer", None)
@@ -36,10 +38,12 @@ __all__ = [
     "optimizer",
     "periodic_inv_cov_update_kfac_opt",
     "placement",
+    "summaries",
     "utils",
     "LayerCollection",
     "KfacOptimizer",
     "PeriodicInvCovUpdateKfacOpt",
     "KfacConfig",
     "AmbiguousRegistrationError",
+    "KfacHook",
 ]

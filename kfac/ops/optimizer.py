@@ -31,8 +31,10 @@ from kfac.ops._optimizer.damping_adaptation import DampingAdaptation
 from kfac.ops._optimizer.implicit_ops import ImplicitOps
 from kfac.ops._optimizer.momentum import Velocities
 from kfac.ops._optimizer.non_finite_guard import NonFiniteGuard
+from kfac.ops._optimizer.step_statistics import StepStatistics
 from kfac.ops._optimizer.update_rule import UpdateRule
 from kfac.ops._optimizer.vectors import inner_product_list
+from kfac.ops._summaries import summary_ops
 
 # Module-private helpers named in API.md §8.
 _inner_product_list = inner_product_list
@@ -171,10 +173,18 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._quadratic_model = qmodel.QuadraticModel(
             layer_collection, batch_size, lambda: self.damping,
             colocate_gradients_with_ops)
+        # (Whether damping adaptation will be enabled is not known yet: the
+        # quadratic model's coefficients get a variable whenever they may be
+        # computed.)
+        self._step_statistics = StepStatistics(
+            scope, lambda: list(layer_collection.fisher_blocks.keys()),
+            records_qmodel=momentum_type == "qmodel" or batch_size is not None,
+            records_clipping=norm_constraint is not None)
         self._update_rule = UpdateRule(
             momentum_type, momentum, self._fisher_est,
             self._velocities, self._clipping, self._quadratic_model,
-            self._adaptation, self._guard, self._learning_rate_as)
+            self._adaptation, self._guard, self._step_statistics,
+            self._learning_rate_as)
 
     def set_damping_adaptation_params(self,
                                       is_chief: bool,
@@ -198,7 +208,8 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         Creates, in the variable scope of the optimizer's name, the float32 scalar
         variables "rho", "prev_loss", "q_model_change" (initialised to 0) and
         "damping" (initialised to the constructor's damping; `self.damping` then
-        returns it). The make methods pass this variable to the estimator, so the
+        returns it), and (port addition, for summaries) "loss_changes", `[2]`:
+        the predicted and actual change whose ratio was the last `ρ`. The make methods pass this variable to the estimator, so the
         inverse updates use the adapted damping (fix of the original, API.md §12).
 
         Args:
@@ -267,6 +278,38 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         factors did not write, summed over factors (their
         `num_skipped_updates` variables)."""
         return self._fisher_est.num_skipped_factor_updates()
+
+    @property
+    def layer_collection(self) -> Any:
+        """(Port addition) the `LayerCollection` given to the constructor."""
+        return self._layers
+
+    @property
+    def step_statistics(self) -> StepStatistics:
+        """(Port addition) what the last training step did, in variables
+        (`_optimizer.step_statistics`): per-block gradient products, the
+        quadratic model's coefficients, the KL clipping coefficient."""
+        return self._step_statistics
+
+    @property
+    def learning_rate_tensor(self) -> tf.Tensor:
+        """(Port addition) the learning rate as a float32 Tensor (a callable
+        learning rate is called)."""
+        return self._learning_rate_as(tf.float32)
+
+    def make_summary_ops(self, collections: Any = None, per_layer: bool = True,
+                         histograms: bool = False, **kwargs: Any) -> tf.Tensor:
+        """(Port addition) TensorBoard summaries of the optimizer's state and of
+        each layer's curvature; see `kfac.summaries.make_summary_ops`."""
+        return summary_ops.make_summary_ops(self, collections=collections,
+                                            per_layer=per_layer,
+                                            histograms=histograms, **kwargs)
+
+    @property
+    def updates_curvature_in_train_op(self) -> bool:
+        """(Port addition) whether the training op itself refreshes the factors
+        and inverses (False: the caller runs `cov_update_op`/`inv_update_op`)."""
+        return False
 
     # Seams of subclasses (PeriodicInvCovUpdateKfacOpt), port additions.
 

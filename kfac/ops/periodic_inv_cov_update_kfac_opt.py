@@ -196,6 +196,11 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
     # --------------------------------------------------------------- properties
 
     @property
+    def updates_curvature_in_train_op(self) -> bool:
+        """True: the training op runs the covariance and inverse updates."""
+        return True
+
+    @property
     def counter(self) -> tf.Variable:
         """int64 variable `<name>/counter`: runs of the training op so far
         (burn-in and skipped non-finite steps included)."""

@@ -14,6 +14,7 @@ from typing import Any
 from typing import Callable
 from typing import NamedTuple
 from typing import Optional
+from typing import Tuple
 
 import tensorflow.compat.v1 as tf
 
@@ -42,30 +43,40 @@ def levenberg_marquardt_damping(damping: Any, rho: Any, omega: float,
 
 
 def make_damping_update_op(global_step: Any, interval: int,
-                           compute_rho: Callable[[], tf.Tensor],
+                           compute_changes: Callable[[], Tuple[Any, Any]],
                            damping_var: Any, rho_var: Any, omega: float,
-                           min_damping: float) -> tf.Operation:
+                           min_damping: float,
+                           changes_var: Any = None) -> tf.Operation:
     """Op applying the rule when `(global_step + 1) mod interval == 0`.
 
-    `compute_rho` builds `ρ`; it is only called inside the taken `tf.cond` branch,
-    so the previous-batch loss is only evaluated on adaptation steps. Assigns the
-    stored `rho` and the damping variable (both keep their values otherwise).
+    `compute_changes` builds `(actual, predicted)` changes of the loss, whose
+    ratio is `ρ`; it is only called inside the taken `tf.cond` branch, so the
+    previous-batch loss is only evaluated on adaptation steps. Assigns the
+    stored `rho`, the damping variable and (if given) `changes_var`
+    ← `[predicted, actual]`; all keep their values otherwise.
     """
+    dtype = rho_var.dtype.base_dtype
+
     def adapt():
-        rho = tf.cast(compute_rho(), rho_var.dtype.base_dtype)
+        actual, predicted = (tf.cast(change, dtype) for change in compute_changes())
+        rho = actual / predicted
         new_damping = levenberg_marquardt_damping(
             damping_var, rho, omega, min_damping)
-        return rho, new_damping
+        return rho, new_damping, tf.stack([predicted, actual])
 
     def keep():
-        return tf.identity(rho_var), tf.identity(damping_var)
+        changes = (tf.zeros([2], dtype) if changes_var is None
+                   else tf.identity(changes_var))
+        return tf.identity(rho_var), tf.identity(damping_var), changes
 
     step = tf.convert_to_tensor(global_step)
     is_adaptation_step = tf.equal(
         tf.math.floormod(step + 1, tf.cast(interval, step.dtype.base_dtype)), 0)
-    rho, new_damping = tf.cond(is_adaptation_step, adapt, keep)
-    return tf.group(tf.assign(rho_var, rho), tf.assign(damping_var, new_damping),
-                    name="update_damping")
+    rho, new_damping, changes = tf.cond(is_adaptation_step, adapt, keep)
+    writes = [tf.assign(rho_var, rho), tf.assign(damping_var, new_damping)]
+    if changes_var is not None:
+        writes.append(tf.assign(changes_var, changes))
+    return tf.group(*writes, name="update_damping")
 
 
 def _scalar_variable(name: str, initializer: Any) -> tf.Variable:
@@ -91,8 +102,10 @@ class DampingAdaptation(object):
 
     Disabled (as made), `damping` is the constructor's constant. `enable`
     creates, in the current variable scope, the float32 scalar variables
-    "rho", "prev_loss", "q_model_change" (0) and "damping" (the constant);
-    from then on `damping` is that variable and a chief's steps update it.
+    "rho", "prev_loss", "q_model_change" (0) and "damping" (the constant),
+    and "loss_changes" (`[2]`, 0: the predicted and the actual change of the
+    loss whose ratio was the last `ρ`); from then on `damping` is that
+    variable and a chief's steps update it.
 
     Args:
       damping: the constructor's damping (number or scalar Tensor).
@@ -103,6 +116,7 @@ class DampingAdaptation(object):
         self._variable = None
         # The other variables (None until enabled), read by the optimizer.
         self.rho = self.prev_loss = self.q_model_change = None
+        self.loss_changes = None
         self.rule = Rule()
 
     @property
@@ -132,6 +146,9 @@ class DampingAdaptation(object):
         self.prev_loss = _scalar_variable("prev_loss", tf.zeros_initializer())
         self.q_model_change = _scalar_variable("q_model_change",
                                                tf.zeros_initializer())
+        self.loss_changes = tf.get_variable(
+            "loss_changes", shape=[2], dtype=tf.float32,
+            initializer=tf.zeros_initializer(), trainable=False)
         if arguments.is_number(self._constant):
             initial = tf.constant(float(self._constant), dtype=tf.float32)
         else:
@@ -146,13 +163,13 @@ class DampingAdaptation(object):
         `ρ` from `loss_fn(prev_train_batch)`."""
         rule = self.rule
 
-        def compute_rho():
+        def compute_changes():
             prev_batch_loss = tf.cast(rule.loss_fn(rule.prev_train_batch), tf.float32)
-            return (prev_batch_loss - self.prev_loss) / self.q_model_change
+            return prev_batch_loss - self.prev_loss, self.q_model_change
 
         return make_damping_update_op(
-            global_step, rule.interval, compute_rho, self._variable, self.rho,
-            rule.omega, rule.min_damping)
+            global_step, rule.interval, compute_changes, self._variable, self.rho,
+            rule.omega, rule.min_damping, changes_var=self.loss_changes)
 
     def record_loss(self, loss: Any, non_finite_policy: Optional[str]) -> tf.Operation:
         """`prev_loss ← loss`, kept when `loss` is not finite (unless the policy

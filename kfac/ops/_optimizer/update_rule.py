@@ -10,7 +10,9 @@ With `F̂⁻¹` the estimator's damped inverse and `v` the velocity:
   `δ` the previous update, `v ← μ·v − α·p`, step `v`.
 
 On an adapting chief every step also stores the quadratic model's predicted
-change `q` for the damping adaptation, before the velocities are written.
+change `q` for the damping adaptation, before the velocities are written. Every
+step records its statistics (`step_statistics`: per-block gradient products, the
+quadratic model's `(α, μ)`, the clipping coefficient) before it returns.
 """
 
 from typing import Any
@@ -25,10 +27,20 @@ from kfac.ops._optimizer.damping_adaptation import DampingAdaptation
 from kfac.ops._optimizer.momentum import Velocities
 from kfac.ops._optimizer.non_finite_guard import NonFiniteGuard
 from kfac.ops._optimizer.norm_constraint import NormConstraint
+from kfac.ops._optimizer.norm_constraint import scale_vectors
 from kfac.ops._optimizer.qmodel import QuadraticModel
-from kfac.ops._optimizer.vectors import dense
+from kfac.ops._optimizer.step_statistics import StepStatistics
 
 VarsAndVectors = List[Tuple[Any, Any]]
+
+
+def _identity(vector: Any) -> Any:
+    """A copy of `vector` made under the current control dependencies (an
+    `IndexedSlices` stays one)."""
+    if isinstance(vector, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.identity(vector.values), vector.indices,
+                                vector.dense_shape)
+    return tf.identity(vector)
 
 
 class UpdateRule(object):
@@ -39,8 +51,8 @@ class UpdateRule(object):
       momentum: `m` of "regular" and "adam".
       estimator: its `multiply_inverse` gives `[(F̂⁻¹vec, var)]`, looked up at
         every step (tests wrap it).
-      velocities, norm_constraint (or None), quadratic_model, adaptation, guard:
-        the optimizer's parts.
+      velocities, norm_constraint (or None), quadratic_model, adaptation, guard,
+        statistics: the optimizer's parts.
       learning_rate_as: `dtype -> η` in that dtype.
     """
 
@@ -48,7 +60,7 @@ class UpdateRule(object):
                  estimator: Any,
                  velocities: Velocities, norm_constraint: Optional[NormConstraint],
                  quadratic_model: QuadraticModel, adaptation: DampingAdaptation,
-                 guard: NonFiniteGuard,
+                 guard: NonFiniteGuard, statistics: StepStatistics,
                  learning_rate_as: Callable[[tf.DType], tf.Tensor]) -> None:
         self._momentum_type = momentum_type
         self._momentum = momentum
@@ -58,20 +70,29 @@ class UpdateRule(object):
         self._quadratic_model = quadratic_model
         self._adaptation = adaptation
         self._guard = guard
+        self._statistics = statistics
         self._learning_rate_as = learning_rate_as
 
     def steps(self, grads_and_vars: VarsAndVectors) -> VarsAndVectors:
         """`[(step, var)]` for the momentum type (module doc)."""
         if self._momentum_type == "regular":
             precon_grads_and_vars = self._estimator.multiply_inverse(grads_and_vars)
+            directions_and_vars = precon_grads_and_vars
+            clip_coefficient = None
             if self._norm_constraint is not None:
-                precon_grads_and_vars = self._norm_constraint.clip(
+                clip_coefficient = self._norm_constraint.coefficient(
                     grads_and_vars, precon_grads_and_vars)
+                precon_grads_and_vars = scale_vectors(precon_grads_and_vars,
+                                                      clip_coefficient)
             dependencies = []
+            coefficients = None
             if self._adaptation.adapting:
-                _, _, q_model_change = self.qmodel_step(grads_and_vars,
-                                                        precon_grads_and_vars)
+                alpha, mu, q_model_change = self.qmodel_step(grads_and_vars,
+                                                             precon_grads_and_vars)
                 dependencies = [q_model_change]
+                coefficients = (alpha, mu)
+            dependencies.append(self._statistics.record(
+                grads_and_vars, directions_and_vars, coefficients, clip_coefficient))
             with tf.control_dependencies(dependencies):
                 return self._velocities.update(precon_grads_and_vars, self._momentum)
 
@@ -79,22 +100,30 @@ class UpdateRule(object):
             velocities_and_vars = self._velocities.update(grads_and_vars,
                                                           self._momentum)
             steps_and_vars = self._estimator.multiply_inverse(velocities_and_vars)
-            if not self._adaptation.adapting:
-                return steps_and_vars
-            # The velocity slot holds accumulated gradients, not the previous
-            # update, so the model is taken along the step direction alone (μ = 0).
-            _, _, q_model_change = self._quadratic_model.hyperparams(
-                [step for step, _ in steps_and_vars], None,
-                [grad for grad, _ in grads_and_vars],
-                [var for _, var in grads_and_vars])
-            record = self._adaptation.record_model_change(q_model_change, self._guard)
-            with tf.control_dependencies([record]):
-                return [(tf.identity(dense(step)), var) for step, var in steps_and_vars]
+            dependencies = []
+            coefficients = None
+            if self._adaptation.adapting:
+                # The velocity slot holds accumulated gradients, not the previous
+                # update, so the model is taken along the step direction alone
+                # (μ = 0).
+                alpha, mu, q_model_change = self._quadratic_model.hyperparams(
+                    [step for step, _ in steps_and_vars], None,
+                    [grad for grad, _ in grads_and_vars],
+                    [var for _, var in grads_and_vars])
+                dependencies.append(
+                    self._adaptation.record_model_change(q_model_change, self._guard))
+                coefficients = (alpha, mu)
+            dependencies.append(self._statistics.record(
+                grads_and_vars, steps_and_vars, coefficients))
+            with tf.control_dependencies(dependencies):
+                return [(_identity(step), var) for step, var in steps_and_vars]
 
         precon_grads_and_vars = self._estimator.multiply_inverse(grads_and_vars)
         alpha, mu, q_model_change = self.qmodel_step(grads_and_vars,
                                                      precon_grads_and_vars)
-        with tf.control_dependencies([q_model_change]):
+        record = self._statistics.record(grads_and_vars, precon_grads_and_vars,
+                                         (alpha, mu))
+        with tf.control_dependencies([q_model_change, record]):
             return self._velocities.update(precon_grads_and_vars, mu, vec_coeff=-alpha)
 
     def qmodel_step(self, grads_and_vars: VarsAndVectors,

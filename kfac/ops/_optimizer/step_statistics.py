@@ -1,0 +1,125 @@
+"""What each training step did, kept in variables for summaries and reports.
+
+A training step writes, before it is applied (and also when the non-finite
+guard then skips it, so a bad step can be seen):
+
+* `<name>/step_statistics/gradient_products`, float32 `[num_blocks, 3]`: for
+  the parameters of each Fisher block (registration order), `⟨g, g⟩`,
+  `⟨p, p⟩` and `⟨g, p⟩`, with `g` the gradient and `p` the preconditioned
+  direction of the step: `F̂⁻¹g` ("regular", before KL clipping; "qmodel") or
+  `F̂⁻¹v` ("adam", `v` the velocity). Norms and cosines follow from them.
+* `<name>/step_statistics/qmodel_coefficients`, float32 `[2]`: the quadratic
+  model's `(α, μ)` ("qmodel", or any momentum type with damping adaptation).
+* `<name>/step_statistics/norm_constraint_coefficient`, float32 scalar: the KL
+  clipping factor `κ` (with a `norm_constraint`).
+
+The variables are made by the first training op (outside any control flow),
+so a checkpoint written after it holds them.
+"""
+
+from typing import Any
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+
+import tensorflow.compat.v1 as tf
+
+from kfac.ops._optimizer.vectors import dense
+
+SCOPE = "step_statistics"
+PRODUCT_NAMES = ("gradient_squared_norm", "preconditioned_squared_norm",
+                 "gradient_preconditioned_product")
+
+
+def _flatten(params: Any) -> Tuple[Any, ...]:
+    return tuple(params) if isinstance(params, (tuple, list)) else (params,)
+
+
+def _float32_sum_of_products(pairs: Sequence[Tuple[Any, Any]]) -> tf.Tensor:
+    """`Σ ⟨a, b⟩` over the pairs, in float32 (zero for no pairs)."""
+    if not pairs:
+        return tf.zeros([], tf.float32)
+    return tf.add_n([tf.cast(tf.reduce_sum(dense(a) * dense(b)), tf.float32)
+                     for a, b in pairs])
+
+
+class StepStatistics(object):
+    """The step-statistics variables of one optimizer and the op writing them.
+
+    Args:
+      variable_scope: the optimizer's scope; the variables live in
+        "<scope>/step_statistics".
+      block_params: `() -> [params key of each block]` (registration order),
+        read when the first record op is built.
+      records_qmodel: whether steps compute the quadratic model's `(α, μ)`.
+      records_clipping: whether steps compute a KL clipping coefficient.
+    """
+
+    def __init__(self, variable_scope: Any, block_params: Callable[[], List[Any]],
+                 records_qmodel: bool, records_clipping: bool) -> None:
+        self._variable_scope = variable_scope
+        self._block_params = block_params
+        self._records_qmodel = records_qmodel
+        self._records_clipping = records_clipping
+        self._params = None
+        self.gradient_products = None
+        self.qmodel_coefficients = None
+        self.norm_constraint_coefficient = None
+
+    @property
+    def block_params(self) -> Optional[List[Any]]:
+        """The params key of each row of `gradient_products` (None until made)."""
+        return self._params
+
+    def _make_variables(self) -> None:
+        if self._params is not None:
+            return
+        self._params = list(self._block_params())
+
+        def variable(name, shape):
+            return tf.get_variable(name, shape=shape, dtype=tf.float32,
+                                   initializer=tf.zeros_initializer(),
+                                   trainable=False)
+
+        with tf.init_scope(), tf.variable_scope(self._variable_scope), \
+                tf.variable_scope(SCOPE):
+            self.gradient_products = variable("gradient_products",
+                                              [len(self._params), 3])
+            if self._records_qmodel:
+                self.qmodel_coefficients = variable("qmodel_coefficients", [2])
+            if self._records_clipping:
+                self.norm_constraint_coefficient = variable(
+                    "norm_constraint_coefficient", [])
+
+    def make_variables(self) -> None:
+        """Creates the variables now (they are otherwise made by `record`)."""
+        self._make_variables()
+
+    def record(self, grads_and_vars: Sequence[Tuple[Any, Any]],
+               directions_and_vars: Sequence[Tuple[Any, Any]],
+               qmodel_coefficients: Optional[Tuple[Any, Any]] = None,
+               clip_coefficient: Any = None) -> tf.Operation:
+        """The op writing this step's statistics (see the module doc)."""
+        self._make_variables()
+        grads = {var: grad for grad, var in grads_and_vars}
+        directions = {var: direction for direction, var in directions_and_vars}
+        rows = []
+        for params in self._params:
+            variables = [var for var in _flatten(params) if var in grads]
+            g = [grads[var] for var in variables]
+            p = [directions[var] for var in variables]
+            rows.append(tf.stack([_float32_sum_of_products(list(zip(g, g))),
+                                  _float32_sum_of_products(list(zip(p, p))),
+                                  _float32_sum_of_products(list(zip(g, p)))]))
+        writes = [tf.assign(self.gradient_products, tf.stack(rows)).op]
+        if qmodel_coefficients is not None and self.qmodel_coefficients is not None:
+            values = tf.stack([tf.cast(value, tf.float32)
+                               for value in qmodel_coefficients])
+            writes.append(tf.assign(self.qmodel_coefficients, values).op)
+        clipping = self.norm_constraint_coefficient
+        if clip_coefficient is not None and clipping is not None:
+            writes.append(tf.assign(clipping, tf.cast(clip_coefficient,
+                                                      tf.float32)).op)
+        return tf.group(*writes, name="record_step_statistics")

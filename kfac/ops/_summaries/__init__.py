@@ -1,0 +1,1 @@
+"""Summaries, health report and hook of K-FAC optimizers (`kfac.summaries`)."""
