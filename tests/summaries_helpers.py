@@ -25,12 +25,19 @@ def read_scalars(logdir):
 
 
 class TwoLayerModel(object):
-    """fc1 (weights + bias, tanh) → fc2 (weights) → softmax, float64."""
+    """fc1 (weights + bias, tanh) → fc2 (weights) → softmax, float64.
 
-    def __init__(self, seed=0, **optimizer_kwargs):
+    Fed through placeholders (`feed()`), or from `inputs=(x, labels)`.
+    """
+
+    def __init__(self, seed=0, inputs=None, **optimizer_kwargs):
         rng = np.random.RandomState(seed)
-        self.x = tf.placeholder(tf.float64, [BATCH, IN])
-        self.labels = tf.placeholder(tf.int32, [BATCH])
+        if inputs is None:
+            self.x = tf.placeholder(tf.float64, [BATCH, IN])
+            self.labels = tf.placeholder(tf.int32, [BATCH])
+        else:
+            self.x = tf.cast(inputs[0], tf.float64)
+            self.labels = tf.cast(inputs[1], tf.int32)
         init = tf.constant_initializer
         self.w1 = tf.get_variable("fc1/weights", initializer=init(
             rng.randn(IN, HIDDEN) * 0.5), shape=[IN, HIDDEN], dtype=tf.float64)

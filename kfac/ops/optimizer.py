@@ -173,13 +173,8 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._quadratic_model = qmodel.QuadraticModel(
             layer_collection, batch_size, lambda: self.damping,
             colocate_gradients_with_ops)
-        # (Whether damping adaptation will be enabled is not known yet: the
-        # quadratic model's coefficients get a variable whenever they may be
-        # computed.)
         self._step_statistics = StepStatistics(
-            scope, lambda: list(layer_collection.fisher_blocks.keys()),
-            records_qmodel=momentum_type == "qmodel" or batch_size is not None,
-            records_clipping=norm_constraint is not None)
+            scope, lambda: list(layer_collection.fisher_blocks.keys()))
         self._update_rule = UpdateRule(
             momentum_type, momentum, self._fisher_est,
             self._velocities, self._clipping, self._quadratic_model,
@@ -209,8 +204,9 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         variables "rho", "prev_loss", "q_model_change" (initialised to 0) and
         "damping" (initialised to the constructor's damping; `self.damping` then
         returns it), and (port addition, for summaries) "loss_changes", `[2]`:
-        the predicted and actual change whose ratio was the last `ρ`. The make methods pass this variable to the estimator, so the
-        inverse updates use the adapted damping (fix of the original, API.md §12).
+        the predicted and actual change whose ratio was the last `ρ`. The make
+        methods pass this variable to the estimator, so the inverse updates use
+        the adapted damping (fix of the original, API.md §12).
 
         Args:
           is_chief: only the chief updates the damping and the model change.

@@ -13,8 +13,8 @@ guard then skips it, so a bad step can be seen):
 * `<name>/step_statistics/norm_constraint_coefficient`, float32 scalar: the KL
   clipping factor `κ` (with a `norm_constraint`).
 
-The variables are made by the first training op (outside any control flow),
-so a checkpoint written after it holds them.
+The variables are made by the first training op that writes them (outside
+any control flow), so a checkpoint written after it holds them.
 """
 
 from typing import Any
@@ -53,16 +53,12 @@ class StepStatistics(object):
         "<scope>/step_statistics".
       block_params: `() -> [params key of each block]` (registration order),
         read when the first record op is built.
-      records_qmodel: whether steps compute the quadratic model's `(α, μ)`.
-      records_clipping: whether steps compute a KL clipping coefficient.
     """
 
-    def __init__(self, variable_scope: Any, block_params: Callable[[], List[Any]],
-                 records_qmodel: bool, records_clipping: bool) -> None:
+    def __init__(self, variable_scope: Any,
+                 block_params: Callable[[], List[Any]]) -> None:
         self._variable_scope = variable_scope
         self._block_params = block_params
-        self._records_qmodel = records_qmodel
-        self._records_clipping = records_clipping
         self._params = None
         self.gradient_products = None
         self.qmodel_coefficients = None
@@ -73,36 +69,24 @@ class StepStatistics(object):
         """The params key of each row of `gradient_products` (None until made)."""
         return self._params
 
-    def _make_variables(self) -> None:
-        if self._params is not None:
-            return
-        self._params = list(self._block_params())
-
-        def variable(name, shape):
+    def _variable(self, name: str, shape: List[int]) -> tf.Variable:
+        """A zero-initialised float32 variable, made outside any control flow."""
+        with tf.init_scope(), tf.variable_scope(self._variable_scope), \
+                tf.variable_scope(SCOPE):
             return tf.get_variable(name, shape=shape, dtype=tf.float32,
                                    initializer=tf.zeros_initializer(),
                                    trainable=False)
-
-        with tf.init_scope(), tf.variable_scope(self._variable_scope), \
-                tf.variable_scope(SCOPE):
-            self.gradient_products = variable("gradient_products",
-                                              [len(self._params), 3])
-            if self._records_qmodel:
-                self.qmodel_coefficients = variable("qmodel_coefficients", [2])
-            if self._records_clipping:
-                self.norm_constraint_coefficient = variable(
-                    "norm_constraint_coefficient", [])
-
-    def make_variables(self) -> None:
-        """Creates the variables now (they are otherwise made by `record`)."""
-        self._make_variables()
 
     def record(self, grads_and_vars: Sequence[Tuple[Any, Any]],
                directions_and_vars: Sequence[Tuple[Any, Any]],
                qmodel_coefficients: Optional[Tuple[Any, Any]] = None,
                clip_coefficient: Any = None) -> tf.Operation:
-        """The op writing this step's statistics (see the module doc)."""
-        self._make_variables()
+        """The op writing this step's statistics (see the module doc); the
+        variables are made by the first call that has something to write."""
+        if self._params is None:
+            self._params = list(self._block_params())
+            self.gradient_products = self._variable("gradient_products",
+                                                    [len(self._params), 3])
         grads = {var: grad for grad, var in grads_and_vars}
         directions = {var: direction for direction, var in directions_and_vars}
         rows = []
@@ -114,12 +98,16 @@ class StepStatistics(object):
                                   _float32_sum_of_products(list(zip(p, p))),
                                   _float32_sum_of_products(list(zip(g, p)))]))
         writes = [tf.assign(self.gradient_products, tf.stack(rows)).op]
-        if qmodel_coefficients is not None and self.qmodel_coefficients is not None:
+        if qmodel_coefficients is not None:
+            if self.qmodel_coefficients is None:
+                self.qmodel_coefficients = self._variable("qmodel_coefficients", [2])
             values = tf.stack([tf.cast(value, tf.float32)
                                for value in qmodel_coefficients])
             writes.append(tf.assign(self.qmodel_coefficients, values).op)
-        clipping = self.norm_constraint_coefficient
-        if clip_coefficient is not None and clipping is not None:
-            writes.append(tf.assign(clipping, tf.cast(clip_coefficient,
-                                                      tf.float32)).op)
+        if clip_coefficient is not None:
+            if self.norm_constraint_coefficient is None:
+                self.norm_constraint_coefficient = self._variable(
+                    "norm_constraint_coefficient", [])
+            writes.append(tf.assign(self.norm_constraint_coefficient,
+                                    tf.cast(clip_coefficient, tf.float32)).op)
         return tf.group(*writes, name="record_step_statistics")
