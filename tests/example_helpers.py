@@ -39,8 +39,13 @@ def build_toy_regression(num_steps=30):
 
 
 def parse_flags(example, argv):
-    """Fresh `FlagValues` with `example.define_flags`, parsed from `argv`."""
+    """Fresh `FlagValues` with `example.define_flags`, parsed from `argv`
+    (with `--logdir=` unless `argv` sets it: tests write no TensorBoard logs
+    into the working directory)."""
     flag_values = flags.FlagValues()
     example.define_flags(flag_values)
+    if "logdir" in flag_values and not any(
+            arg.startswith("--logdir") for arg in argv):
+        argv = argv + ["--logdir="]
     flag_values([example.__name__] + argv)
     return flag_values

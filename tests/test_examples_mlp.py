@@ -1,5 +1,8 @@
 """Tests for kfac/examples/mlp.py: layers, registration, and training runs."""
 
+import glob
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf_root
@@ -7,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from example_helpers import assert_loss_falls
 from example_helpers import parse_flags
 from example_helpers import tower_devices
+from summaries_helpers import read_scalars
 
 import kfac
 from kfac.examples import mlp
@@ -179,6 +183,10 @@ def test_train_mnist_estimator_loss_falls(tmp_path):
     assert accuracy == history[-1].accuracy
     assert_loss_falls(history, margin=1.0)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-16")
+    # The optimizer's summaries are in the model_dir's events.
+    values = read_scalars(str(tmp_path))
+    assert values["kfac/learning_rate"] == pytest.approx(mlp.LEARNING_RATE)
+    assert values["kfac/fc_1/kernel/input_factor/condition_number"] >= 1.0
 
 
 @pytest.mark.skipif(HAS_ESTIMATOR, reason="tf.estimator exists in this TensorFlow")
@@ -201,6 +209,18 @@ def test_main_trains_on_fake_data_with_flags(capsys):
     accuracy = mlp.main([], flag_values=flag_values)
     assert 0.0 <= accuracy <= 1.0
     assert "final mini-batch accuracy: %s" % accuracy in capsys.readouterr().out
+
+
+def test_main_writes_tensorboard_logs(tmp_path):
+    flag_values = _parse_flags(
+        ["--use_fake_data", "--num_epochs=1", "--num_steps=3",
+         "--logdir=%s" % tmp_path]
+    )
+    mlp.main([], flag_values=flag_values)
+    (run_dir,) = glob.glob(os.path.join(str(tmp_path), "mlp", "*"))
+    values = read_scalars(run_dir)
+    assert {"loss", "accuracy", "kfac/damping"} <= set(values)
+    assert values["kfac/damping"] == pytest.approx(mlp.DAMPING)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +250,13 @@ def test_main_dispatches_flags(monkeypatch, extra, function, expected_args):
     assert calls == [
         (
             expected_args,
-            dict(use_fake_data=True, batch_size=5, num_steps=7, auto_register=True),
+            dict(
+                use_fake_data=True,
+                batch_size=5,
+                num_steps=7,
+                auto_register=True,
+                logdir=None,
+            ),
         )
     ]
 

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from kfac.examples import _progress
+from kfac.examples import _tensorboard
 from kfac.examples import mnist
 
 NUM_LABELS = 10
@@ -300,6 +302,8 @@ def run_training_loop(
     history: Optional[List[StepStats]] = None,
     log_every: int = LOG_EVERY,
     global_step: Optional[tf.Tensor] = None,
+    show_progress: bool = True,
+    log: Optional[_tensorboard.TrainingLog] = None,
 ) -> Optional[float]:
     """Runs `step_fetches` until the session stops or `num_steps` are done.
 
@@ -311,12 +315,17 @@ def run_training_loop(
 
     With `global_step` (a distributed job), each log line also gives the
     global step read in the same run (its value before that run's update).
+    With `show_progress`, a `_progress.ProgressBar` (on stderr) follows the steps;
+    with `log`, every step's loss and accuracy (and the curvature summaries)
+    go to its TensorBoard event file.
 
     Returns:
       The accuracy of the last step (None if no step ran).
     """
     final_accuracy = None
+    loss_value = None
     step = 0
+    bar = _progress.ProgressBar("train", total=num_steps) if show_progress else None
     extra = [] if global_step is None else [global_step]
     while not sess.should_stop() and (num_steps is None or step < num_steps):
         try:
@@ -348,7 +357,14 @@ def run_training_loop(
                     loss_value,
                     accuracy_value,
                 )
+        if log is not None:
+            log.write(step, {"loss": loss_value, "accuracy": accuracy_value},
+                      sess.run)
         step += 1
+        if bar is not None:
+            bar.update(step, float(loss_value))
+    if bar is not None:
+        bar.close(step, None if loss_value is None else float(loss_value))
     return final_accuracy
 
 
@@ -358,6 +374,7 @@ def minimize_in_monitored_session(
     optimizer: tf.train.Optimizer,
     session_config: Optional[tf.ConfigProto],
     invert_every: int,
+    logdir: Optional[str] = None,
     **loop_kwargs,
 ) -> Optional[float]:
     """Trains `loss` with `optimizer` in a new `MonitoredTrainingSession`.
@@ -366,7 +383,8 @@ def minimize_in_monitored_session(
     its inverse update after step 0 and every `invert_every` steps
     (`kfac_step_ops`); another optimizer runs its `minimize` op alone.
     `loop_kwargs` (`num_steps`, `history`, `log_every`) go to
-    `run_training_loop`.
+    `run_training_loop`. With `logdir`, TensorBoard logs are written there
+    (`_tensorboard.TrainingLog`).
 
     Returns:
       The accuracy of the last mini-batch.
@@ -377,17 +395,23 @@ def minimize_in_monitored_session(
     else:
         step_fetches = optimizer.minimize(loss, global_step=global_step)
         inv_update_op = None
+    log = _tensorboard.training_log(logdir, optimizer, summary_every=LOG_EVERY)
     tf.logging.info("Starting training.")
     with tf.train.MonitoredTrainingSession(config=session_config) as sess:
-        return run_training_loop(
+        accuracy_value = run_training_loop(
             sess,
             step_fetches,
             loss,
             accuracy,
             periodic_op=inv_update_op,
             period=invert_every,
+            log=log,
             **loop_kwargs,
         )
+    if log is not None:
+        log.close()
+        tf.logging.info("TensorBoard logs: %s", log.logdir)
+    return accuracy_value
 
 
 # ---------------------------------------------------------------- numpy-fed models
@@ -404,6 +428,8 @@ def run_warm_started_loop(
     cov_ema_decay: float = 0.95,
     invert_every: int = 5,
     log_every: int = 0,
+    show_progress: bool = True,
+    log: Optional[_tensorboard.TrainingLog] = None,
 ) -> List[float]:
     """Runs `num_steps` training steps fed by `step_feeds`; returns their losses.
 
@@ -413,7 +439,9 @@ def run_warm_started_loop(
     replace the identity initial factors; then step `n` runs the training op
     and the covariance update with decay `min(cov_ema_decay, (n + 1) / (n +
     2))` (a running mean turning into the moving average), and the inverses
-    are refreshed after every `invert_every`-th step.
+    are refreshed after every `invert_every`-th step. With `show_progress`, a
+    `_progress.ProgressBar` (on stderr) follows the steps; with `log`, every
+    step's loss (and the curvature summaries) go to its event file.
 
     Returns:
       The mini-batch loss of every step (`num_steps` floats).
@@ -423,6 +451,7 @@ def run_warm_started_loop(
         sess.run(cov_update_op, {**warm_start_feed, cov_decay: 0.0})
         sess.run(inv_update_op)
     train_losses = []
+    bar = _progress.ProgressBar("train", total=num_steps) if show_progress else None
     for step, feed in zip(range(num_steps), step_feeds):
         fetches = [loss, train_op]
         if kfac_ops is not None:
@@ -434,4 +463,10 @@ def run_warm_started_loop(
         train_losses.append(float(loss_value))
         if log_every and step % log_every == 0:
             tf.logging.info("step %d: loss %.4f", step, loss_value)
+        if log is not None:
+            log.write(step, {"loss": loss_value}, sess.run)
+        if bar is not None:
+            bar.update(step + 1, float(loss_value))
+    if bar is not None:
+        bar.close(len(train_losses), train_losses[-1] if train_losses else None)
     return train_losses

@@ -502,7 +502,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         eval_images,
         os.path.join(flag_values.output_dir, RECORD_FILE),
         data=source,
-        progress=comparison.Progress(),
+        progress=comparison.Progress(
+            max_steps=settings.max_steps, max_seconds=settings.max_seconds
+        ),
     )
     report(result, flag_values.output_dir)
     return result

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from absl import flags
 
+from kfac.examples import _progress
+
 REFERENCE = "sgd"
 
 
@@ -75,16 +77,38 @@ def evaluate_loss(run_loss, images: np.ndarray, chunk: int = 2500) -> float:
 
 
 class Progress:
-    """One updating line on a terminal; one plain line per evaluation otherwise."""
+    """One updating line on a terminal; one plain line per evaluation otherwise.
 
-    def __init__(self, stream=None):
+    Each line gives the run's name, its step, training seconds, evaluation
+    loss, steps per second and, from the run's limits (`max_steps`,
+    `max_seconds`: training stops at the first reached), the time left.
+    """
+
+    def __init__(self, stream=None, max_steps: Optional[int] = None,
+                 max_seconds: Optional[float] = None):
         self._stream = stream or sys.stdout
         self._tty = hasattr(self._stream, "isatty") and self._stream.isatty()
+        self._max_steps = max_steps
+        self._max_seconds = max_seconds
+
+    def _seconds_left(self, step: int, seconds: float) -> Optional[float]:
+        rate = step / seconds if seconds > 0 else 0.0
+        left = []
+        if self._max_steps is not None and rate > 0:
+            left.append((self._max_steps - step) / rate)
+        if self._max_seconds is not None:
+            left.append(self._max_seconds - seconds)
+        return min(left) if left else None
 
     def update(self, name: str, step: int, seconds: float, loss: float):
         text = "{:<12s} step {:6d}  {:8.1f} s  eval loss {:10.4f}".format(
             name, step, seconds, loss
         )
+        if seconds > 0:
+            text += "  {:6.1f} steps/s".format(step / seconds)
+        left = self._seconds_left(step, seconds)
+        if left is not None:
+            text += "  ETA " + _progress.format_duration(left)
         if self._tty:
             self._stream.write("\r\x1b[K" + text)
         else:

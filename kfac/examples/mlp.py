@@ -31,6 +31,7 @@ from absl import flags
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 from kfac.examples import mnist
 
@@ -125,6 +126,7 @@ def minimize(
     num_steps: Optional[int] = None,
     history: Optional[List[StepStats]] = None,
     log_every: int = LOG_EVERY,
+    logdir: Optional[str] = None,
 ) -> Optional[float]:
     """Trains with K-FAC in a `MonitoredTrainingSession` until the data run out.
 
@@ -146,6 +148,8 @@ def minimize(
       num_steps: stop after this many steps (None: run until the input ends).
       history: optional list that receives one `StepStats` per step.
       log_every: steps between log lines (0: no logging).
+      logdir: folder of the TensorBoard logs (losses every step, K-FAC's
+        curvature summaries every `log_every` steps); None writes none.
 
     Returns:
       The accuracy of the last mini-batch.
@@ -154,7 +158,9 @@ def minimize(
     optimizer = _make_kfac_optimizer(
         layer_collection, global_step, learning_rate, damping, momentum, cov_ema_decay
     )
-    loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
+    loop_options = dict(
+        num_steps=num_steps, history=history, log_every=log_every, logdir=logdir
+    )
     return _training.minimize_in_monitored_session(
         loss, accuracy, optimizer, session_config, invert_every, **loop_options
     )
@@ -274,14 +280,16 @@ def train_mnist_estimator(
     model_dir: Optional[str] = None,
     tf_random_seed: Optional[int] = None,
     auto_register: bool = False,
+    logdir: Optional[str] = None,
 ) -> Optional[float]:
     """Trains the MLP with `tf.estimator.Estimator` (TensorFlow <= 2.15 only).
 
-    The `model_fn` creates K-FAC's variables and update thunks explicitly
-    (`make_vars_and_create_op_thunks`); every step runs all covariance
-    updates and, through `kfac.utils.batch_execute(global_step,
-    inv_update_thunks, batch_size=1)`, the inverse update of one factor in
-    round-robin, before the training op.
+    The `model_fn` schedules K-FAC's updates with a `kfac.KfacHook` (the
+    covariance update with every training step, the inverses after step 0
+    and every `INVERT_EVERY` steps, a health report every `LOG_EVERY` steps)
+    and adds the optimizer's curvature summaries, which the Estimator writes
+    to `model_dir` every `save_summary_steps` (`tensorboard --logdir
+    <model_dir>`).
 
     Args:
       data_dir, num_epochs, use_fake_data, batch_size: as in `train_mnist`.
@@ -292,6 +300,8 @@ def train_mnist_estimator(
       tf_random_seed: graph-level seed (initializers, shuffling).
       auto_register: `model_fn` registers the layers with
         `auto_register_layers()` (False: `build_model`'s hand registrations).
+      logdir: the `model_dir` when `model_dir` is None (the command line's
+        TensorBoard folder).
 
     Returns:
       The accuracy of the last mini-batch.
@@ -335,23 +345,23 @@ def train_mnist_estimator(
             momentum,
             cov_ema_decay,
         )
-        cov_update_thunks, inv_update_thunks = (
-            optimizer.make_vars_and_create_op_thunks()
+        # The hook makes K-FAC's ops before minimize: every step runs the
+        # covariance update with the training op, the inverses are refreshed
+        # after step 0 and every INVERT_EVERY steps, and a health line is
+        # logged every LOG_EVERY steps (logger "kfac.health").
+        kfac_hook = kfac.KfacHook(
+            optimizer, invert_every=INVERT_EVERY, report_every=LOG_EVERY
         )
-        cov_update_op = tf.group(*[thunk() for thunk in cov_update_thunks])
-        with tf.control_dependencies([cov_update_op]):
-            inv_update_ops = kfac.utils.batch_execute(
-                global_step, inv_update_thunks, batch_size=1
-            )
-            with tf.control_dependencies(inv_update_ops):
-                train_op = optimizer.minimize(loss, global_step=global_step)
-        hooks = [_HistoryHook(loss, accuracy, history)]
+        train_op = optimizer.minimize(loss, global_step=global_step)
+        # Written to model_dir by the Estimator every save_summary_steps.
+        optimizer.make_summary_ops()
+        hooks = [_HistoryHook(loss, accuracy, history), kfac_hook]
         return estimator_lib.EstimatorSpec(
             mode=mode, loss=loss, train_op=train_op, training_hooks=hooks
         )
 
     run_config = estimator_lib.RunConfig(
-        model_dir=model_dir,
+        model_dir=model_dir if model_dir is not None else logdir,
         tf_random_seed=tf_random_seed,
         log_step_count_steps=LOG_EVERY,
     )
@@ -373,6 +383,7 @@ FLAGS_TABLE = (
     _cli.FAKE_DATA_FLAG,
     _cli.NUM_STEPS_FLAG,
     _cli.AUTO_REGISTER_FLAG,
+    _tensorboard.LOGDIR_FLAG,
     (
         "integer",
         "batch_size",
@@ -397,6 +408,7 @@ def main(
         batch_size=flag_values.batch_size,
         num_steps=flag_values.num_steps,
         auto_register=flag_values.auto_register,
+        logdir=_tensorboard.run_logdir(flag_values.logdir, "mlp"),
     )
     if flag_values.use_estimator and flag_values.num_towers != 1:
         raise ValueError(
