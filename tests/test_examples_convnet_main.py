@@ -23,18 +23,23 @@ def test_main_trains_on_fake_data(capsys):
 @pytest.mark.parametrize(
     "extra, function, expected_args, expected_kwargs",
     [
-        ([], "train_mnist_single_machine", ("/d", 3), {"optimizer": "kfac"}),
+        (
+            [],
+            "train_mnist_single_machine",
+            ("/d", 3),
+            {"optimizer": "kfac", "logdir": None},
+        ),
         (
             ["--optimizer=sgd"],
             "train_mnist_single_machine",
             ("/d", 3),
-            {"optimizer": "sgd"},
+            {"optimizer": "sgd", "logdir": None},
         ),
         (
             ["--num_towers=2"],
             "train_mnist_multitower",
             ("/d", 3, 2),
-            {"optimizer": "kfac"},
+            {"optimizer": "kfac", "logdir": None},
         ),
         (
             [

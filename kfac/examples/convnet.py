@@ -35,6 +35,7 @@ from absl import flags
 import kfac
 from kfac.examples import _cli
 from kfac.examples import _distributed
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 from kfac.examples._distributed import GRADIENT_TASK_FRACTION  # noqa: F401
 from kfac.examples._distributed import StopAtGlobalStepHook  # noqa: F401
@@ -171,6 +172,7 @@ def minimize_loss_single_machine(
     num_steps: Optional[int] = None,
     history: Optional[List[StepStats]] = None,
     log_every: int = LOG_EVERY,
+    logdir: Optional[str] = None,
 ) -> Optional[float]:
     """Trains on one machine in a `MonitoredTrainingSession`.
 
@@ -194,6 +196,7 @@ def minimize_loss_single_machine(
       num_steps: stop after this many steps (None: until the input ends).
       history: optional list that receives one `StepStats` per step.
       log_every: steps between log lines (0: no logging).
+      logdir: TensorBoard folder (losses; K-FAC's summaries); None: no logs.
 
     Returns:
       The accuracy of the last mini-batch.
@@ -215,7 +218,8 @@ def minimize_loss_single_machine(
         chosen_optimizer = tf.train.MomentumOptimizer(learning_rate, momentum)
     loop_options = dict(num_steps=num_steps, history=history, log_every=log_every)
     return _training.minimize_in_monitored_session(
-        loss, accuracy, chosen_optimizer, session_config, invert_every, **loop_options
+        loss, accuracy, chosen_optimizer, session_config, invert_every, logdir,
+        **loop_options,
     )
 
 
@@ -430,6 +434,7 @@ FLAGS_TABLE = (
     _cli.FAKE_DATA_FLAG,
     _cli.NUM_STEPS_FLAG,
     _cli.AUTO_REGISTER_FLAG,
+    _tensorboard.LOGDIR_FLAG,
     (
         "integer",
         "batch_size",
@@ -475,6 +480,8 @@ def main(
     )
     if flag_values.distributed and flag_values.optimizer != "kfac":
         raise ValueError("--distributed supports --optimizer=kfac only.")
+    if not flag_values.distributed:  # (A distributed job's tasks write no logs.)
+        common["logdir"] = _tensorboard.run_logdir(flag_values.logdir, "convnet")
     # A fresh graph: the examples build graph-mode code, and a script starts
     # in eager mode.
     with tf.Graph().as_default():

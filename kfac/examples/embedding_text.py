@@ -30,12 +30,14 @@ Run:
 
 import collections
 import itertools
+from typing import Optional
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 
 VOCAB_SIZE = 1000
@@ -275,6 +277,7 @@ def train(
     seed: int = 0,
     log_every: int = LOG_EVERY,
     auto_register: bool = False,
+    logdir: Optional[str] = None,
     **model_kwargs,
 ) -> TrainResult:
     """Trains the classifier with K-FAC for `num_steps` and evaluates it.
@@ -297,6 +300,8 @@ def train(
       seed: seed of the data, weights, batch order and sampled targets.
       log_every: steps between log lines (0: no logging).
       auto_register: as in `build_training_graph`.
+      logdir: root of the TensorBoard logs (`<logdir>/embedding_text/<date-time>`:
+        the losses, K-FAC's summaries every `log_every` steps); None: none.
       **model_kwargs: `vocab_size`, `embedding_dim`, `num_classes`.
 
     Returns:
@@ -325,6 +330,12 @@ def train(
             **model_kwargs,
         )
 
+        log = _tensorboard.training_log(
+            _tensorboard.run_logdir(logdir, "embedding_text"),
+            model.optimizer,
+            log_every or _tensorboard.SUMMARY_EVERY,
+        )
+
         def random_batch_feed():
             indices = rng.randint(0, len(train_ids), batch_size)
             return {model.ids: train_ids[indices], model.labels: train_labels[indices]}
@@ -344,7 +355,10 @@ def train(
                 cov_ema_decay=cov_ema_decay,
                 invert_every=invert_every,
                 log_every=log_every,
+                log=log,
             )
+            if log is not None:
+                log.close()
             test_loss, test_accuracy = sess.run(
                 [model.loss, model.accuracy],
                 {model.ids: test_ids, model.labels: test_labels},
@@ -368,6 +382,7 @@ FLAGS_TABLE = (
     ("float", "momentum", MOMENTUM, "K-FAC momentum."),
     ("integer", "seed", 0, "Random seed."),
     _cli.AUTO_REGISTER_FLAG,
+    _tensorboard.LOGDIR_FLAG,
 )
 
 

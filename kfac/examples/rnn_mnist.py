@@ -64,6 +64,7 @@ import tensorflow.compat.v1 as tf
 
 import kfac
 from kfac.examples import _cli
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 from kfac.examples import comparison
 from kfac.examples import mnist
@@ -262,6 +263,7 @@ def train(
     seed: int = 0,
     log_every: int = LOG_EVERY,
     auto_register: bool = False,
+    logdir: Optional[str] = None,
 ) -> TrainResult:
     """Trains the RNN for `num_steps` mini-batches and evaluates it on the test split.
 
@@ -290,6 +292,8 @@ def train(
       auto_register: register the layers with `auto_register_layers()` (the
         recurrent one with `approx`) instead of `build_model`'s hand
         registrations.
+      logdir: root of the TensorBoard logs (`<logdir>/rnn_mnist/<date-time>`:
+        the losses, K-FAC's summaries every `log_every` steps); None: none.
 
     Returns:
       `TrainResult(test_accuracy, test_loss, train_losses)`: accuracy and
@@ -337,7 +341,7 @@ def train(
             layer_collection.set_default_fully_connected_multi_approximation(approx)
             _training.auto_register_layers(layer_collection)
         global_step = tf.train.get_or_create_global_step()
-        kfac_ops = None
+        kfac_ops = kfac_optimizer = None
         if optimizer == "kfac":
             cov_decay = tf.placeholder_with_default(
                 tf.constant(cov_ema_decay, tf.float32), [], name="cov_ema_decay"
@@ -356,6 +360,11 @@ def train(
         else:
             adam = tf.train.AdamOptimizer(hyperparameters["learning_rate"])
             train_op = adam.minimize(loss, global_step=global_step)
+        log = _tensorboard.training_log(
+            _tensorboard.run_logdir(logdir, "rnn_mnist"),
+            kfac_optimizer,
+            log_every or _tensorboard.SUMMARY_EVERY,
+        )
 
         def feed(indices):
             return {sequences: train_x[indices], labels: train_y[indices]}
@@ -375,7 +384,10 @@ def train(
                 cov_ema_decay=cov_ema_decay,
                 invert_every=invert_every,
                 log_every=log_every,
+                log=log,
             )
+            if log is not None:
+                log.close()
             test_accuracy, test_loss = _evaluate(
                 sess, sequences, labels, loss, accuracy, test_x, test_y
             )
@@ -419,6 +431,7 @@ FLAGS_TABLE = (
     ),
     ("integer", "seed", 0, "Random seed."),
     _cli.AUTO_REGISTER_FLAG,
+    _tensorboard.LOGDIR_FLAG,
 )
 
 
