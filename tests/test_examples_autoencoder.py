@@ -321,8 +321,11 @@ def test_bad_optimizer_kind_and_interval_are_rejected():
 
 
 def _flag_values(argv):
+    """The example's flags from `argv` (no TensorBoard logs unless asked)."""
     flag_values = flags.FlagValues()
     ae.define_flags(flag_values)
+    if not any(arg.startswith("--logdir") for arg in argv):
+        argv = argv + ["--logdir="]
     flag_values(["autoencoder_mnist"] + argv)
     return flag_values
 

@@ -2,13 +2,17 @@
 
 import glob
 import io
+import json
 import os
 
 import numpy as np
 import pytest
+from absl import flags
 from summaries_helpers import read_scalars
 
+from kfac.examples import _health_plot
 from kfac.examples import _progress
+from kfac.examples import autoencoder_mnist as ae
 from kfac.examples import embedding_text
 from kfac.examples import rnn_mnist
 
@@ -93,3 +97,41 @@ def test_examples_write_losses_and_curvature_summaries(tmp_path, example):
     assert conditions and all(values[tag] >= 1.0 for tag in conditions)
     if layer is not None:
         assert "kfac/%s/input_factor/condition_number" % layer in values
+
+
+def test_demo_records_and_plots_curvature_health(tmp_path):
+    """The autoencoder comparison (`make demo`'s program) on generated data:
+    the K-FAC runs' records hold damping and condition numbers at every
+    evaluation, the health PNG is written, and TensorBoard gets one folder per
+    run."""
+    output_dir, logdir = str(tmp_path / "demo"), str(tmp_path / "runs")
+    flag_values = flags.FlagValues()
+    ae.define_flags(flag_values)
+    flag_values(["autoencoder_mnist", "--use_fake_data", "--layer_sizes=8,4,8",
+                 "--code_layer=1", "--batch_size=32", "--max_steps=10",
+                 "--eval_every=5", "--eval_size=64", "--optimizers=sgd,kfac_qmodel",
+                 "--output_dir=" + output_dir, "--logdir=" + logdir])
+    ae.main([], flag_values)
+    with open(os.path.join(output_dir, ae.RECORD_FILE)) as json_file:
+        sgd, qmodel = json.load(json_file)["runs"]
+    assert "health" not in sgd
+    assert [point["step"] for point in qmodel["health"]] == [0, 5, 10]
+    first, later = qmodel["health"][0], qmodel["health"][1:]
+    # 784 → 8 → 4 → 8 → 784 on fake images: 4 layers, 2 factors each.
+    factors = [name for name in first if name not in ("step", "damping")]
+    assert len(factors) == 8
+    # Warm-started covariances are zero before the first step: no pi split yet.
+    assert all(first[name] is None for name in factors)
+    assert all(point[name] >= 1.0 for point in later for name in factors)
+    assert first["damping"] == pytest.approx(ae.DEFAULTS["qmodel_damping"])
+    assert os.path.getsize(os.path.join(output_dir, ae.HEALTH_PLOT_FILE)) > 0
+    (run_dir,) = glob.glob(os.path.join(logdir, "autoencoder_mnist", "*"))
+    assert sorted(os.listdir(run_dir)) == ["kfac_qmodel", "sgd"]
+    values = read_scalars(os.path.join(run_dir, "kfac_qmodel"))
+    assert {"eval_loss", "kfac/damping", "kfac/rho"} <= set(values)
+    assert "kfac/damping" not in read_scalars(os.path.join(run_dir, "sgd"))
+
+
+def test_health_plot_needs_a_kfac_run(tmp_path):
+    assert not _health_plot.plot_health([{"name": "sgd", "evals": []}],
+                                        str(tmp_path / "health.png"))

@@ -96,9 +96,15 @@ def test_histograms_of_factor_diagonals(tmp_path):
         summary_op = kfac.summaries.make_summary_ops(model.optimizer, histograms=True,
                                                      collections=[])
         assert not tf.get_collection(tf.GraphKeys.SUMMARIES)
+        # The tags do not depend on the graph's names: a second set is the same.
+        again = model.optimizer.make_summary_ops(histograms=True)
+        assert len(tf.get_collection(tf.GraphKeys.SUMMARIES)) == 5
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            summary = tf.Summary.FromString(sess.run(summary_op))
+            summary, summary_again = (
+                tf.Summary.FromString(value) for value in sess.run([summary_op, again]))
+        assert [value.tag for value in summary.value] == [
+            value.tag for value in summary_again.value]
     histograms = {value.tag: value.histo for value in summary.value
                   if value.HasField("histo")}
     assert set(histograms) == {"kfac/fc%d/weights/%s/diagonal" % (layer, role)

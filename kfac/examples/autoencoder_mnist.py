@@ -37,6 +37,7 @@ Run:
 """
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Dict
@@ -50,6 +51,8 @@ import tensorflow.compat.v1 as tf
 from absl import flags
 
 from kfac.examples import _cli
+from kfac.examples import _health_plot
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 from kfac.examples import comparison
 from kfac.examples import comparison_training
@@ -69,6 +72,7 @@ REFERENCE = comparison.REFERENCE
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "autoencoder")
 RECORD_FILE = "autoencoder_mnist.json"
 PLOT_FILE = "autoencoder_mnist.png"
+HEALTH_PLOT_FILE = "autoencoder_mnist_health.png"
 # Fake data: smooth images of FAKE_RANK latent factors (an autoencoder can
 # learn them, unlike uniform noise).
 FAKE_RANK = 8
@@ -274,14 +278,17 @@ def train_one(
     train_images: np.ndarray,
     eval_images: np.ndarray,
     progress: Optional[comparison.Progress] = None,
+    logdir: Optional[str] = None,
 ) -> Dict:
     """Trains `spec` on this autoencoder; returns the run's record.
 
     See `comparison_training.train_one`: `name`, `config`, `evals` (`{"step",
-    "seconds", "loss"}` each), `steps`, `seconds`, `final_loss`, `diverged`.
+    "seconds", "loss"}` each), `steps`, `seconds`, `final_loss`, `diverged`,
+    K-FAC's `health`; TensorBoard events in `<logdir>/<name>` with `logdir`.
     """
     return comparison_training.train_one(
-        build_training_graph, spec, settings, train_images, eval_images, progress
+        build_training_graph, spec, settings, train_images, eval_images, progress,
+        logdir,
     )
 
 
@@ -296,6 +303,7 @@ def compare(
     record_path: str,
     data: str = "",
     progress: Optional[comparison.Progress] = None,
+    logdir: Optional[str] = None,
 ) -> Dict:
     """Trains every spec (`train_one`), writing the JSON record to `record_path`.
 
@@ -307,7 +315,7 @@ def compare(
     os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
     result = comparison_training.new_record(settings, data, eval_images)
     comparison_training.train_all(
-        train_one,
+        functools.partial(train_one, logdir=logdir),
         specs,
         lambda spec: settings,
         train_images,
@@ -365,6 +373,7 @@ FLAGS_TABLE = (
     ("integer", "seed", 0, "Seed of the weights, batch order and K-FAC sampling."),
     ("bool", "quick", False, "A short run: a few minutes on 2 CPU cores."),
     _cli.AUTO_REGISTER_FLAG,
+    _tensorboard.LOGDIR_FLAG,
 )
 
 
@@ -483,6 +492,9 @@ def report(result: Dict, output_dir: str):
     path = os.path.join(output_dir, PLOT_FILE)
     if comparison.plot_records(result["runs"], path, result.get("target")):
         print("Plot: %s" % path)
+    path = os.path.join(output_dir, HEALTH_PLOT_FILE)
+    if _health_plot.plot_health(result["runs"], path):
+        print("Curvature health: %s" % path)
     print("Record: %s" % os.path.join(output_dir, RECORD_FILE))
 
 
@@ -505,6 +517,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         progress=comparison.Progress(
             max_steps=settings.max_steps, max_seconds=settings.max_seconds
         ),
+        logdir=_tensorboard.run_logdir(flag_values.logdir, "autoencoder_mnist"),
     )
     report(result, flag_values.output_dir)
     return result

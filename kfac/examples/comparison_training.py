@@ -13,6 +13,7 @@ from a `build_graph(spec, settings, input_size) -> TrainingGraph` function
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 from typing import Callable
@@ -24,6 +25,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from kfac.examples import _health_plot
+from kfac.examples import _tensorboard
 from kfac.examples import _training
 from kfac.examples import comparison
 
@@ -86,7 +89,8 @@ class TrainingGraph:
     `prev_inputs` is a placeholder for the previous training batch (read by
     K-FAC's damping adaptation only; feed the current batch at step 0).
     `cov_update_op` and `inv_update_op` are set only for a K-FAC graph built
-    with `periodic=False` (the caller then schedules them).
+    with `periodic=False` (the caller then schedules them); `optimizer` is
+    the optimizer that made `train_op`.
     """
 
     graph: tf.Graph
@@ -95,6 +99,7 @@ class TrainingGraph:
     train_op: tf.Operation
     cov_update_op: Optional[tf.Operation] = None
     inv_update_op: Optional[tf.Operation] = None
+    optimizer: Any = None
 
 
 def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
@@ -138,15 +143,16 @@ def make_train_ops(
     batch_size: int,
     periodic: bool = True,
 ):
-    """`(train_op, cov_update_op, inv_update_op)`; the last two None unless
-    K-FAC with `periodic=False`."""
+    """`(train_op, cov_update_op, inv_update_op, optimizer)`; the middle two
+    None unless K-FAC with `periodic=False`."""
     global_step = tf.train.get_or_create_global_step()
-    if spec.kind == "sgd":
-        optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
-        return optimizer.minimize(model.loss, global_step=global_step), None, None
-    if spec.kind == "adam":
-        optimizer = tf.train.AdamOptimizer(spec.learning_rate)
-        return optimizer.minimize(model.loss, global_step=global_step), None, None
+    if spec.kind in ("sgd", "adam"):
+        if spec.kind == "sgd":
+            optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
+        else:
+            optimizer = tf.train.AdamOptimizer(spec.learning_rate)
+        train_op = optimizer.minimize(model.loss, global_step=global_step)
+        return train_op, None, None, optimizer
     if spec.kind == "kfac":
         optimizer = _kfac_optimizer(
             spec,
@@ -174,10 +180,11 @@ def make_train_ops(
             damping_adaptation_interval=spec.damping_adaptation_interval,
         )
     if periodic:
-        return optimizer.minimize(model.loss, global_step=global_step), None, None
+        train_op = optimizer.minimize(model.loss, global_step=global_step)
+        return train_op, None, None, optimizer
     _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
     train_op = optimizer.minimize(model.loss, global_step=global_step)
-    return train_op, cov_update_op, inv_update_op
+    return train_op, cov_update_op, inv_update_op, optimizer
 
 
 class Trainer:
@@ -238,6 +245,7 @@ def train_one(
     train_images: np.ndarray,
     eval_images: np.ndarray,
     progress: Optional[comparison.Progress] = None,
+    logdir: Optional[str] = None,
 ) -> Dict:
     """Trains `spec` on `build_graph(spec, settings, input_size)`; returns its record.
 
@@ -247,8 +255,12 @@ def train_one(
     The record holds `name`, `config` (the spec and settings), `evals` (a
     list of `{"step", "seconds", "loss"}`: evaluation-subset loss after `step`
     updates and `seconds` of training), `steps`, `seconds`, `final_loss` and
-    `diverged` (the batch loss became NaN/inf; the run stopped there).
-    Training stops after `max_steps` steps or once `max_seconds` have passed.
+    `diverged` (the batch loss became NaN/inf; the run stopped there); a
+    K-FAC run also `health` (`_health_plot`: damping and condition numbers at
+    every evaluation). Training stops after `max_steps` steps or once
+    `max_seconds` have passed. With `logdir`, the evaluation losses (and
+    K-FAC's summaries) go to TensorBoard events in `<logdir>/<spec name>`.
+    Evaluations, health and logs are off the clock.
     """
     record = {
         "name": spec.name,
@@ -260,7 +272,17 @@ def train_one(
         "diverged": False,
     }
     ops = build_graph(spec, settings, train_images.shape[1])
+    is_kfac = isinstance(ops.optimizer, kfac.KfacOptimizer)
     with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
+        health = _health_plot.health_tensors(ops.optimizer) if is_kfac else None
+        if health is not None:
+            record["health"] = []
+        log = None
+        if logdir is not None:
+            log = _tensorboard.TrainingLog(
+                os.path.join(logdir, spec.name), ops.optimizer if is_kfac else None,
+                summary_every=settings.eval_every,
+            )
         initialize = tf.global_variables_initializer()
         sess.run(initialize)
         trainer = Trainer(sess, spec, ops)
@@ -281,6 +303,19 @@ def train_one(
                     "loss": comparison.finite_or_none(loss),
                 }
             )
+            if health is not None:
+                values = sess.run(health)
+                record["health"].append(
+                    {
+                        "step": step,
+                        **{
+                            name: comparison.finite_or_none(float(value))
+                            for name, value in values.items()
+                        },
+                    }
+                )
+            if log is not None:
+                log.write(step, {"eval_loss": loss, "seconds": seconds}, sess.run)
             if progress is not None:
                 progress.update(spec.name, step, seconds, loss)
 
@@ -307,6 +342,8 @@ def train_one(
         if record["evals"][-1]["step"] != step:
             log_eval(step, seconds)
     record.update(steps=step, seconds=seconds, final_loss=record["evals"][-1]["loss"])
+    if log is not None:
+        log.close()
     if progress is not None:
         progress.finish()
     return record

@@ -18,10 +18,10 @@ def make_summary_ops(optimizer: Any, collections: Optional[Sequence[str]] = None
     """Scalar (and optional histogram) summaries of `optimizer`'s state.
 
     One scalar summary per entry of `health.curvature_health` (its doc lists
-    the tags and their meaning), tagged by that name; with `histograms`, one
-    histogram of each factor's diagonal (`kfac/<layer>/<factor>/diagonal`).
-    Build them once per graph, after the optimizer's ops (a second call gives
-    tags with a "_1" suffix, as TensorFlow uniquifies op names).
+    the tags and their meaning), tagged by exactly that name (the tags do not
+    depend on the graph's name scopes: one `ScalarSummary` op holds them all);
+    with `histograms`, one histogram of each factor's diagonal
+    (`kfac/<layer>/<factor>/diagonal`). Build them after the optimizer's ops.
 
     Cost when run: reading the variables, plus `num_iterations` matrix-vector
     products per dense factor (the Lanczos estimates of the extreme
@@ -42,20 +42,24 @@ def make_summary_ops(optimizer: Any, collections: Optional[Sequence[str]] = None
     """
     if collections is None:
         collections = [tf.GraphKeys.SUMMARIES]
-    collections = list(collections)
     scalars = health_lib.curvature_health(optimizer, per_layer, num_iterations)
-    summaries = [tf.summary.scalar(name, value, collections=collections)
-                 for name, value in scalars.items()]
-    if histograms:
-        for params, block in optimizer.layer_collection.fisher_blocks.items():
-            for role, factor, _ in health_lib.block_factors(block):
-                cov = tf.convert_to_tensor(factor.get_cov())
-                if isinstance(factor, diagonal.DiagonalFactor):
-                    values = tf.reshape(cov, [-1])
-                else:
-                    values = tf.linalg.diag_part(cov)
-                name = "{}/{}/{}/diagonal".format(
-                    health_lib.PREFIX, health_lib.layer_name(params), role)
-                summaries.append(tf.summary.histogram(name, values,
-                                                      collections=collections))
-    return tf.summary.merge(summaries, collections=[])
+    with tf.name_scope("kfac_summaries"):
+        summaries = [tf.raw_ops.ScalarSummary(
+            tags=tf.constant(list(scalars.keys())),
+            values=tf.stack(list(scalars.values())), name="scalars")]
+        if histograms:
+            for params, block in optimizer.layer_collection.fisher_blocks.items():
+                for role, factor, _ in health_lib.block_factors(block):
+                    cov = tf.convert_to_tensor(factor.get_cov())
+                    if isinstance(factor, diagonal.DiagonalFactor):
+                        values = tf.reshape(cov, [-1])
+                    else:
+                        values = tf.linalg.diag_part(cov)
+                    tag = "{}/{}/{}/diagonal".format(
+                        health_lib.PREFIX, health_lib.layer_name(params), role)
+                    summaries.append(tf.raw_ops.HistogramSummary(
+                        tag=tag, values=values, name="histogram"))
+        for summary in summaries:
+            for collection in collections:
+                tf.add_to_collection(collection, summary)
+        return tf.summary.merge(summaries, collections=[])
