@@ -14,6 +14,6 @@ setuptools.setup(
     install_requires=["tensorflow>=2.13", "numpy", "absl-py"],
     extras_require={
         "tests": ["pytest", "pytest-randomly", "hypothesis"],
-        "examples": ["matplotlib"],
+        "examples": ["matplotlib", "tensorboard"],
     },
 )

@@ -28,8 +28,9 @@ def _covariance_spectrum(size, seed=1):
     return np.linalg.eigvalsh(np.cov(features))
 
 
-def test_small_matrices_are_exact(tf_behavior):
-    eigenvalues = np.random.RandomState(2).rand(20)
+@pytest.mark.parametrize("size", [20, 150])
+def test_small_matrices_are_exact(tf_behavior, size):
+    eigenvalues = np.random.RandomState(2).rand(size)
     low, high = _estimate(_matrix_with_spectrum(eigenvalues))
     assert low == pytest.approx(eigenvalues.min(), abs=1e-12)
     assert high == pytest.approx(eigenvalues.max(), abs=1e-12)
@@ -45,9 +46,13 @@ def test_estimates_interlace_and_the_top_converges(tf_behavior, spectrum):
     low, high = _estimate(_matrix_with_spectrum(eigenvalues))
     # Cauchy interlacing: Ritz values lie inside the spectrum.
     assert eigenvalues.min() - 1e-12 <= low <= high <= eigenvalues.max() + 1e-12
-    assert high == pytest.approx(eigenvalues.max(), rel=1e-3)
     if spectrum == "separated":
+        # An isolated extreme converges fast; the end of an evenly spaced
+        # band more slowly.
         assert low == pytest.approx(eigenvalues.min(), rel=1e-3)
+        assert high == pytest.approx(eigenvalues.max(), rel=1e-2)
+    else:
+        assert high == pytest.approx(eigenvalues.max(), rel=1e-3)
 
 
 @pytest.mark.parametrize("spectrum", ["geometric", "covariance"])
@@ -68,10 +73,10 @@ def test_float32_keeps_the_bounds():
     """Rounding changes the Krylov space (so the unconverged bottom estimate),
     not the guarantees: interlacing within float32 precision, the top to 1e-4,
     the damped condition number within 15%."""
-    eigenvalues = _covariance_spectrum(100)
+    eigenvalues = _covariance_spectrum(300)
     low, high = _estimate(_matrix_with_spectrum(eigenvalues), dtype=tf.float32)
     top = eigenvalues.max()
-    assert eigenvalues.min() - 1e-6 * top <= low <= high <= top * (1 + 1e-6)
+    assert eigenvalues.min() - 1e-5 * top <= low <= high <= top * (1 + 1e-5)
     assert high == pytest.approx(top, rel=1e-4)
     damping = 0.01 * top
     true = (top + damping) / (eigenvalues.min() + damping)
@@ -79,9 +84,9 @@ def test_float32_keeps_the_bounds():
 
 
 @pytest.mark.parametrize("matrix, expected", [
-    (np.eye(100), (1.0, 1.0)),
-    (np.zeros((100, 100)), (0.0, 0.0)),
-    (np.diag(np.r_[np.zeros(80), np.linspace(0.5, 2.0, 20)]), (0.0, 2.0)),
+    (np.eye(200), (1.0, 1.0)),
+    (np.zeros((200, 200)), (0.0, 0.0)),
+    (np.diag(np.r_[np.zeros(180), np.linspace(0.5, 2.0, 20)]), (0.0, 2.0)),
 ])
 def test_invariant_subspaces_restart_the_iteration(matrix, expected):
     """An identity-initialised factor (Krylov space of dimension 1) or a
