@@ -73,3 +73,10 @@ class TwoLayerModel(object):
         blocks = list(self.layer_collection.get_blocks())
         return [(block._input_factor.get_cov(), block._output_factor.get_cov())
                 for block in blocks]
+
+
+def periodic_optimizer(model, **kwargs):
+    """A `PeriodicInvCovUpdateKfacOpt` (inverses every 2 steps) on `model`."""
+    return kfac.PeriodicInvCovUpdateKfacOpt(
+        invert_every=2, learning_rate=LR, cov_ema_decay=DECAY, damping=DAMPING,
+        layer_collection=model.layer_collection, momentum=0.5, **kwargs)

@@ -10,17 +10,19 @@ from optimizer_reference import kronecker_precondition
 from optimizer_reference import pi_adjusted_damping
 from summaries_helpers import BATCH
 from summaries_helpers import DAMPING
-from summaries_helpers import DECAY
 from summaries_helpers import IN
 from summaries_helpers import LR
 from summaries_helpers import TwoLayerModel
+from summaries_helpers import periodic_optimizer
 from summaries_helpers import read_scalars
 
 import kfac
 
 
-def _run_steps(sess, model, train_op, cov_op, inv_op, feeds):
-    for feed in feeds:
+def _initialize_and_train(sess, model, train_op, cov_op, inv_op, num_steps):
+    """Initializes, then `num_steps` classic-loop steps on fresh batches."""
+    sess.run(tf.global_variables_initializer())
+    for feed in [model.feed() for _ in range(num_steps)]:
         sess.run([train_op, cov_op], feed)
         sess.run(inv_op)
 
@@ -49,9 +51,7 @@ def test_summaries_match_numpy(tf_behavior, tmp_path, norm_constraint):
         summary_op = model.optimizer.make_summary_ops(histograms=True)
         covs = model.factors()
         with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            _run_steps(sess, model, train_op, cov_op, inv_op,
-                       [model.feed() for _ in range(3)])
+            _initialize_and_train(sess, model, train_op, cov_op, inv_op, 3)
             feed = model.feed()
             grads, factor_values = sess.run([model.gradients, covs], feed)
             sess.run(train_op, feed)  # reads the inverses of factor_values
@@ -127,9 +127,7 @@ def test_qmodel_coefficients_match_the_velocity_update(tf_behavior):
                       for var in model.variables]
         covs = model.factors()
         with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            _run_steps(sess, model, train_op, cov_op, inv_op,
-                       [model.feed() for _ in range(2)])
+            _initialize_and_train(sess, model, train_op, cov_op, inv_op, 2)
             feed = model.feed()
             old, grads, factor_values = sess.run([velocities, model.gradients, covs],
                                                  feed)
@@ -226,9 +224,7 @@ def test_summaries_need_the_optimizer_ops():
 def test_periodic_optimizer_summaries(tmp_path):
     with tf.Graph().as_default():
         model = TwoLayerModel()
-        optimizer = kfac.PeriodicInvCovUpdateKfacOpt(
-            invert_every=2, learning_rate=LR, cov_ema_decay=DECAY, damping=DAMPING,
-            layer_collection=model.layer_collection, momentum=0.5)
+        optimizer = periodic_optimizer(model)
         train_op = optimizer.minimize(model.loss)
         summary_op = optimizer.make_summary_ops()
         with tf.Session() as sess:

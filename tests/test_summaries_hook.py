@@ -9,10 +9,10 @@ import tensorflow.compat.v1 as tf
 from summaries_helpers import BATCH
 from summaries_helpers import CLASSES
 from summaries_helpers import DAMPING
-from summaries_helpers import DECAY
 from summaries_helpers import IN
 from summaries_helpers import LR
 from summaries_helpers import TwoLayerModel
+from summaries_helpers import periodic_optimizer
 from summaries_helpers import read_scalars
 
 import kfac
@@ -135,9 +135,7 @@ def test_hook_reports_health(caplog):
 def test_hook_with_the_periodic_optimizer_only_reports():
     with tf.Graph().as_default():
         model = TwoLayerModel()
-        optimizer = kfac.PeriodicInvCovUpdateKfacOpt(
-            invert_every=2, learning_rate=LR, cov_ema_decay=DECAY, damping=DAMPING,
-            layer_collection=model.layer_collection, momentum=0.5)
+        optimizer = periodic_optimizer(model)
         train_op = optimizer.minimize(model.loss)
         hook = kfac.KfacHook(optimizer, report_every=1)
         with tf.train.MonitoredSession(hooks=[hook]) as sess:

@@ -37,12 +37,26 @@ def _flatten(params: Any) -> Tuple[Any, ...]:
     return tuple(params) if isinstance(params, (tuple, list)) else (params,)
 
 
-def _float32_sum_of_products(pairs: Sequence[Tuple[Any, Any]]) -> tf.Tensor:
-    """`Σ ⟨a, b⟩` over the pairs, in float32 (zero for no pairs)."""
-    if not pairs:
-        return tf.zeros([], tf.float32)
-    return tf.add_n([tf.cast(tf.reduce_sum(dense(a) * dense(b)), tf.float32)
-                     for a, b in pairs])
+def _products(grad: Any, direction: Any) -> List[tf.Tensor]:
+    """`[⟨g,g⟩, ⟨p,p⟩, ⟨g,p⟩]` of one variable, each read once and without a
+    temporary (`l2_loss`; a `[1, N] × [N, 1]` product of free reshapes)."""
+    grad, direction = dense(grad), dense(direction)
+    cross = tf.matmul(tf.reshape(grad, [1, -1]), tf.reshape(direction, [-1, 1]))
+    return [2.0 * tf.nn.l2_loss(grad), 2.0 * tf.nn.l2_loss(direction),
+            tf.reshape(cross, [])]
+
+
+def _block_row(grads: Sequence[Any], directions: Sequence[Any]) -> tf.Tensor:
+    """`[⟨g,g⟩, ⟨p,p⟩, ⟨g,p⟩]` (float32) summed over a block's variables."""
+    if not grads:
+        return tf.zeros([3], tf.float32)
+    per_variable = [_products(grad, direction)
+                    for grad, direction in zip(grads, directions)]
+    if len(per_variable) == 1:
+        sums = per_variable[0]
+    else:
+        sums = [tf.add_n(list(column)) for column in zip(*per_variable)]
+    return tf.cast(tf.stack(sums), tf.float32)
 
 
 class StepStatistics(object):
@@ -92,11 +106,8 @@ class StepStatistics(object):
         rows = []
         for params in self._params:
             variables = [var for var in _flatten(params) if var in grads]
-            g = [grads[var] for var in variables]
-            p = [directions[var] for var in variables]
-            rows.append(tf.stack([_float32_sum_of_products(list(zip(g, g))),
-                                  _float32_sum_of_products(list(zip(p, p))),
-                                  _float32_sum_of_products(list(zip(g, p)))]))
+            rows.append(_block_row([grads[var] for var in variables],
+                                   [directions[var] for var in variables]))
         writes = [tf.assign(self.gradient_products, tf.stack(rows)).op]
         if qmodel_coefficients is not None:
             if self.qmodel_coefficients is None:
