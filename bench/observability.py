@@ -6,8 +6,8 @@ is built twice: once with the per-step statistics that the summaries read
 (`_optimizer.step_statistics`, always on in the library) replaced by a no-op,
 the baseline, and once as the library builds it. What the classic loop runs
 every step, `sess.run([train_op, cov_update_op])`, is then timed in
-interleaved blocks (load changes on a shared machine hit every variant
-alike) for:
+interleaved blocks, in forward and reverse order in turn (load changes on a
+shared machine hit every variant alike) for:
 
 * `baseline`: no step statistics;
 * `statistics`: the library's step (statistics recorded);
@@ -99,7 +99,7 @@ def main(argv=None):
     parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per timed block (a multiple of 10)")
-    parser.add_argument("--blocks", type=int, default=11,
+    parser.add_argument("--blocks", type=int, default=21,
                         help="timed blocks per variant (the median is reported)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
@@ -122,8 +122,9 @@ def main(argv=None):
         for step in range(args.steps):
             run(variant, step)
     per_step = {variant: [] for variant in variants}
-    for _ in range(args.blocks):
-        for variant in variants:
+    for block in range(args.blocks):
+        # Forward and backward in turn, so that no variant always runs first.
+        for variant in variants if block % 2 == 0 else variants[::-1]:
             start = time.perf_counter()
             for step in range(args.steps):
                 run(variant, step)
