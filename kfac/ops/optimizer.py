@@ -396,12 +396,14 @@ class KfacOptimizer(tf.train.GradientDescentOptimizer):
         self._guard.skipped_steps  # noqa: B018
         base_apply = super(KfacOptimizer, self).apply_gradients
         if self._guard.policy is None:
-            return base_apply(self._compute_update_steps(grads_and_vars),
-                              global_step=global_step, name=name)
+            steps_and_vars = self._compute_update_steps(grads_and_vars)
+            with tf.control_dependencies(self._step_statistics.take_pending()):
+                return base_apply(steps_and_vars, global_step=global_step, name=name)
         return self._guard.apply_if_finite(
             grads_and_vars, self._compute_update_steps,
             lambda steps_and_vars, op_name: base_apply(steps_and_vars, name=op_name),
-            lambda: self._call_if_callable(self._learning_rate), global_step, name)
+            lambda: self._call_if_callable(self._learning_rate), global_step, name,
+            also_run=self._step_statistics.take_pending)
 
     def minimize(self, *args: Any, **kwargs: Any) -> tf.Operation:
         """Base `minimize` (same arguments), plus damping adaptation on a chief.

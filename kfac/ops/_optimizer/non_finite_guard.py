@@ -15,6 +15,7 @@ from typing import Callable
 from typing import Iterator
 from typing import List
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
 
 import tensorflow.compat.v1 as tf
@@ -79,7 +80,8 @@ class NonFiniteGuard(object):
             compute_steps: Callable[[VarsAndVectors], VarsAndVectors],
             apply_steps: Callable[[VarsAndVectors, Optional[str]], tf.Operation],
             learning_rate: Callable[[], Any], global_step: Any,
-            name: Optional[str]) -> tf.Operation:
+            name: Optional[str],
+            also_run: Callable[[], Sequence[Any]] = list) -> tf.Operation:
         """The training op: `apply_steps(compute_steps(grads_and_vars))` and the
         deferred writes if all values are finite, else the policy's action;
         `global_step` (if given) advances in both cases.
@@ -91,6 +93,8 @@ class NonFiniteGuard(object):
           learning_rate: `() -> η` (a number, or a Tensor that is checked too).
           global_step: variable incremented by the returned op, or None.
           name: name of the returned op.
+          also_run: `() -> ops` (called after `compute_steps`) that the returned
+            op depends on, whether the step is applied or skipped.
         """
         with self._deferring() as writes:
             steps_and_vars = compute_steps(grads_and_vars)
@@ -128,7 +132,7 @@ class NonFiniteGuard(object):
         applied = non_finite.update_if_finite(
             list(checked.items()), apply_step, skip_step, self._policy,
             "the gradient or K-FAC update of")
-        with tf.control_dependencies([applied]):
+        with tf.control_dependencies([applied] + list(also_run())):
             if global_step is None:
                 train_op = tf.group(applied, name=name)
             else:

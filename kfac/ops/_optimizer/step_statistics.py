@@ -1,7 +1,7 @@
 """What each training step did, kept in variables for summaries and reports.
 
-A training step writes, before it is applied (and also when the non-finite
-guard then skips it, so a bad step can be seen):
+A training step writes, alongside its update (also when the non-finite guard
+skips it, so a bad step can be seen):
 
 * `<name>/step_statistics/gradient_products`, float32 `[num_blocks, 3]`: for
   the parameters of each Fisher block (registration order), `⟨g, g⟩`,
@@ -74,6 +74,7 @@ class StepStatistics(object):
         self._variable_scope = variable_scope
         self._block_params = block_params
         self._params = None
+        self._pending = []
         self.gradient_products = None
         self.qmodel_coefficients = None
         self.norm_constraint_coefficient = None
@@ -121,4 +122,12 @@ class StepStatistics(object):
                     "norm_constraint_coefficient", [])
             writes.append(tf.assign(self.norm_constraint_coefficient,
                                     tf.cast(clip_coefficient, tf.float32)).op)
-        return tf.group(*writes, name="record_step_statistics")
+        op = tf.group(*writes, name="record_step_statistics")
+        self._pending.append(op)
+        return op
+
+    def take_pending(self) -> List[tf.Operation]:
+        """The record ops built since the last call (the training op being
+        built must depend on them), and forgets them."""
+        pending, self._pending = self._pending, []
+        return pending

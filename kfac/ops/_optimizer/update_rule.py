@@ -11,8 +11,10 @@ With `F̂⁻¹` the estimator's damped inverse and `v` the velocity:
 
 On an adapting chief every step also stores the quadratic model's predicted
 change `q` for the damping adaptation, before the velocities are written. Every
-step records its statistics (`step_statistics`: per-block gradient products, the
-quadratic model's `(α, μ)`, the clipping coefficient) before it returns.
+step also builds the op recording its statistics (`step_statistics`: per-block
+gradient products, the quadratic model's `(α, μ)`, the clipping coefficient);
+the optimizer makes its training op depend on it (`take_pending`), off the
+step's critical path.
 """
 
 from typing import Any
@@ -91,8 +93,8 @@ class UpdateRule(object):
                                                              precon_grads_and_vars)
                 dependencies = [q_model_change]
                 coefficients = (alpha, mu)
-            dependencies.append(self._statistics.record(
-                grads_and_vars, directions_and_vars, coefficients, clip_coefficient))
+            self._statistics.record(grads_and_vars, directions_and_vars, coefficients,
+                                    clip_coefficient)
             with tf.control_dependencies(dependencies):
                 return self._velocities.update(precon_grads_and_vars, self._momentum)
 
@@ -100,7 +102,6 @@ class UpdateRule(object):
             velocities_and_vars = self._velocities.update(grads_and_vars,
                                                           self._momentum)
             steps_and_vars = self._estimator.multiply_inverse(velocities_and_vars)
-            dependencies = []
             coefficients = None
             if self._adaptation.adapting:
                 # The velocity slot holds accumulated gradients, not the previous
@@ -110,20 +111,20 @@ class UpdateRule(object):
                     [step for step, _ in steps_and_vars], None,
                     [grad for grad, _ in grads_and_vars],
                     [var for _, var in grads_and_vars])
-                dependencies.append(
-                    self._adaptation.record_model_change(q_model_change, self._guard))
+                record = self._adaptation.record_model_change(q_model_change,
+                                                              self._guard)
                 coefficients = (alpha, mu)
-            dependencies.append(self._statistics.record(
-                grads_and_vars, steps_and_vars, coefficients))
-            with tf.control_dependencies(dependencies):
-                return [(_identity(step), var) for step, var in steps_and_vars]
+                with tf.control_dependencies([record]):
+                    steps_and_vars = [(_identity(step), var)
+                                      for step, var in steps_and_vars]
+            self._statistics.record(grads_and_vars, steps_and_vars, coefficients)
+            return steps_and_vars
 
         precon_grads_and_vars = self._estimator.multiply_inverse(grads_and_vars)
         alpha, mu, q_model_change = self.qmodel_step(grads_and_vars,
                                                      precon_grads_and_vars)
-        record = self._statistics.record(grads_and_vars, precon_grads_and_vars,
-                                         (alpha, mu))
-        with tf.control_dependencies([q_model_change, record]):
+        self._statistics.record(grads_and_vars, precon_grads_and_vars, (alpha, mu))
+        with tf.control_dependencies([q_model_change]):
             return self._velocities.update(precon_grads_and_vars, mu, vec_coeff=-alpha)
 
     def qmodel_step(self, grads_and_vars: VarsAndVectors,
