@@ -9,8 +9,8 @@ Builds the same small MLP (784-128-128-10, tanh, softmax cross-entropy, batch
 * `"raise"`: the same values are checked by an assertion.
 
 and times what the training loop runs every step, `sess.run([train_op,
-cov_update_op])`, for each policy in turn (interleaved, so load changes on a
-shared machine hit all of them alike). The inverse update is not timed: its
+cov_update_op])`, for each policy in turn (`bench.interleaved`, so load
+changes on a shared machine hit all of them alike). The inverse update is not timed: its
 guard does not depend on the policy and it runs only every few steps. Reports
 the median seconds per step and the ratio to `None`.
 
@@ -20,15 +20,30 @@ Run:
 """
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from bench import interleaved
 
 POLICIES = (None, "skip", "raise")
+
+
+def registered_tanh_mlp(x, sizes, rng, layer_collection):
+    """The logits of a tanh MLP of layer `sizes` on `x` (weights from `rng`,
+    scaled by 1/√fan_in; zero biases), its layers registered."""
+    activations = x
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        weights = tf.get_variable(
+            "w%d" % index, initializer=tf.constant(
+                (rng.randn(fan_in, fan_out) / np.sqrt(fan_in)).astype(np.float32)))
+        bias = tf.get_variable("b%d" % index, [fan_out],
+                               initializer=tf.zeros_initializer())
+        pre = tf.matmul(activations, weights) + bias
+        layer_collection.register_fully_connected((weights, bias), activations, pre)
+        activations = tf.tanh(pre) if index < len(sizes) - 2 else pre
+    return activations
 
 
 def build(policy, sizes, batch_size, seed=0):
@@ -40,16 +55,7 @@ def build(policy, sizes, batch_size, seed=0):
         x = tf.constant(rng.rand(batch_size, sizes[0]).astype(np.float32))
         labels = tf.constant(rng.randint(0, sizes[-1], size=batch_size))
         lc = kfac.LayerCollection()
-        activations = x
-        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            weights = tf.get_variable(
-                "w%d" % index, initializer=tf.constant(
-                    (rng.randn(fan_in, fan_out) / np.sqrt(fan_in)).astype(np.float32)))
-            bias = tf.get_variable("b%d" % index, [fan_out],
-                                   initializer=tf.zeros_initializer())
-            pre = tf.matmul(activations, weights) + bias
-            lc.register_fully_connected((weights, bias), activations, pre)
-            activations = tf.tanh(pre) if index < len(sizes) - 2 else pre
+        activations = registered_tanh_mlp(x, sizes, rng, lc)
         lc.register_categorical_predictive_distribution(activations)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=activations))
@@ -70,39 +76,27 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--sizes", type=str, default="784,128,128,10")
-    parser.add_argument("--steps", type=int, default=20,
-                        help="steps per timed block")
-    parser.add_argument("--blocks", type=int, default=15,
-                        help="timed blocks per policy (the median is reported)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.blocks = 5, 5
+    interleaved.add_arguments(parser, steps=20, blocks=15, quick_steps=5,
+                              quick_blocks=5)
+    args = interleaved.parse(parser, argv)
     sizes = [int(size) for size in args.sizes.split(",")]
 
     runs = {policy: build(policy, sizes, args.batch_size) for policy in POLICIES}
-    for sess, fetches in runs.values():  # warm-up
-        for _ in range(args.steps):
-            sess.run(fetches)
-    per_step = {policy: [] for policy in POLICIES}
-    for _ in range(args.blocks):
-        for policy, (sess, fetches) in runs.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                sess.run(fetches)
-            per_step[policy].append((time.perf_counter() - start) / args.steps)
+    seconds = interleaved.median_seconds_per_step(
+        {policy: (lambda step, run=run: run[0].run(run[1]))
+         for policy, run in runs.items()}, args.steps, args.blocks)
     for sess, _ in runs.values():
         sess.close()
 
-    baseline = statistics.median(per_step[None])
+    baseline = seconds[None]
     print("MLP %s, batch %d, train + covariance update per step, median of %d "
           "blocks of %d steps:" % ("-".join(map(str, sizes)), args.batch_size,
                                    args.blocks, args.steps))
     print("| non_finite_policy | ms / step | ratio to None |")
     print("|---|---|---|")
     for policy in POLICIES:
-        median = statistics.median(per_step[policy])
-        print("| %s | %.2f | %.3f |" % (policy, 1e3 * median, median / baseline))
+        print("| %s | %.2f | %.3f |" % (policy, 1e3 * seconds[policy],
+                                        seconds[policy] / baseline))
 
 
 if __name__ == "__main__":

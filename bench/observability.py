@@ -6,8 +6,8 @@ is built twice: once with the per-step statistics that the summaries read
 (`_optimizer.step_statistics`, always on in the library) replaced by a no-op,
 the baseline, and once as the library builds it. What the classic loop runs
 every step, `sess.run([train_op, cov_update_op])`, is then timed in
-interleaved blocks, in forward and reverse order in turn (load changes on a
-shared machine hit every variant alike) for:
+interleaved blocks (`bench.interleaved`: load changes on a shared machine hit
+every variant alike) for:
 
 * `baseline`: no step statistics;
 * `statistics`: the library's step (statistics recorded);
@@ -29,13 +29,14 @@ Run:
 
 import argparse
 import io
-import statistics
 import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import kfac
+from bench import interleaved
+from bench import non_finite_overhead
 from kfac.examples import _progress
 from kfac.ops._optimizer import step_statistics
 
@@ -61,15 +62,7 @@ def build(sizes, batch_size, record_statistics, seed=0):
             rng = np.random.RandomState(seed)
             x = tf.constant(rng.rand(batch_size, sizes[0]).astype(np.float32))
             lc = kfac.LayerCollection()
-            activations = x
-            for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-                weights = tf.get_variable("w%d" % index, initializer=tf.constant(
-                    (rng.randn(fan_in, fan_out) / np.sqrt(fan_in)).astype(np.float32)))
-                bias = tf.get_variable("b%d" % index, [fan_out],
-                                       initializer=tf.zeros_initializer())
-                pre = tf.matmul(activations, weights) + bias
-                lc.register_fully_connected((weights, bias), activations, pre)
-                activations = tf.tanh(pre) if index < len(sizes) - 2 else pre
+            activations = non_finite_overhead.registered_tanh_mlp(x, sizes, rng, lc)
             if sizes[-1] == sizes[0]:  # the autoencoder: Bernoulli pixels
                 lc.register_multi_bernoulli_predictive_distribution(activations)
                 loss = tf.reduce_mean(tf.reduce_sum(
@@ -97,50 +90,41 @@ def build(sizes, batch_size, record_statistics, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
-    parser.add_argument("--steps", type=int, default=20,
-                        help="steps per timed block (a multiple of 10)")
-    parser.add_argument("--blocks", type=int, default=21,
-                        help="timed blocks per variant (the median is reported)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.blocks = 10, 3
+    interleaved.add_arguments(parser, steps=20, blocks=21, quick_steps=10,
+                              quick_blocks=3)
+    args = interleaved.parse(parser, argv)
     sizes, batch_size = MODELS[args.model]
 
     baseline = build(sizes, batch_size, record_statistics=False)
     library = build(sizes, batch_size, record_statistics=True)
 
-    def run(variant, step):
-        sess, fetches, summary_op = baseline if variant == "baseline" else library
-        if variant == "summaries/1" or (variant == "summaries/10" and step % 10 == 0):
-            sess.run(fetches + [summary_op])
-        else:
-            sess.run(fetches)
+    def variant(name):
+        sess, fetches, summary_op = baseline if name == "baseline" else library
+        every = {"summaries/10": 10, "summaries/1": 1}.get(name)
+
+        def run(step):
+            if every is not None and step % every == 0:
+                sess.run(fetches + [summary_op])
+            else:
+                sess.run(fetches)
+
+        return run
 
     variants = ("baseline", "statistics", "summaries/10", "summaries/1")
-    for variant in variants:  # warm-up: every op runs once before timing
-        for step in range(args.steps):
-            run(variant, step)
-    per_step = {variant: [] for variant in variants}
-    for block in range(args.blocks):
-        # Forward and backward in turn, so that no variant always runs first.
-        for variant in variants if block % 2 == 0 else variants[::-1]:
-            start = time.perf_counter()
-            for step in range(args.steps):
-                run(variant, step)
-            per_step[variant].append((time.perf_counter() - start) / args.steps)
+    seconds = interleaved.median_seconds_per_step(
+        {name: variant(name) for name in variants}, args.steps, args.blocks)
     for sess, _, _ in (baseline, library):
         sess.close()
 
-    base = statistics.median(per_step["baseline"])
+    base = seconds["baseline"]
     print("%s %s, batch %d, train + covariance update per step, median of %d "
           "blocks of %d steps:" % (args.model, "-".join(map(str, sizes)),
                                    batch_size, args.blocks, args.steps))
     print("| variant | ms / step | ratio to baseline |")
     print("|---|---|---|")
-    for variant in variants:
-        median = statistics.median(per_step[variant])
-        print("| %s | %.2f | %.3f |" % (variant, 1e3 * median, median / base))
+    for name in variants:
+        print("| %s | %.2f | %.3f |" % (name, 1e3 * seconds[name],
+                                        seconds[name] / base))
     bar = _progress.ProgressBar("kfac", total=10**9, stream=_Terminal())
     calls = 200000
     start = time.perf_counter()
