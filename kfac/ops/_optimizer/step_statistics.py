@@ -29,8 +29,6 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._optimizer.vectors import dense
 
 SCOPE = "step_statistics"
-PRODUCT_NAMES = ("gradient_squared_norm", "preconditioned_squared_norm",
-                 "gradient_preconditioned_product")
 
 
 def _flatten(params: Any) -> Tuple[Any, ...]:
