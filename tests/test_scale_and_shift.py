@@ -178,6 +178,9 @@ def test_norm_layers_register_and_train(norm, tf_behavior):
     labels = rng.randint(0, CLASSES, size=16)
     epsilon = 1e-3
     with tf.Graph().as_default():
+        # K-FAC samples targets for its statistics: a fixed graph seed makes the
+        # run the same whatever the test order.
+        tf.set_random_seed(0)
         x = tf.constant(images) * 2.0 + 1.0
         gamma = tf.get_variable("gamma", initializer=tf.ones([3]))
         beta = tf.get_variable("beta", initializer=tf.zeros([3]))
