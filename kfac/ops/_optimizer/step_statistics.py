@@ -27,12 +27,9 @@ from typing import Tuple
 import tensorflow.compat.v1 as tf
 
 from kfac.ops._optimizer.vectors import dense
+from kfac.ops._utils.containers import ensure_sequence
 
 SCOPE = "step_statistics"
-
-
-def _flatten(params: Any) -> Tuple[Any, ...]:
-    return tuple(params) if isinstance(params, (tuple, list)) else (params,)
 
 
 def _products(grad: Any, direction: Any) -> List[tf.Tensor]:
@@ -104,7 +101,7 @@ class StepStatistics(object):
         directions = {var: direction for direction, var in directions_and_vars}
         rows = []
         for params in self._params:
-            variables = [var for var in _flatten(params) if var in grads]
+            variables = [var for var in ensure_sequence(params) if var in grads]
             rows.append(_block_row([grads[var] for var in variables],
                                    [directions[var] for var in variables]))
         writes = [tf.assign(self.gradient_products, tf.stack(rows)).op]

@@ -33,18 +33,15 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import diagonal
 from kfac.ops._summaries import spectrum
+from kfac.ops._utils.containers import ensure_sequence
 
 PREFIX = "kfac"
 CONDITION_NUMBER = "condition_number"
 
 
-def _flatten(params: Any) -> Tuple[Any, ...]:
-    return tuple(params) if isinstance(params, (tuple, list)) else (params,)
-
-
 def layer_name(params: Any) -> str:
     """The name of a block in the summaries: its first variable's op name."""
-    return _flatten(params)[0].op.name
+    return ensure_sequence(params)[0].op.name
 
 
 def block_factors(block: Any) -> Iterator[Tuple[str, Any, Any]]:
