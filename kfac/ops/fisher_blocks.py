@@ -36,6 +36,8 @@ from kfac.ops._blocks.dense import NaiveDiagonalFB
 from kfac.ops._blocks.diagonal import FullyConnectedDiagonalFB
 from kfac.ops._blocks.embedding import EmbeddingKFACFB
 from kfac.ops._blocks.embedding import EmbeddingKFACMultiIndepFB
+from kfac.ops._blocks.eigenbasis import ConvEKFACFB
+from kfac.ops._blocks.eigenbasis import FullyConnectedEKFACFB
 from kfac.ops._blocks.kronecker import FullyConnectedKFACBasicFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
@@ -111,6 +113,8 @@ __all__ = [
     "EmbeddingKFACFB",
     "FullyConnectedKFACBasicFB",
     "ConvKFCBasicFB",
+    "FullyConnectedEKFACFB",
+    "ConvEKFACFB",
     "DepthwiseConvDiagonalFB",
     "DepthwiseConvKFCBasicFB",
     "depthwise_conv2d_filter_to_conv2d_filter",

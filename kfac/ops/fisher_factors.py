@@ -23,6 +23,8 @@ from kfac.ops._factors.conv import ConvOutputKroneckerFactor
 from kfac.ops._factors.dense import FullFactor
 from kfac.ops._factors.dense import NaiveDiagonalFactor
 from kfac.ops._factors.diagonal import DiagonalFactor
+from kfac.ops._factors.eigenbasis import ConvEigenbasisFactor
+from kfac.ops._factors.eigenbasis import FullyConnectedEigenbasisFactor
 from kfac.ops._factors.embedding import EmbeddingInputKroneckerFactor
 from kfac.ops._factors.fully_connected import FullyConnectedDiagonalFactor
 from kfac.ops._factors.fully_connected import FullyConnectedKroneckerFactor
@@ -133,6 +135,8 @@ __all__ = [
     "FullyConnectedDiagonalFactor",
     "ConvDiagonalFactor",
     "FullyConnectedKroneckerFactor",
+    "FullyConnectedEigenbasisFactor",
+    "ConvEigenbasisFactor",
     "ConvInputKroneckerFactor",
     "ConvOutputKroneckerFactor",
     "FullyConnectedMultiKF",

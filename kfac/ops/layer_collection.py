@@ -29,6 +29,7 @@ from kfac.ops._registration import scale_and_shift
 from kfac.ops._registration.automatic import AutomaticRegistration
 from kfac.ops._registration.checking import RegistrationChecks
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME  # noqa: F401
+from kfac.ops._registration.common import APPROX_EKFAC_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_FULL_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME  # noqa: F401
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME  # noqa: F401

@@ -256,7 +256,7 @@ class ConvInputKroneckerFactor(
         )
         return [size, size]
 
-    def _extract_patches(self, inputs):
+    def extract_patches(self, inputs):
         """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
         patches_fn = self._extract_patches_fn
         if patches_fn in (None, "extract_convolution_patches"):
@@ -312,7 +312,7 @@ class ConvInputKroneckerFactor(
 
     def _compute_new_cov(self, source, tower):
         del source  # One source: the layer inputs.
-        patches = self._extract_patches(tf.convert_to_tensor(self._inputs[tower]))
+        patches = self.extract_patches(tf.convert_to_tensor(self._inputs[tower]))
         # Rows: one patch per example and output location (B·T rows).
         patches_flat = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
         # The ones column is folded in without copying the patches.

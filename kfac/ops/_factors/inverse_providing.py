@@ -38,6 +38,10 @@ class InverseProvidingFactor(base.FisherFactor):
     from the current `self._cov`: by a (robust) Cholesky inverse while there
     are only a few inverses, otherwise from one eigendecomposition
     `C = V diag(λ) Vᵀ` as `V diag((λ + d)^e) Vᵀ`.
+
+    `register_eigenbasis()` asks for the eigenvectors `V` themselves, kept in
+    the variable `eigenbasis` (identity at first) and refreshed by the same
+    inverse-update round (EKFAC, George et al. 2018, needs only `V`).
     """
 
     def __init__(self):
@@ -46,7 +50,24 @@ class InverseProvidingFactor(base.FisherFactor):
         self._registration_order = []  # the same pairs, for a stable op order
         self._eigendecomp = None  # cached (clipped eigenvalues, eigenvectors)
         self._damping_funcs_by_id = {}  # {damping_id: damping_func}
+        self._eigenbasis_registered = False
+        self._eigenbasis = None  # the `eigenbasis` variable, once made
         super(InverseProvidingFactor, self).__init__()
+
+    def register_eigenbasis(self) -> None:
+        """Requests the variable `eigenbasis`: the eigenvectors `V` of `C` (as
+        columns), refreshed with the matrix powers by `make_inverse_update_ops`."""
+        self._eigenbasis_registered = True
+
+    @property
+    def eigenbasis(self):
+        """The `[n, n]` eigenvector variable (identity before the first inverse
+        update; None unless registered and instantiated)."""
+        return getattr(self, "_eigenbasis", None)
+
+    @property
+    def _has_eigenbasis(self) -> bool:
+        return getattr(self, "_eigenbasis_registered", False)
 
     def _register_damping(self, damping_func) -> tuple:
         """Records `damping_func` under its id (the first one wins); returns the id."""
@@ -98,6 +119,7 @@ class InverseProvidingFactor(base.FisherFactor):
     def instantiate_inv_variables(self) -> None:
         """Creates one identity-initialised variable per registered `(exp, damping)`.
 
+        With `register_eigenbasis`, also the identity-initialised `eigenbasis`.
         Nothing else is created in the factor's scope; no later call creates
         a variable (the inverse updates count skipped writes in the counter
         `instantiate_cov_variables` made, or not at all without one).
@@ -117,6 +139,20 @@ class InverseProvidingFactor(base.FisherFactor):
                     self._cov_shape,
                 )
             )
+        if self._has_eigenbasis:
+            if self.eigenbasis is not None:
+                raise AssertionError(
+                    "instantiate_inv_variables: %s already made its eigenbasis."
+                    % self.name
+                )
+            with tf.variable_scope(self._var_scope):
+                self._eigenbasis = tf.get_variable(
+                    "eigenbasis",
+                    initializer=statistics.inverse_initializer,
+                    shape=self._cov_shape,
+                    trainable=False,
+                    dtype=self._dtype,
+                )
 
     def _damping_values(self) -> dict:
         """Each registered damping function evaluated once, cast to the dtype."""
@@ -142,7 +178,8 @@ class InverseProvidingFactor(base.FisherFactor):
         matpowers = self._matpower_by_exp_and_damping
         num_inverses = sum(1 for exp, _ in matpowers if exp == -1)
         use_eig = (
-            bool(self._eigendecomp)
+            self._has_eigenbasis
+            or bool(self._eigendecomp)
             or num_inverses < len(matpowers)
             or num_inverses >= self.config.eigenvalue_decomposition_threshold
         )
@@ -168,6 +205,10 @@ class InverseProvidingFactor(base.FisherFactor):
                         eigenvectors * damped**exp, eigenvectors, transpose_b=True
                     )
                 ops.append(self._assign_if_finite(matpower, value, cov_is_finite))
+            if self.eigenbasis is not None:
+                ops.append(
+                    self._assign_if_finite(self.eigenbasis, eigenvectors, cov_is_finite)
+                )
             # The assignments share one eigendecomposition: one op, one device.
             return [tf.group(*ops)]
         # A non-finite cov is never written by the guarded updates, but may come

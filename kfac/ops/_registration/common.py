@@ -21,6 +21,7 @@ from kfac.ops._registration.shapes import check_model_dtype
 
 APPROX_KRONECKER_NAME = "kron"
 APPROX_DIAGONAL_NAME = "diagonal"
+APPROX_EKFAC_NAME = "ekfac"
 APPROX_FULL_NAME = "full"
 APPROX_KRONECKER_INDEP_NAME = "kron_indep"
 APPROX_KRONECKER_SERIES_1_NAME = "kron_series_1"

@@ -1,7 +1,7 @@
 """2-D convolutions (`tf.nn.conv2d`, channels last), used once or several times.
 
-Approximations: "kron" (`ConvKFCBasicFB`, default) or "diagonal"
-(`ConvDiagonalFB`); used several times per example, only "kron_indep"
+Approximations: "kron" (`ConvKFCBasicFB`, default), "diagonal"
+(`ConvDiagonalFB`) or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several times per example, only "kron_indep"
 (`ConvKFCBasicMultiIndepFB`). `strides` and `dilations` have the 4 entries of
 `tf.nn.conv2d`.
 """
@@ -11,8 +11,10 @@ from typing import Any
 
 from kfac.ops._blocks.conv import ConvDiagonalFB
 from kfac.ops._blocks.conv import ConvKFCBasicFB
+from kfac.ops._blocks.eigenbasis import ConvEKFACFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
+from kfac.ops._registration.common import APPROX_EKFAC_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
 from kfac.ops._registration.common import VARIABLE_SCOPE
@@ -27,7 +29,11 @@ from kfac.ops._registration.multi_use import register_multi_use_layer
 
 CONV2D = LayerKind(
     "conv2d",
-    {APPROX_KRONECKER_NAME: ConvKFCBasicFB, APPROX_DIAGONAL_NAME: ConvDiagonalFB},
+    {
+        APPROX_KRONECKER_NAME: ConvKFCBasicFB,
+        APPROX_DIAGONAL_NAME: ConvDiagonalFB,
+        APPROX_EKFAC_NAME: ConvEKFACFB,
+    },
     default=APPROX_KRONECKER_NAME,
 )
 
@@ -128,7 +134,8 @@ def register_conv2d(
       outputs: pre-activations `[batch, H', W', out_channels]`.
       data_format: None or "NHWC".
       dilations: None or 4 ints `[1, dh, dw, 1]`.
-      approx: "kron" (`ConvKFCBasicFB`, default) or "diagonal" (`ConvDiagonalFB`).
+      approx: "kron" (`ConvKFCBasicFB`, default), "diagonal" (`ConvDiagonalFB`)
+        or "ekfac" (`ConvEKFACFB`).
       reuse: see `register_block`.
     """
     layer = Conv2dLayer(params, strides, padding, data_format, dilations)

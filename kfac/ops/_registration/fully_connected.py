@@ -1,7 +1,8 @@
 """Fully connected layers `outputs = inputs @ W (+ b)`, used once or several times.
 
-Approximations: "kron" (`FullyConnectedKFACBasicFB`, default) or "diagonal"
-(`FullyConnectedDiagonalFB`); used several times per example, "kron_indep"
+Approximations: "kron" (`FullyConnectedKFACBasicFB`, default), "diagonal"
+(`FullyConnectedDiagonalFB`) or "ekfac" (`FullyConnectedEKFACFB`, George et al.
+2018); used several times per example, "kron_indep"
 (`FullyConnectedMultiIndepFB`, default), "kron_series_1" or "kron_series_2"
 (`FullyConnectedSeriesFB` with `option` 1 or 2, bound by `functools.partial` as
 in the original).
@@ -12,10 +13,12 @@ import functools
 import numpy as np
 
 from kfac.ops._blocks.diagonal import FullyConnectedDiagonalFB
+from kfac.ops._blocks.eigenbasis import FullyConnectedEKFACFB
 from kfac.ops._blocks.kronecker import FullyConnectedKFACBasicFB
 from kfac.ops._blocks.multi_use import FullyConnectedMultiIndepFB
 from kfac.ops._blocks.series import FullyConnectedSeriesFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
+from kfac.ops._registration.common import APPROX_EKFAC_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_SERIES_1_NAME
@@ -38,6 +41,7 @@ FULLY_CONNECTED = LayerKind(
     {
         APPROX_KRONECKER_NAME: FullyConnectedKFACBasicFB,
         APPROX_DIAGONAL_NAME: FullyConnectedDiagonalFB,
+        APPROX_EKFAC_NAME: FullyConnectedEKFACFB,
     },
     default=APPROX_KRONECKER_NAME,
 )
@@ -117,8 +121,8 @@ def register_fully_connected(
       params: weights `[in, out]`, or a pair `(weights, bias [out])`.
       inputs: `[batch, in]`.
       outputs: pre-activations `[batch, out]`.
-      approx: "kron" (`FullyConnectedKFACBasicFB`, default) or "diagonal"
-        (`FullyConnectedDiagonalFB`).
+      approx: "kron" (`FullyConnectedKFACBasicFB`, default), "diagonal"
+        (`FullyConnectedDiagonalFB`) or "ekfac" (`FullyConnectedEKFACFB`).
       reuse: see `register_block`; reuse adds a tower.
     """
 

@@ -4,7 +4,8 @@
 ops, `KfacHook`'s report and the examples' health plot all read it. Names
 (`<layer>` is the op name of the block's first variable, e.g. "fc1/weights";
 `<factor>` is "input_factor" (A) and "output_factor" (G) of a Kronecker block,
-"factor" of a one-factor block):
+"factor" of a one-factor block; an EKFAC block adds "eigenvalue_factor", the
+scaling in its eigenbasis):
 
 * optimizer: `kfac/learning_rate`, `kfac/damping`, `kfac/skipped_steps`,
   `kfac/skipped_factor_updates`; with damping adaptation `kfac/rho`,
@@ -44,9 +45,21 @@ def layer_name(params: Any) -> str:
     return ensure_sequence(params)[0].op.name
 
 
+def _undamped() -> float:
+    return 0.0
+
+
 def block_factors(block: Any) -> Iterator[Tuple[str, Any, Any]]:
-    """`(role, factor, damping function)` of each factor of `block`."""
-    if hasattr(block, "_input_factor"):
+    """`(role, factor, damping function)` of each factor of `block`.
+
+    An EKFAC block's bases come from its Kronecker factors, reported undamped;
+    its damping is that of the scaling `s` ("eigenvalue_factor").
+    """
+    if hasattr(block, "_eigenvalue_factor"):
+        yield "input_factor", block._input_factor, _undamped
+        yield "output_factor", block._output_factor, _undamped
+        yield "eigenvalue_factor", block._eigenvalue_factor, block._damping_func
+    elif hasattr(block, "_input_factor"):
         yield "input_factor", block._input_factor, block._input_damping_func
         yield "output_factor", block._output_factor, block._output_damping_func
     elif hasattr(block, "_factor"):
@@ -136,7 +149,7 @@ def layer_scalars(optimizer: Any, num_iterations: int = spectrum.DEFAULT_NUM_ITE
                 scalars[prefix + name] = value
         factors = list(block_factors(block))
         damping_values = {role: damping_func() for role, _, damping_func in factors}
-        if "input_factor" in damping_values:
+        if hasattr(block, "_input_damping_func"):
             scalars[prefix + "pi"] = _float(tf.sqrt(
                 damping_values["input_factor"]
                 / tf.cast(damping_values["output_factor"],
