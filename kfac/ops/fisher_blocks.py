@@ -34,10 +34,10 @@ from kfac.ops._blocks.damping import normalize_damping
 from kfac.ops._blocks.dense import FullFB
 from kfac.ops._blocks.dense import NaiveDiagonalFB
 from kfac.ops._blocks.diagonal import FullyConnectedDiagonalFB
-from kfac.ops._blocks.embedding import EmbeddingKFACFB
-from kfac.ops._blocks.embedding import EmbeddingKFACMultiIndepFB
 from kfac.ops._blocks.eigenbasis import ConvEKFACFB
 from kfac.ops._blocks.eigenbasis import FullyConnectedEKFACFB
+from kfac.ops._blocks.embedding import EmbeddingKFACFB
+from kfac.ops._blocks.embedding import EmbeddingKFACMultiIndepFB
 from kfac.ops._blocks.kronecker import FullyConnectedKFACBasicFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB

@@ -1,8 +1,8 @@
 """2-D convolutions (`tf.nn.conv2d`, channels last), used once or several times.
 
 Approximations: "kron" (`ConvKFCBasicFB`, default), "diagonal"
-(`ConvDiagonalFB`) or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several times per example, only "kron_indep"
-(`ConvKFCBasicMultiIndepFB`). `strides` and `dilations` have the 4 entries of
+(`ConvDiagonalFB`) or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several
+times per example, only "kron_indep" (`ConvKFCBasicMultiIndepFB`). `strides` and `dilations` have the 4 entries of
 `tf.nn.conv2d`.
 """
 
