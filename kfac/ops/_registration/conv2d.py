@@ -2,8 +2,8 @@
 
 Approximations: "kron" (`ConvKFCBasicFB`, default), "diagonal"
 (`ConvDiagonalFB`) or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several
-times per example, only "kron_indep" (`ConvKFCBasicMultiIndepFB`). `strides` and `dilations` have the 4 entries of
-`tf.nn.conv2d`.
+times per example, only "kron_indep" (`ConvKFCBasicMultiIndepFB`). `strides`
+and `dilations` have the 4 entries of `tf.nn.conv2d`.
 """
 
 import dataclasses
