@@ -66,7 +66,7 @@ def _assert_eigenbasis_of(basis, matrix):
 
 
 def _scaling_reference(per_example_grads, input_basis, output_basis):
-    """`(1/B) Σ_b (U_Aᵀ G_b U_G)²` from explicit per-example gradients `[B, in, out]`."""
+    """`(1/B) Σ_b (U_Aᵀ G_b U_G)²` from per-example gradients `[B, in, out]`."""
     projected = np.einsum("ia,bij,jc->bac", input_basis, per_example_grads,
                           output_basis)
     return np.mean(projected**2, axis=0)
