@@ -287,7 +287,8 @@ def test_non_finite_statistics_leave_the_bases_and_scaling_unchanged(rng):
         assert sess.run(eigenvalue_factor.num_skipped_updates) == 1
         # A non-finite covariance (e.g. restored from outside) is not decomposed.
         input_cov = block._input_factor.get_cov_var()
-        sess.run(input_cov.assign(tf.fill(input_cov.shape, tf.constant(np.inf, tf.float64))))
+        infinity = tf.constant(np.inf, tf.float64)
+        sess.run(input_cov.assign(tf.fill(input_cov.shape, infinity)))
         sess.run(block._input_factor.make_inverse_update_ops())
         assert sess.run(block._input_factor.num_skipped_updates) == 1
         after = sess.run(state)
@@ -312,7 +313,8 @@ def test_registration_selects_ekfac_blocks_and_names_it_in_errors(graph):
     with pytest.raises(ValueError, match="ekfac"):
         layer_collection.register_fully_connected(
             tf.get_variable("other", [100, 3]), flat, flat[:, :3], approx="ekfca")
-    assert issubclass(fisher_factors.ConvEigenbasisFactor, fisher_factors.DiagonalFactor)
+    assert issubclass(fisher_factors.ConvEigenbasisFactor,
+                      fisher_factors.DiagonalFactor)
 
 
 def test_health_summaries_report_the_scaling(rng, graph):
