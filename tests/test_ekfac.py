@@ -322,6 +322,12 @@ def test_health_summaries_report_the_scaling(rng, graph):
     scalars = kfac.summaries.curvature_health(model.optimizer)
     prefix = "kfac/{}/".format(model.w.op.name)
     assert prefix + "pi" not in scalars
+    # The scaling is read as it is, never as a dense [n, n] diagonal matrix.
+    num_params = (IN + 1) * OUT
+    assert not [op.name for op in tf.get_default_graph().get_operations()
+                if op.name.startswith("kfac_health") and any(
+                    output.shape.as_list()[:1] == [num_params]
+                    for output in op.outputs if output.shape.rank == 2)]
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         trace = sess.run(scalars[prefix + "eigenvalue_factor/trace"])
@@ -332,3 +338,15 @@ def test_health_summaries_report_the_scaling(rng, graph):
                                np.sum(scaling), rtol=1e-6)
     assert values[prefix + "eigenvalue_factor/damping"] == pytest.approx(DAMPING)
     assert all(np.isfinite(value) for value in values.values())
+
+
+def test_example_specs_choose_ekfac_as_the_collection_default():
+    from kfac.examples import comparison_training
+
+    spec = comparison_training.OptimizerSpec("kfac", 0.01, approximation="ekfac")
+    layer_collection = comparison_training.layer_collection_for(spec)
+    assert layer_collection.default_fully_connected_approximation == "ekfac"
+    assert layer_collection.default_conv2d_approximation == "ekfac"
+    default = comparison_training.OptimizerSpec("kfac", 0.01)
+    assert (comparison_training.layer_collection_for(default)
+            .default_fully_connected_approximation == "kron")

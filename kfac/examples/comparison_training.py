@@ -51,6 +51,8 @@ class OptimizerSpec:
     `KfacConfig(init_covariances_at_zero=True, zero_debias=True)`, see
     `layer_collection_for`), so the first steps precondition with the statistics
     of the batches seen so far rather than with an identity blended into them.
+    `approximation` (e.g. `"ekfac"`) is the collection's default for fully
+    connected and conv2d layers registered without one (None: `"kron"`).
     """
 
     kind: str
@@ -65,6 +67,7 @@ class OptimizerSpec:
     cov_update_every: int = 1
     spread_inverse_updates: bool = False
     warm_start_covariances: bool = True
+    approximation: Optional[str] = None
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -106,14 +109,19 @@ def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
     """The `LayerCollection` of a K-FAC `spec` (None for SGD and Adam).
 
     With `warm_start_covariances` its covariances start at zero and are
-    zero-debiased: its own configuration, the module constants untouched.
+    zero-debiased: its own configuration, the module constants untouched; with
+    `approximation`, that is its default for dense and conv2d layers.
     """
     if not spec.kind.startswith("kfac"):
         return None
     config = kfac.KfacConfig.from_defaults()
     if spec.warm_start_covariances:
         config = config.replace(init_covariances_at_zero=True, zero_debias=True)
-    return kfac.LayerCollection(config=config)
+    layer_collection = kfac.LayerCollection(config=config)
+    if spec.approximation is not None:
+        layer_collection.set_default_fully_connected_approximation(spec.approximation)
+        layer_collection.set_default_conv2d_approximation(spec.approximation)
+    return layer_collection
 
 
 def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):

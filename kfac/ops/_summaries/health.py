@@ -75,14 +75,17 @@ def factor_health(factor: Any, damping: Any,
                   ) -> "collections.OrderedDict[str, tf.Tensor]":
     """Trace, Frobenius norm, extreme eigenvalues, damping and damped condition
     number of one factor (module doc), float32 scalars."""
-    cov = factor.get_cov()
+    is_diagonal = isinstance(factor, diagonal.DiagonalFactor)
+    # A diagonal factor's `get_cov()` is the dense `diag(cov)`: `[n, n]` for n
+    # parameters (785,000² floats for a 1000x784 layer); its entries suffice.
+    cov = factor.get_cov_var() if is_diagonal else factor.get_cov()
     if cov is None:
         raise ValueError("The factor {} has no covariance variable yet: make the "
                          "optimizer's ops (minimize, make_ops_and_vars, ...) before "
                          "its summaries.".format(factor.name))
     cov = tf.convert_to_tensor(cov)
     damping = tf.cast(damping, cov.dtype)
-    if isinstance(factor, diagonal.DiagonalFactor):
+    if is_diagonal:
         values = tf.reshape(cov, [-1])
         trace = tf.reduce_sum(values)
         minimum, maximum = tf.reduce_min(values), tf.reduce_max(values)
