@@ -5,7 +5,9 @@ is a `KfacOptimizer` whose training op also runs the covariance updates every
 `cov_update_every` steps and the inverse updates every `invert_every` steps,
 after optional burn-in steps that only accumulate statistics. Port addition:
 `spread_inverse_updates` refreshes the inverses in cost-balanced groups, one
-group per step, so that no step pays for all of them.
+group per step, so that no step pays for all of them; `invert_every="adaptive"`
+recomputes a factor's inverse only when its moving average has drifted from
+the one it was computed from (`drift.py`).
 """
 
 import numbers
@@ -22,6 +24,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops import fisher_factors
 from kfac.ops import optimizer
 from kfac.ops._optimizer import arguments
+from kfac.ops._optimizer import drift
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -149,16 +152,22 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
     """
 
     def __init__(self,
-                 invert_every: int = 10,
+                 invert_every: Any = 10,
                  cov_update_every: int = 1,
                  num_burnin_steps: int = 0,
                  *,
                  spread_inverse_updates: bool = False,
+                 max_drift: Optional[float] = None,
+                 min_every: Optional[int] = None,
+                 max_every: Optional[int] = None,
                  **kwargs: Any) -> None:
         """Builds the optimizer; `counter` is created here.
 
         Args:
-          invert_every: steps between inverse updates (positive int).
+          invert_every: steps between inverse updates (positive int), or
+            "adaptive": each factor's inverse is recomputed when its drift
+            exceeds `max_drift` (see `drift.DriftSchedule`), at most every
+            `min_every` and at least every `max_every` steps.
           cov_update_every: steps between covariance updates (positive int).
           num_burnin_steps: initial steps doing only covariance updates
             (nonnegative int).
@@ -167,11 +176,17 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
           **kwargs: `KfacOptimizer` arguments by keyword (`learning_rate`,
             `cov_ema_decay`, `damping`, `layer_collection`, `momentum`, ...).
             The estimator receives `cov_ema_decay ** cov_update_every`.
+          max_drift, min_every, max_every: the adaptive schedule (only with
+            `invert_every="adaptive"`; defaults 0.1, 1 and 50).
 
         Raises:
           ValueError: for an argument above out of range or of the wrong type
             (the message names it), or any `KfacOptimizer` argument error.
         """
+        self._drift = drift.schedule_from_arguments(
+            invert_every, max_drift, min_every, max_every)
+        if self._drift is not None:
+            invert_every = self._drift.max_every
         self._invert_every = _check_int("invert_every", invert_every, 1)
         self._cov_update_every = _check_int("cov_update_every", cov_update_every, 1)
         self._num_burnin_steps = _check_int("num_burnin_steps", num_burnin_steps, 0)
@@ -188,6 +203,7 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         super(PeriodicInvCovUpdateKfacOpt, self).__init__(**kwargs)
         # Indices into the inverse-update thunks; set when the ops are made.
         self._inverse_groups = None
+        self._drift_states = None
         with tf.init_scope(), tf.variable_scope(self.variable_scope):
             self._counter = tf.get_variable(
                 "counter", shape=(), dtype=tf.int64,
@@ -208,7 +224,23 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
 
     @property
     def invert_every(self) -> int:
+        """The inverse period; with the adaptive schedule, its `max_every`."""
         return self._invert_every
+
+    @property
+    def drift_schedule(self) -> Optional["drift.DriftSchedule"]:
+        """The adaptive inverse schedule, or None for a fixed period."""
+        return self._drift
+
+    @property
+    def inverse_update_counts(self) -> Optional[dict]:
+        """`{factor name: int64 variable}`: inverse updates of each factor so
+        far, under the adaptive schedule (None otherwise, or before the ops
+        are made)."""
+        if self._drift is None or self._drift_states is None:
+            return None
+        return {state.factor.name: state.count
+                for state in self._drift_states.values()}
 
     @property
     def cov_update_every(self) -> int:
@@ -257,13 +289,23 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         factors = list(self.estimator.factors)
         with_inverses = [index for index, factor in enumerate(factors)
                          if not isinstance(factor, fisher_factors.DiagonalFactor)]
+        if self._drift is not None:
+            with tf.init_scope(), tf.variable_scope(self.variable_scope):
+                self._drift_states = {
+                    index: drift.DriftState(factors[index]) for index in with_inverses}
         if not self._spread_inverse_updates:
             self._inverse_groups = [with_inverses]
             return
         costs = [inverse_update_cost(factors[index]) for index in with_inverses]
         self._inverse_groups = [
             [with_inverses[position] for position in group]
-            for group in partition_by_cost(costs, self._invert_every)]
+            for group in partition_by_cost(costs, self._inverse_period)]
+
+    @property
+    def _inverse_period(self) -> int:
+        """Steps over which the spread groups take turns: `invert_every`, or
+        the adaptive schedule's `min_every`."""
+        return self._invert_every if self._drift is None else self._drift.min_every
 
     def _schedule(self) -> _Schedule:
         """The predicates of one run, from the counter read once (see class doc)."""
@@ -281,12 +323,14 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
         cov_due = every(self._cov_update_every)
         if training is not None:
             cov_due = tf.logical_or(tf.logical_not(training), cov_due)
+        period = 1 if self._drift is not None else self._invert_every
         if self._spread_inverse_updates:
+            period = self._inverse_period
             first = tf.equal(step, 0)
-            inverse_due = [tf.logical_or(first, every(self._invert_every, group))
-                           for group in range(self._invert_every)]
+            inverse_due = [tf.logical_or(first, every(period, group))
+                           for group in range(period)]
         else:
-            inverse_due = [every(self._invert_every)]
+            inverse_due = [every(period)]
         return _Schedule(counter_value, training, cov_due, inverse_due)
 
     def _maintenance(self, schedule: _Schedule) -> tf.Tensor:
@@ -299,11 +343,28 @@ class PeriodicInvCovUpdateKfacOpt(optimizer.KfacOptimizer):
             with tf.control_dependencies([cov_update]):
                 for index, (group, due) in enumerate(
                         zip(self._inverse_groups, schedule.inverse_due)):
-                    if group:
+                    if group and self._drift is not None:
+                        inverse_updates.extend(self._drift_refreshes(
+                            group, due, schedule.counter_value))
+                    elif group:
                         thunks = [self._inv_update_thunks[i] for i in group]
                         inverse_updates.append(
                             _run_if(due, thunks, "inverse_update_%d" % index))
             return tf.group(cov_update, *inverse_updates)
+
+    def _drift_refreshes(self, group: Sequence[int], checked: tf.Tensor,
+                         counter_value: tf.Tensor) -> List[tf.Tensor]:
+        """Per factor of `group`: its inverse update and state record, run when
+        `checked` and the drift schedule says it is due."""
+        refreshes = []
+        for index in group:
+            state = self._drift_states[index]
+            due = tf.logical_and(checked, state.is_due(self._drift, counter_value))
+            thunk = self._inv_update_thunks[index]
+            refreshes.append(_run_if(
+                due, [thunk, lambda state=state: state.record(counter_value)],
+                "inverse_update_%d" % index))
+        return refreshes
 
     def _periodic_train_op(self, grads_and_vars: Sequence[Tuple[Any, Any]],
                            global_step: Any, name: Optional[str],

@@ -22,6 +22,8 @@ scaling in its eigenbasis):
   `.../max_eigenvalue`, `.../damping` and `.../condition_number`
   `(λ_max + d) / (λ_min + d)`. Diagonal factors are exact; dense ones use the
   Lanczos estimates of `spectrum.extreme_eigenvalues` (bounds in its doc).
+  Under the adaptive inverse schedule (`invert_every="adaptive"`) also
+  `.../inverse_updates`, the inverses computed so far.
 """
 
 import collections
@@ -157,8 +159,11 @@ def layer_scalars(optimizer: Any, num_iterations: int = spectrum.DEFAULT_NUM_ITE
                 damping_values["input_factor"]
                 / tf.cast(damping_values["output_factor"],
                           tf.convert_to_tensor(damping_values["input_factor"]).dtype)))
+        counts = getattr(optimizer, "inverse_update_counts", None) or {}
         for role, factor, _ in factors:
             health = factor_health(factor, damping_values[role], num_iterations)
+            if factor.name in counts:
+                health["inverse_updates"] = _float(counts[factor.name])
             for name, value in health.items():
                 scalars["{}{}/{}".format(prefix, role, name)] = value
     return scalars
