@@ -3,10 +3,10 @@ when their factor drifted (kfac/ops/_optimizer/drift.py)."""
 
 import numpy as np
 import pytest
+import summaries_helpers as helpers
 import tensorflow.compat.v1 as tf
 
 import kfac
-from tests import summaries_helpers as helpers
 
 
 def _build(seed=0, **kwargs):

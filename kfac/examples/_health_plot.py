@@ -13,19 +13,29 @@ from typing import Dict
 from typing import List
 from typing import Sequence
 
+import tensorflow.compat.v1 as tf
+
 import kfac
 
 DAMPING = "damping"
+INVERSE_UPDATES = "inverse_updates"
 
 
 def health_tensors(optimizer) -> Dict[str, object]:
-    """`{"damping": λ, "<layer>/<factor>": condition number}` scalar Tensors."""
+    """`{"damping": λ, "<layer>/<factor>": condition number}` scalar Tensors,
+    and under the adaptive inverse schedule `"inverse_updates"`, the inverses
+    computed so far over all factors."""
     scalars = kfac.summaries.curvature_health(optimizer)
     tensors = {DAMPING: scalars["kfac/damping"]}
     suffix = "/condition_number"
+    counts = []
     for name, value in scalars.items():
         if name.endswith(suffix):
             tensors[name[len("kfac/"):-len(suffix)]] = value
+        elif name.endswith("/" + INVERSE_UPDATES):
+            counts.append(value)
+    if counts:
+        tensors[INVERSE_UPDATES] = tf.add_n(counts)
     return tensors
 
 
@@ -58,7 +68,7 @@ def plot_health(records: Sequence[Dict], path: str) -> bool:
     for axis, record in zip(axes, runs):
         steps = [point["step"] for point in record["health"]]
         factors = [name for name in record["health"][0] if name not in (
-            "step", DAMPING)]
+            "step", DAMPING, INVERSE_UPDATES)]
         for factor in factors:
             axis.plot(steps, _series(record, factor), label=factor)
         axis.set_yscale("log")

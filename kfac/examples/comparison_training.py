@@ -53,6 +53,8 @@ class OptimizerSpec:
     of the batches seen so far rather than with an identity blended into them.
     `approximation` (e.g. `"ekfac"`) is the collection's default for fully
     connected and conv2d layers registered without one (None: `"kron"`).
+    With `max_drift`, inverses are refreshed by drift
+    (`invert_every="adaptive"`) with `inv_update_every` as the longest period.
     """
 
     kind: str
@@ -68,6 +70,7 @@ class OptimizerSpec:
     spread_inverse_updates: bool = False
     warm_start_covariances: bool = True
     approximation: Optional[str] = None
+    max_drift: Optional[float] = None
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -135,8 +138,12 @@ def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwa
     _training.log_registration(layer_collection)
     if not periodic:
         return kfac.KfacOptimizer(**kwargs)
+    if spec.max_drift is not None:
+        kwargs.update(invert_every="adaptive", max_drift=spec.max_drift,
+                      max_every=spec.inv_update_every)
+    else:
+        kwargs.update(invert_every=spec.inv_update_every)
     return kfac.PeriodicInvCovUpdateKfacOpt(
-        invert_every=spec.inv_update_every,
         cov_update_every=spec.cov_update_every,
         spread_inverse_updates=spec.spread_inverse_updates,
         **kwargs,
