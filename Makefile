@@ -7,7 +7,7 @@ VENV_LATEST := .venv-latest
 PYTEST_ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast test-latest demo lint bench bench-quick data build-file clean
+.PHONY: test test-fast test-latest demo lint bench bench-quick bench-convnet bench-convnet-quick data build-file clean
 
 # TensorFlow 2.15.1 (primary target: tf.estimator and Keras 2 still exist).
 $(VENV)/.installed: setup.py constraints/tf2.15.txt
@@ -55,6 +55,12 @@ bench: $(VENV)/.installed data
 
 bench-quick: $(VENV)/.installed data
 	$(VENV)/bin/python -m bench.autoencoder --quick
+
+bench-convnet: $(VENV)/.installed data
+	$(VENV)/bin/python -m bench.convnet
+
+bench-convnet-quick: $(VENV)/.installed data
+	$(VENV)/bin/python -m bench.convnet --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q ruff

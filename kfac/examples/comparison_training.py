@@ -55,6 +55,8 @@ class OptimizerSpec:
     connected and conv2d layers registered without one (None: `"kron"`).
     With `max_drift`, inverses are refreshed by drift
     (`invert_every="adaptive"`) with `inv_update_every` as the longest period.
+    `norm_constraint` bounds the squared Fisher norm of a K-FAC update (KL
+    clipping, Ba et al. 2017; None: no bound).
     """
 
     kind: str
@@ -71,6 +73,7 @@ class OptimizerSpec:
     warm_start_covariances: bool = True
     approximation: Optional[str] = None
     max_drift: Optional[float] = None
+    norm_constraint: Optional[float] = None
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -134,6 +137,7 @@ def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwa
         cov_ema_decay=spec.cov_ema_decay,
         damping=spec.damping,
         layer_collection=layer_collection,
+        norm_constraint=spec.norm_constraint,
     )
     _training.log_registration(layer_collection)
     if not periodic:
@@ -261,6 +265,7 @@ def train_one(
     eval_images: np.ndarray,
     progress: Optional[comparison.Progress] = None,
     logdir: Optional[str] = None,
+    after_training: Optional[Callable[[tf.Session], None]] = None,
 ) -> Dict:
     """Trains `spec` on `build_graph(spec, settings, input_size)`; returns its record.
 
@@ -275,7 +280,8 @@ def train_one(
     every evaluation). Training stops after `max_steps` steps or once
     `max_seconds` have passed. With `logdir`, the evaluation losses (and
     K-FAC's summaries) go to TensorBoard events in `<logdir>/<spec name>`.
-    Evaluations, health and logs are off the clock.
+    Evaluations, health and logs are off the clock. `after_training(sess)`
+    runs once training has stopped, in the run's session (e.g. test metrics).
     """
     record = {
         "name": spec.name,
@@ -356,6 +362,8 @@ def train_one(
                 log_eval(step, seconds)
         if record["evals"][-1]["step"] != step:
             log_eval(step, seconds)
+        if after_training is not None:
+            after_training(sess)
     record.update(steps=step, seconds=seconds, final_loss=record["evals"][-1]["loss"])
     if log is not None:
         log.close()

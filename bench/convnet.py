@@ -1,0 +1,357 @@
+r"""Benchmark: K-FAC against SGD with momentum and Adam on a convnet.
+
+The model is the convnet example's (`kfac.examples.convnet`): conv 5x5x16 -
+ReLU - max-pool 3/2 - conv 5x5x16 - ReLU - max-pool 3/2 - linear 10, softmax
+cross-entropy, on Fashion-MNIST (generated data with `--use_fake_data` or when
+the folder is missing). Its two convolutions are registered with
+`register_conv2d` and the linear layer with `register_fully_connected`.
+
+Every run starts from the same weights (Glorot-uniform kernels from numpy,
+zero biases) and sees the same mini-batches in the same order; the clock
+counts training only, every op an optimizer needs included (K-FAC's
+covariance and inverse updates too). The loss is evaluated on a fixed subset
+of the training images every `eval_every` steps; the target is the best loss
+the reference SGD run reached; the table gives the steps and seconds each run
+needed to reach it. After training, off the clock, each run's test loss and
+accuracy on the test split are recorded.
+
+The comparison harness (`kfac.examples.comparison_training`) feeds one
+placeholder; here each row of it is an image's 784 pixels followed by its
+label (`pack`), which the graph splits again.
+
+Run:
+  python -m bench.convnet --quick              # SGD, Adam, K-FAC; 45 s per run
+  python -m bench.convnet --quick --ekfac      # EKFAC against K-FAC (issue #16)
+"""
+
+import dataclasses
+import math
+import os
+from typing import Dict
+from typing import Optional
+from typing import Sequence
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from absl import app
+from absl import flags
+
+from kfac.examples import comparison
+from kfac.examples import comparison_training
+from kfac.examples import mnist
+from kfac.examples.comparison_training import OptimizerSpec
+from kfac.examples.comparison_training import TrainingGraph
+
+OUTPUT_DIR = os.path.join("bench", "results")
+IMAGE_PIXELS = mnist.IMAGE_SIZE * mnist.IMAGE_SIZE
+NUM_LABELS = mnist.NUM_CLASSES
+# (kernel size, output channels) of the two convolutions, as in the example.
+CONV_LAYERS = ((5, 16), (5, 16))
+POOL_SIZE, POOL_STRIDE = 3, 2
+INVERSE_PERIOD = 10
+LONG_PERIOD = 5 * INVERSE_PERIOD
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvnetSettings:
+    """What every run of one comparison shares."""
+
+    batch_size: int = 128
+    max_steps: Optional[int] = None
+    max_seconds: Optional[float] = 45.0
+    eval_every: int = 20
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- data
+
+
+def pack(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float32 `[N, 785]`: each image's pixels, then its label."""
+    flat = images.reshape([len(images), IMAGE_PIXELS]).astype(np.float32)
+    return np.concatenate([flat, labels.astype(np.float32)[:, None]], axis=1)
+
+
+def unpack(packed: tf.Tensor):
+    """`(images [B, 28, 28, 1], int64 labels [B])` of a packed batch."""
+    images = tf.reshape(
+        packed[:, :IMAGE_PIXELS], [-1, mnist.IMAGE_SIZE, mnist.IMAGE_SIZE, 1]
+    )
+    labels = tf.cast(tf.round(packed[:, IMAGE_PIXELS]), tf.int64)
+    return images, labels
+
+
+def load_data(data_dir: Optional[str], use_fake_data: bool, eval_size: int, seed: int):
+    """`(train, eval, test, description)`, all packed (`pack`).
+
+    `eval` is a fixed subset of the training rows (the target's loss); `test`
+    the test split (generated data: a separate generated set).
+    """
+    folder = data_dir or mnist.DEFAULT_DATA_DIR
+    if not use_fake_data and not os.path.isdir(folder):
+        print("note: %s is missing (apt-get install %s); using generated data."
+              % (folder, mnist.DEBIAN_PACKAGE))
+        use_fake_data = True
+    if use_fake_data:
+        images, labels = mnist.make_fake_data(4 * eval_size)
+        train = pack(images[: 3 * eval_size], labels[: 3 * eval_size])
+        test = pack(images[3 * eval_size:], labels[3 * eval_size:])
+        description = "fake (%d examples)" % len(images)
+    else:
+        train = pack(*mnist.load_mnist_arrays(folder, "train"))
+        test = pack(*mnist.load_mnist_arrays(folder, "test"))
+        description = os.path.abspath(folder)
+    eval_rows = comparison.evaluation_subset(train, eval_size, seed + 2)
+    return train, eval_rows, test, description
+
+
+# ---------------------------------------------------------------- model
+
+
+def initial_weights(seed: int = 0):
+    """`(kernel, bias)` per layer: Glorot-uniform kernels, zero biases."""
+    rng = np.random.RandomState(seed)
+    weights, channels, size = [], 1, mnist.IMAGE_SIZE
+    for kernel_size, out_channels in CONV_LAYERS:
+        fan_in = kernel_size * kernel_size * channels
+        fan_out = kernel_size * kernel_size * out_channels
+        shape = (kernel_size, kernel_size, channels, out_channels)
+        weights.append((_glorot(rng, shape, fan_in, fan_out), np.zeros([out_channels])))
+        channels, size = out_channels, -(-size // POOL_STRIDE)
+    fan_in = size * size * channels
+    weights.append((_glorot(rng, (fan_in, NUM_LABELS), fan_in, NUM_LABELS),
+                    np.zeros([NUM_LABELS])))
+    return [(kernel.astype(np.float32), bias.astype(np.float32))
+            for kernel, bias in weights]
+
+
+def _glorot(rng, shape, fan_in, fan_out):
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+@dataclasses.dataclass
+class Convnet:
+    """The graph pieces of one convnet: what the comparison harness reads
+    (`inputs`, `loss`, `loss_fn`) and the test metrics' tensors."""
+
+    inputs: tf.Tensor
+    params: list
+    loss: tf.Tensor
+    accuracy: tf.Tensor
+    forward: object
+
+    def loss_fn(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The mean cross-entropy on another packed batch (same variables)."""
+        return self.forward(inputs, None)[0]
+
+
+def _forward(params, packed, layer_collection):
+    """`(loss, accuracy)` of a packed batch; registers the layers and the
+    predictive distribution with `layer_collection` (None: no registration)."""
+    activations, labels = unpack(packed)
+    for kernel, bias in params[:-1]:
+        layer_input = activations
+        pre = tf.nn.bias_add(
+            tf.nn.conv2d(layer_input, kernel, [1, 1, 1, 1], "SAME"), bias
+        )
+        activations = tf.nn.max_pool(
+            tf.nn.relu(pre), [1, POOL_SIZE, POOL_SIZE, 1],
+            [1, POOL_STRIDE, POOL_STRIDE, 1], "SAME",
+        )
+        if layer_collection is not None:
+            layer_collection.register_conv2d(
+                (kernel, bias), (1, 1, 1, 1), "SAME", layer_input, pre
+            )
+    flat = tf.reshape(activations, [-1, int(np.prod(activations.shape[1:]))])
+    logits = tf.nn.bias_add(tf.matmul(flat, params[-1][0]), params[-1][1])
+    if layer_collection is not None:
+        layer_collection.register_fully_connected(params[-1], flat, logits)
+        layer_collection.register_categorical_predictive_distribution(logits)
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
+    correct = tf.equal(labels, tf.argmax(logits, 1))
+    accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
+    return loss, accuracy
+
+
+def build_convnet(inputs: tf.Tensor, weights, layer_collection=None) -> Convnet:
+    """Variables `convnet/layer_<i>/{kernel,bias}` from numpy `weights`, the
+    forward pass on the packed `inputs`, and (with a collection) the
+    registrations."""
+    params = []
+    with tf.variable_scope("convnet"):
+        for index, (kernel, bias) in enumerate(weights):
+            with tf.variable_scope("layer_%d" % index):
+                params.append((tf.get_variable("kernel", initializer=kernel),
+                               tf.get_variable("bias", initializer=bias)))
+
+    def forward(packed, collection):
+        return _forward(params, packed, collection)
+
+    loss, accuracy = forward(inputs, layer_collection)
+    return Convnet(inputs, params, loss, accuracy, forward)
+
+
+def build_training_graph(spec: OptimizerSpec, settings: ConvnetSettings,
+                         input_size: int) -> TrainingGraph:
+    """The convnet (`initial_weights(settings.seed)`) and `spec`'s training op."""
+    if input_size != IMAGE_PIXELS + 1:
+        raise ValueError("Packed rows must have {} columns (pixels and label), got {}."
+                         .format(IMAGE_PIXELS + 1, input_size))
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(settings.seed)
+        inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
+        prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
+        layer_collection = comparison_training.layer_collection_for(spec)
+        model = build_convnet(inputs, initial_weights(settings.seed), layer_collection)
+        ops = comparison_training.make_train_ops(
+            spec, model, layer_collection, prev_inputs, settings.batch_size
+        )
+    return TrainingGraph(graph, model, prev_inputs, *ops)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def evaluate_after(graph_ops: TrainingGraph, sess, test: np.ndarray, chunk=2500):
+    """`(test loss, test accuracy)` over the packed `test` rows."""
+    model = graph_ops.model
+    totals = np.zeros(2)
+    for start in range(0, len(test), chunk):
+        batch = test[start:start + chunk]
+        totals += len(batch) * np.array(
+            sess.run([model.loss, model.accuracy], {model.inputs: batch}))
+    return tuple(float(value) for value in totals / len(test))
+
+
+def train_one(spec: OptimizerSpec, settings: ConvnetSettings, train, eval_rows, test,
+              progress=None) -> Dict:
+    """`comparison_training.train_one` on the convnet, plus `test_loss` and
+    `test_accuracy` of the final weights (off the clock)."""
+    final = {}
+
+    def build(run_spec, run_settings, input_size):
+        ops = build_training_graph(run_spec, run_settings, input_size)
+        final["ops"] = ops
+        return ops
+
+    record = comparison_training.train_one(
+        build, spec, settings, train, eval_rows, progress,
+        after_training=lambda sess: final.update(
+            test=evaluate_after(final["ops"], sess, test)),
+    )
+    record["test_loss"], record["test_accuracy"] = final["test"]
+    return record
+
+
+def compare(specs: Sequence[OptimizerSpec], settings: ConvnetSettings, data,
+            record_path: str, progress=None) -> Dict:
+    """Trains every spec; the JSON record (rewritten after each run) as in
+    `autoencoder_mnist.compare`, each run with its test loss and accuracy."""
+    train, eval_rows, test, source = data
+    os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
+    result = comparison_training.new_record(settings, source, eval_rows)
+    comparison_training.train_all(
+        lambda spec, run_settings, rows, evals, bar: train_one(
+            spec, run_settings, rows, evals, test, bar),
+        specs, lambda spec: settings, train, eval_rows, result, record_path, progress,
+    )
+    comparison_training.add_reference_target(result, record_path)
+    return result
+
+
+def format_test_metrics(runs: Sequence[Dict]) -> str:
+    """A markdown table: steps run, seconds, test loss and accuracy per run."""
+    lines = ["| run | steps run | seconds | test loss | test accuracy |",
+             "|---|---|---|---|---|"]
+    for run in runs:
+        lines.append("| {} | {} | {:.1f} | {:.4f} | {:.4f} |".format(
+            run["name"], run["steps"], run["seconds"], run["test_loss"],
+            run["test_accuracy"]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- specs
+
+SGD_REFERENCE = OptimizerSpec("sgd", 0.03, momentum=0.9, label="sgd")
+# Initial damping 0.01 blows up within 3 steps (the first inverses come
+# from one batch; LM adaptation moves damping only every 5 steps).
+QMODEL = dict(learning_rate=1.0, damping=0.1, momentum=0.0)
+REGULAR = dict(learning_rate=0.1, damping=0.01, momentum=0.9, norm_constraint=0.01)
+
+
+def ekfac_specs():
+    """SGD (the reference), then K-FAC and EKFAC pairs of equal settings
+    (quadratic model, and regular momentum with the norm constraint), at
+    equal inverse periods, and EKFAC with a 5x longer eigenbasis period."""
+    runs = [SGD_REFERENCE]
+    for kind, optimizer in (("kfac_qmodel", QMODEL), ("kfac", REGULAR)):
+        for approximation, period in (("kron", INVERSE_PERIOD),
+                                      ("ekfac", INVERSE_PERIOD),
+                                      ("ekfac", LONG_PERIOD)):
+            runs.append(OptimizerSpec(
+                kind, inv_update_every=period, cov_ema_decay=0.95,
+                approximation=None if approximation == "kron" else approximation,
+                label="{} {} inv={}".format(kind, approximation, period), **optimizer))
+    return runs
+
+
+FLAGS_TABLE = (
+    ("string", "data_dir", None, "MNIST-format folder (default: Fashion-MNIST)."),
+    ("bool", "use_fake_data", False, "Train on generated data instead."),
+    ("bool", "quick", False, "45 s per run instead of 120 s."),
+    ("bool", "ekfac", False, "EKFAC against K-FAC (issue #16)."),
+    ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
+    ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
+    ("integer", "eval_every", ConvnetSettings.eval_every, "Steps between evaluations."),
+    ("integer", "max_steps", None, "Also stop each run after this many steps."),
+    ("float", "max_seconds", None, "Seconds per run (default: 45 quick, 120 full)."),
+    ("string", "output_dir", OUTPUT_DIR, "Where the JSON and markdown go."),
+)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines FLAGS_TABLE in `flag_values`."""
+    comparison.define_flags(FLAGS_TABLE, flag_values)
+
+
+def run_from_flags(flag_values=flags.FLAGS) -> Dict:
+    """Runs the comparison the flags describe, writes `<name>.json` and
+    `<name>.md` to `--output_dir`, prints the report, returns the record."""
+    max_seconds = flag_values.max_seconds
+    if max_seconds is None:
+        max_seconds = 45.0 if flag_values.quick else 120.0
+    settings = ConvnetSettings(
+        batch_size=flag_values.batch_size, max_steps=flag_values.max_steps,
+        max_seconds=max_seconds, eval_every=flag_values.eval_every)
+    data = load_data(flag_values.data_dir, flag_values.use_fake_data,
+                     flag_values.eval_size, settings.seed)
+    name = "convnet_ekfac" if flag_values.ekfac else "convnet"
+    specs = ekfac_specs() if flag_values.ekfac else ekfac_specs()[:1]
+    record = compare(specs, settings, data,
+                     os.path.join(flag_values.output_dir, name + ".json"),
+                     progress=comparison.Progress(max_steps=settings.max_steps,
+                                                 max_seconds=settings.max_seconds))
+    if "target" not in record:
+        raise SystemExit("The SGD reference run has no finite loss: no target.")
+    text = "# {}, convnet, {} s per run ({})\n\n{}\n\n{}\n".format(
+        "EKFAC vs K-FAC" if flag_values.ekfac else "Optimizers", settings.max_seconds,
+        data[3], comparison.format_table(record["table"], record["target"]),
+        format_test_metrics(record["runs"]))
+    with open(os.path.join(flag_values.output_dir, name + ".md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    return record
+
+
+def main(argv):
+    del argv
+    run_from_flags()
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,185 @@
+"""Tests of the convnet benchmark: packed rows, the model against a numpy
+forward pass, the test metrics, and a tiny smoke run of the whole program."""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+from absl import flags
+
+# `bench` is a top-level folder of the repository, not an installed package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import convnet as bench  # noqa: E402
+from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
+
+
+def _numpy_conv_same(images, kernel, bias):
+    """Stride-1 SAME convolution (cross-correlation, as tf.nn.conv2d)."""
+    size = kernel.shape[0]
+    pad = size // 2
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    rows, cols = images.shape[1:3]
+    out = np.zeros(images.shape[:3] + (kernel.shape[3],))
+    for i in range(size):
+        for j in range(size):
+            out += padded[:, i:i + rows, j:j + cols, :] @ kernel[i, j]
+    return out + bias
+
+
+def _numpy_max_pool_same(images, size, stride):
+    """SAME max-pooling: the padding (at the end for these sizes) never wins."""
+    rows = images.shape[1]
+    out_rows = -(-rows // stride)
+    total = max((out_rows - 1) * stride + size - rows, 0)
+    before = total // 2
+    padded = np.pad(images, ((0, 0), (before, total - before), (before, total - before),
+                             (0, 0)), constant_values=-np.inf)
+    out = np.full((len(images), out_rows, out_rows, images.shape[3]), -np.inf)
+    for i in range(size):
+        for j in range(size):
+            end = stride * out_rows
+            out = np.maximum(out, padded[:, i:i + end:stride, j:j + end:stride])
+    return out
+
+
+def _numpy_loss_and_accuracy(weights, images, labels):
+    activations = images.reshape([-1, 28, 28, 1]).astype(np.float64)
+    for kernel, bias in weights[:-1]:
+        pre = _numpy_conv_same(activations, kernel.astype(np.float64), bias)
+        activations = _numpy_max_pool_same(np.maximum(pre, 0.0), bench.POOL_SIZE,
+                                           bench.POOL_STRIDE)
+    logits = activations.reshape([len(images), -1]) @ weights[-1][0] + weights[-1][1]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(labels)), labels].mean()
+    return loss, (logits.argmax(axis=1) == labels).mean()
+
+
+def _data(rng, count):
+    images = rng.rand(count, 28, 28, 1).astype(np.float32)
+    labels = rng.randint(0, 10, count)
+    return images, labels
+
+
+def test_pack_and_unpack_round_trip(graph, rng):
+    images, labels = _data(rng, 6)
+    packed = bench.pack(images, labels)
+    assert packed.shape == (6, 785) and packed.dtype == np.float32
+    with tf.Session(graph=graph) as sess:
+        out_images, out_labels = sess.run(bench.unpack(tf.constant(packed)))
+    np.testing.assert_array_equal(out_images, images)
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+def test_initial_weights_are_glorot_uniform_with_zero_biases_and_seeded():
+    weights = bench.initial_weights(3)
+    assert [kernel.shape for kernel, _ in weights] == [
+        (5, 5, 1, 16), (5, 5, 16, 16), (7 * 7 * 16, 10)]
+    for kernel, bias in weights:
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        fan_out = kernel.shape[-1] * int(np.prod(kernel.shape[:-2]))
+        assert np.abs(kernel).max() <= math.sqrt(6.0 / (fan_in + fan_out))
+        np.testing.assert_array_equal(bias, 0.0)
+    np.testing.assert_array_equal(bench.initial_weights(3)[1][0], weights[1][0])
+    assert not np.array_equal(bench.initial_weights(4)[1][0], weights[1][0])
+
+
+def test_convnet_loss_and_accuracy_match_numpy(graph, rng):
+    images, labels = _data(rng, 5)
+    # Nonzero biases so that they are checked too.
+    weights = [(kernel, rng.randn(*bias.shape).astype(np.float32) * 0.1)
+               for kernel, bias in bench.initial_weights(1)]
+    inputs = tf.placeholder(tf.float32, [None, 785])
+    model = bench.build_convnet(inputs, weights)
+    with tf.Session(graph=graph) as sess:
+        sess.run(tf.global_variables_initializer())
+        loss, accuracy = sess.run([model.loss, model.accuracy],
+                                  {inputs: bench.pack(images, labels)})
+        other = bench.pack(*_data(rng, 4))
+        loss_fn_value = sess.run(model.loss_fn(tf.constant(other)))
+    want_loss, want_accuracy = _numpy_loss_and_accuracy(weights, images, labels)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    assert accuracy == pytest.approx(want_accuracy)
+    want_other, _ = _numpy_loss_and_accuracy(
+        weights, other[:, :784], other[:, 784].astype(int))
+    np.testing.assert_allclose(loss_fn_value, want_other, rtol=1e-5)
+
+
+def test_registration_covers_every_layer(graph):
+    from kfac.ops import layer_collection as lc
+
+    collection = lc.LayerCollection()
+    inputs = tf.placeholder(tf.float32, [None, 785])
+    model = bench.build_convnet(inputs, bench.initial_weights(0), collection)
+    want = {var for layer in model.params for var in layer}
+    assert set(collection.registered_variables) == want
+    assert len(collection.losses) == 1
+
+
+def test_evaluate_after_weights_chunks_by_their_size(graph, rng):
+    images, labels = _data(rng, 11)
+    spec = OptimizerSpec("sgd", 0.1, momentum=0.9)
+    graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
+    with graph_ops.graph.as_default(), tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        loss, accuracy = bench.evaluate_after(
+            graph_ops, sess, bench.pack(images, labels), chunk=4)
+    want_loss, want_accuracy = _numpy_loss_and_accuracy(
+        bench.initial_weights(0), images, labels)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    assert accuracy == pytest.approx(want_accuracy)
+
+
+def test_training_graph_rejects_rows_of_the_wrong_width():
+    with pytest.raises(ValueError, match="785 columns"):
+        bench.build_training_graph(
+            OptimizerSpec("sgd", 0.1), bench.ConvnetSettings(), 784)
+
+
+def test_ekfac_specs_pair_kron_and_ekfac_at_equal_settings():
+    specs = bench.ekfac_specs()
+    assert specs[0].kind == "sgd" and specs[0].name == "sgd"
+    by_kind = {}
+    for spec in specs[1:]:
+        by_kind.setdefault(spec.kind, []).append(spec)
+    assert set(by_kind) == {"kfac", "kfac_qmodel"}
+    for runs in by_kind.values():
+        assert [(s.approximation, s.inv_update_every) for s in runs] == [
+            (None, bench.INVERSE_PERIOD), ("ekfac", bench.INVERSE_PERIOD),
+            ("ekfac", 5 * bench.INVERSE_PERIOD)]
+        assert len({(s.learning_rate, s.damping, s.momentum) for s in runs}) == 1
+    assert len({spec.name for spec in specs}) == len(specs)
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_and_markdown(tmp_path):
+    output_dir = str(tmp_path / "bench")
+    flag_values = flags.FlagValues()
+    bench.define_flags(flag_values)
+    flag_values(["convnet", "--use_fake_data", "--ekfac", "--eval_size=40",
+                 "--batch_size=8", "--max_steps=2", "--eval_every=1",
+                 "--output_dir=" + output_dir])
+    record = bench.run_from_flags(flag_values)
+    with open(os.path.join(output_dir, "convnet_ekfac.json")) as handle:
+        saved = json.load(handle)
+    names = [spec.name for spec in bench.ekfac_specs()]
+    assert [run["name"] for run in saved["runs"]] == names
+    assert all(run["steps"] == 2 for run in saved["runs"])
+    for run in saved["runs"]:
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and np.isfinite(run["test_loss"])
+        assert [e["step"] for e in run["evals"]] == [0, 1, 2]
+    # Every run starts from the same weights on the same evaluation rows.
+    assert len({run["evals"][0]["loss"] for run in saved["runs"]}) == 1
+    _, eval_rows, _, _ = bench.load_data(None, True, 40, 0)
+    want, _ = _numpy_loss_and_accuracy(bench.initial_weights(0), eval_rows[:, :784],
+                                       eval_rows[:, 784].astype(int))
+    np.testing.assert_allclose(saved["runs"][0]["evals"][0]["loss"], want, rtol=1e-5)
+    assert saved["target"] == record["target"]
+    with open(os.path.join(output_dir, "convnet_ekfac.md")) as handle:
+        text = handle.read()
+    assert "| kfac ekfac inv=50 | 2 |" in text
