@@ -338,3 +338,19 @@ def test_embedding_pi_uses_the_diagonal_sum(graph):
     block._input_factor.instantiate_cov_variables()
     # The [vocab] diagonal itself, not a dense [vocab, vocab] matrix.
     assert block._input_cov_for_pi().shape.as_list() == [4]
+
+
+def test_conv_multi_indep_takes_the_originals_arguments_by_position(graph):
+    params = (tf.zeros([3, 3, 2, 4]), tf.zeros([4]))
+    block = fb.ConvKFCBasicMultiIndepFB(
+        FakeLayerCollection(), params, "SAME", [1, 2, 2, 1], [1, 1, 1, 1], "NHWC",
+        "extract_image_patches", 3,
+    )
+    assert (block._padding, block._strides, block._dilation_rate) == (
+        "SAME", (1, 2, 2, 1), (1, 1, 1, 1))
+    assert (block._data_format, block._extract_patches_fn) == (
+        "NHWC", "extract_image_patches")
+    assert block._has_bias and block._filter_shape == (3, 3, 2, 4)
+    assert block._num_uses == 3
+    with pytest.raises(ValueError, match="num_uses must be None or a positive"):
+        fb.ConvKFCBasicMultiIndepFB(FakeLayerCollection(), params, "SAME", num_uses=0)

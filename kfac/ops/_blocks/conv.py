@@ -222,6 +222,40 @@ class ConvDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
 class ConvKFCMixin(object):
     """Configuration and factors shared by the conv Kronecker blocks."""
 
+    def __init__(
+        self,
+        layer_collection,
+        params,
+        padding,
+        strides=None,
+        dilation_rate=None,
+        data_format=None,
+        extract_patches_fn=None,
+        *args,
+        **kwargs
+    ):
+        """Creates the block.
+
+        Args:
+            layer_collection: owner that builds/shares the factors.
+            params: filter `[*spatial, cin, cout]`, or `(filter, bias)`.
+            padding: `"SAME"` or `"VALID"`.
+            strides: spatial-only strides (`tf.nn.convolution`), 4 strides with
+                `extract_patches_fn="extract_image_patches"`, or None.
+            dilation_rate: dilations in the same convention as `strides`, or None.
+            data_format: None or a channels-last format.
+            extract_patches_fn: None, `"extract_convolution_patches"`,
+                `"extract_image_patches"` or `"extract_pointwise_conv2d_patches"`.
+            *args, **kwargs: for the next class in the block's bases (e.g.
+                `num_uses`).
+        """
+        self._set_conv_config(
+            params, padding, strides, dilation_rate, data_format, extract_patches_fn
+        )
+        super(ConvKFCMixin, self).__init__(
+            *args, layer_collection=layer_collection, **kwargs
+        )
+
     def _set_conv_config(
         self, params, padding, strides, dilation_rate, data_format, extract_patches_fn
     ):
@@ -263,34 +297,6 @@ class ConvKFCBasicFB(InputOutputMultiTower, ConvKFCMixin, KroneckerProductFB):
     `T = num_conv_locations(input shape, strides)`; the damping is normalised by
     `T` before the pi split, so the damped block is `≈ T(Ω ⊗ Γ) + damping·I`.
     """
-
-    def __init__(
-        self,
-        layer_collection,
-        params,
-        padding,
-        strides=None,
-        dilation_rate=None,
-        data_format=None,
-        extract_patches_fn=None,
-    ):
-        """Creates the block.
-
-        Args:
-            layer_collection: owner that builds/shares the factors.
-            params: filter `[*spatial, cin, cout]`, or `(filter, bias)`.
-            padding: `"SAME"` or `"VALID"`.
-            strides: spatial-only strides (`tf.nn.convolution`), 4 strides with
-                `extract_patches_fn="extract_image_patches"`, or None.
-            dilation_rate: dilations in the same convention as `strides`, or None.
-            data_format: None or a channels-last format.
-            extract_patches_fn: None, `"extract_convolution_patches"`,
-                `"extract_image_patches"` or `"extract_pointwise_conv2d_patches"`.
-        """
-        self._set_conv_config(
-            params, padding, strides, dilation_rate, data_format, extract_patches_fn
-        )
-        super(ConvKFCBasicFB, self).__init__(layer_collection)
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)

@@ -7,7 +7,7 @@ so `multiply_matpower(v, exp) = (diag(F) + d)^exp ∘ V`.
 
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
-from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._blocks.towers import FullyConnectedMultiTower
 from kfac.ops._factors import fully_connected as fc_factors
 from kfac.ops._utils import reshape
 
@@ -30,22 +30,12 @@ class Mat2dDiagonalFB(FisherBlock):
         return self._factor.get_cov()
 
 
-class FullyConnectedDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
+class FullyConnectedDiagonalFB(FullyConnectedMultiTower, Mat2dDiagonalFB):
     """Diagonal Fisher of a fully connected layer.
 
     `diag(F) = (1/B) Σ_b outer(ã_b, g_b)²` (entry-wise square), `ã_b` the input
     row (with a trailing 1 for the bias) and `g_b` the pre-activation gradient.
     """
-
-    def __init__(self, layer_collection, has_bias=False):
-        """Creates the block.
-
-        Args:
-            layer_collection: owner that builds/shares the factors.
-            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
-        """
-        self._has_bias = has_bias
-        super(FullyConnectedDiagonalFB, self).__init__(layer_collection)
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)

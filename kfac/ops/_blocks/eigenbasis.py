@@ -19,9 +19,9 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.conv import ConvKFCMixin
+from kfac.ops._blocks.kronecker import FullyConnectedKroneckerFactors
 from kfac.ops._blocks.towers import InputOutputMultiTower
 from kfac.ops._factors import eigenbasis as eigenbasis_factors
-from kfac.ops._factors import fully_connected as fc_factors
 from kfac.ops._utils import reshape
 
 
@@ -68,28 +68,13 @@ class EigenbasisProducts(FisherBlock):
         return tf.matmul(basis * scaling, basis, transpose_b=True)
 
 
-class FullyConnectedEKFACFB(InputOutputMultiTower, EigenbasisProducts):
-    """EKFAC block of a fully connected layer: the bases of `E[ã ãᵀ]` and
-    `E[g gᵀ]` (the K-FAC factors) and `s = E[(U_Aᵀ ã)² (U_Gᵀ g)²ᵀ]`."""
-
-    def __init__(self, layer_collection, has_bias=False):
-        """Creates the block.
-
-        Args:
-            layer_collection: owner that builds/shares the factors.
-            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
-        """
-        self._has_bias = has_bias
-        super(FullyConnectedEKFACFB, self).__init__(layer_collection)
+class FullyConnectedEKFACFB(FullyConnectedKroneckerFactors, EigenbasisProducts):
+    """EKFAC block of a fully connected layer (`FullyConnectedKFACBasicFB`'s
+    arguments): the bases of `E[ã ãᵀ]` and `E[g gᵀ]` (the K-FAC factors) and
+    `s = E[(U_Aᵀ ã)² (U_Gᵀ g)²ᵀ]`."""
 
     def instantiate_factors(self, grads_list, damping):
-        inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._factors.make_or_get_factor(
-            fc_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
-        )
-        self._output_factor = self._factors.make_or_get_factor(
-            fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
-        )
+        inputs, grads_list = self._make_kronecker_factors(grads_list)
         self._make_eigenvalue_factor(
             eigenbasis_factors.FullyConnectedEigenbasisFactor,
             inputs, grads_list, damping,
@@ -97,24 +82,9 @@ class FullyConnectedEKFACFB(InputOutputMultiTower, EigenbasisProducts):
 
 
 class ConvEKFACFB(InputOutputMultiTower, ConvKFCMixin, EigenbasisProducts):
-    """EKFAC block of a convolution: the bases of the KFC factors `Ω` and `Γ`
-    and `s = E_b[(U_Ωᵀ G_b U_Γ)²]` over the per-example filter gradients."""
-
-    def __init__(
-        self,
-        layer_collection,
-        params,
-        padding,
-        strides=None,
-        dilation_rate=None,
-        data_format=None,
-        extract_patches_fn=None,
-    ):
-        """Creates the block; arguments as for `ConvKFCBasicFB`."""
-        self._set_conv_config(
-            params, padding, strides, dilation_rate, data_format, extract_patches_fn
-        )
-        super(ConvEKFACFB, self).__init__(layer_collection)
+    """EKFAC block of a convolution (`ConvKFCBasicFB`'s arguments): the bases
+    of the KFC factors `Ω` and `Γ` and `s = E_b[(U_Ωᵀ G_b U_Γ)²]` over the
+    per-example filter gradients."""
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)

@@ -10,7 +10,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
-from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._blocks.towers import FullyConnectedMultiTower
 from kfac.ops._factors import fully_connected as fc_factors
 from kfac.ops._utils import reshape
 
@@ -137,24 +137,13 @@ class KroneckerProductFB(FisherBlock):
         return self._renorm_coeff * reshape.kronecker_product(left_factor, right_factor)
 
 
-class FullyConnectedKFACBasicFB(InputOutputMultiTower, KroneckerProductFB):
-    """K-FAC block of a fully connected layer (Martens & Grosse 2015, §3).
+class FullyConnectedKroneckerFactors(FullyConnectedMultiTower):
+    """A fully connected layer's K-FAC factors `A = E[ã ãᵀ]` and `G = E[g gᵀ]`
+    (shared by every block built on them)."""
 
-    `A = E[ã ãᵀ]` (`ã` the input row with a trailing 1 when there is a bias),
-    `G = E[g gᵀ]` (`g` the gradient w.r.t. the pre-activations), `F ≈ A ⊗ G`.
-    """
-
-    def __init__(self, layer_collection, has_bias=False):
-        """Creates the block.
-
-        Args:
-            layer_collection: owner that builds/shares the factors.
-            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
-        """
-        self._has_bias = has_bias
-        super(FullyConnectedKFACBasicFB, self).__init__(layer_collection)
-
-    def instantiate_factors(self, grads_list, damping):
+    def _make_kronecker_factors(self, grads_list):
+        """Sets `_input_factor` (A) and `_output_factor` (G); returns the
+        processed `(inputs, grads_list)`."""
         inputs, grads_list = self._process_data(grads_list)
         self._input_factor = self._factors.make_or_get_factor(
             fc_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
@@ -162,4 +151,16 @@ class FullyConnectedKFACBasicFB(InputOutputMultiTower, KroneckerProductFB):
         self._output_factor = self._factors.make_or_get_factor(
             fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
         )
+        return inputs, grads_list
+
+
+class FullyConnectedKFACBasicFB(FullyConnectedKroneckerFactors, KroneckerProductFB):
+    """K-FAC block of a fully connected layer (Martens & Grosse 2015, §3).
+
+    `A = E[ã ãᵀ]` (`ã` the input row with a trailing 1 when there is a bias),
+    `G = E[g gᵀ]` (`g` the gradient w.r.t. the pre-activations), `F ≈ A ⊗ G`.
+    """
+
+    def instantiate_factors(self, grads_list, damping):
+        self._make_kronecker_factors(grads_list)
         self._setup_damping(damping)

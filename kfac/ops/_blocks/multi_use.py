@@ -48,32 +48,16 @@ class FullyConnectedMultiIndepFB(InputOutputMultiTowerMultiUse, KroneckerProduct
 
 
 class ConvKFCBasicMultiIndepFB(
-    InputOutputMultiTowerMultiUse, ConvKFCMixin, KroneckerProductFB
+    ConvKFCMixin, InputOutputMultiTowerMultiUse, KroneckerProductFB
 ):
     """Convolution used `num_uses` times per example: `F ≈ T·n·(Ω ⊗ Γ)`.
+
+    Arguments: `ConvKFCBasicFB`'s, then `num_uses` (`ConvKFCMixin` first among
+    the bases, so that they keep that order when given by position).
 
     `T` is the number of locations, taken from the first processed input (the
     original read `.shape` of the whole tuple and crashed; fixed here).
     """
-
-    def __init__(
-        self,
-        layer_collection,
-        params,
-        padding,
-        strides=None,
-        dilation_rate=None,
-        data_format=None,
-        extract_patches_fn=None,
-        num_uses=None,
-    ):
-        """Creates the block (arguments as `ConvKFCBasicFB`, plus `num_uses`)."""
-        self._set_conv_config(
-            params, padding, strides, dilation_rate, data_format, extract_patches_fn
-        )
-        super(ConvKFCBasicMultiIndepFB, self).__init__(
-            layer_collection=layer_collection, num_uses=num_uses
-        )
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)

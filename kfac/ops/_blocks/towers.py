@@ -80,6 +80,21 @@ class InputOutputMultiTower(object):
         return inputs, grads_list
 
 
+class FullyConnectedMultiTower(InputOutputMultiTower):
+    """Towers of a fully connected layer, whose parameters are `weights
+    [in, out]` or `(weights, bias [out])` (`_has_bias`)."""
+
+    def __init__(self, layer_collection, has_bias=False):
+        """Creates the block.
+
+        Args:
+            layer_collection: owner that builds/shares the factors.
+            has_bias: whether the parameters are `(weights [in, out], bias [out])`.
+        """
+        self._has_bias = has_bias
+        super(FullyConnectedMultiTower, self).__init__(layer_collection)
+
+
 class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
     """Tower mixin for layers applied several times per example (RNN steps, sharing).
 
