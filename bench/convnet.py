@@ -200,17 +200,10 @@ def build_training_graph(spec: OptimizerSpec, settings: ConvnetSettings,
     if input_size != IMAGE_PIXELS + 1:
         raise ValueError("Packed rows must have {} columns (pixels and label), got {}."
                          .format(IMAGE_PIXELS + 1, input_size))
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(settings.seed)
-        inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
-        prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
-        layer_collection = comparison_training.layer_collection_for(spec)
-        model = build_convnet(inputs, initial_weights(settings.seed), layer_collection)
-        ops = comparison_training.make_train_ops(
-            spec, model, layer_collection, prev_inputs, settings.batch_size
-        )
-    return TrainingGraph(graph, model, prev_inputs, *ops)
+    weights = initial_weights(settings.seed)
+    return comparison_training.build_training_graph(
+        spec, settings, input_size,
+        lambda inputs, collection: build_convnet(inputs, weights, collection))
 
 
 # ---------------------------------------------------------------- runs

@@ -250,12 +250,8 @@ def build_training_graph(
     and inverse update ops (used to time them one by one).
     """
     weights = initial_weights(input_size, settings.layer_sizes, settings.seed)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(settings.seed)
-        inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
-        prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
-        layer_collection = comparison_training.layer_collection_for(spec)
+
+    def build_model(inputs, layer_collection):
         model = build_autoencoder(
             inputs,
             weights,
@@ -266,10 +262,11 @@ def build_training_graph(
         )
         if layer_collection is not None and settings.auto_register:
             _training.auto_register_layers(layer_collection)
-        ops = comparison_training.make_train_ops(
-            spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
-        )
-    return TrainingGraph(graph, model, prev_inputs, *ops)
+        return model
+
+    return comparison_training.build_training_graph(
+        spec, settings, input_size, build_model, periodic
+    )
 
 
 def train_one(

@@ -206,6 +206,33 @@ def make_train_ops(
     return train_op, cov_update_op, inv_update_op, optimizer
 
 
+def build_training_graph(
+    spec: OptimizerSpec,
+    settings,
+    input_size: int,
+    build_model: Callable,
+    periodic: bool = True,
+) -> TrainingGraph:
+    """A new graph with `spec`'s training ops for the model `build_model` makes.
+
+    The graph's random seed is `settings.seed`; `build_model(inputs,
+    layer_collection)` gets the float32 `[None, input_size]` input
+    placeholder and `spec`'s collection (None for SGD and Adam), and returns
+    the model (`inputs`, `loss`, `loss_fn`). `periodic` as `make_train_ops`.
+    """
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(settings.seed)
+        inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
+        prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
+        layer_collection = layer_collection_for(spec)
+        model = build_model(inputs, layer_collection)
+        ops = make_train_ops(
+            spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
+        )
+    return TrainingGraph(graph, model, prev_inputs, *ops)
+
+
 class Trainer:
     """Runs one optimizer step: `step(step_index, batch, prev_batch)` → batch loss.
 
