@@ -20,7 +20,7 @@ placeholder; here each row of it is an image's 784 pixels followed by its
 label (`pack`), which the graph splits again.
 
 Run:
-  python -m bench.convnet --quick              # SGD, Adam, K-FAC; 45 s per run
+  python -m bench.convnet --quick              # SGD, Adam grids, K-FAC; 45 s per run
   python -m bench.convnet --quick --ekfac      # EKFAC against K-FAC (issue #16)
 """
 
@@ -276,6 +276,70 @@ QMODEL = dict(learning_rate=1.0, damping=0.1, momentum=0.0)
 REGULAR = dict(learning_rate=0.1, damping=0.01, momentum=0.9, norm_constraint=0.01)
 
 
+# Learning-rate grids: 10x each way of the best value (SGD 0.03, Adam 1e-3
+# on this model and budget).
+SGD_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+FAMILIES = ("sgd", "adam", "kfac", "kfac_qmodel")
+
+
+def kfac_specs():
+    """Every K-FAC configuration of the optimizer comparison (#14), labelled
+    by what differs from the plain one: the conv input factors from sampled
+    patches (`sub_sample_patches`, at most 3 per patch coordinate) and
+    covariances every `cov_update_every` steps."""
+    runs = []
+    for kind, optimizer in (("kfac_qmodel", QMODEL), ("kfac", REGULAR)):
+        for sub_sample, cov_every in ((False, 1), (True, 1), (True, 2)):
+            label = kind + (" sampled patches" if sub_sample else "")
+            if cov_every > 1:
+                label += " cov every {}".format(cov_every)
+            runs.append(OptimizerSpec(
+                kind, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
+                sub_sample_patches=sub_sample, cov_update_every=cov_every,
+                label=label, **optimizer))
+    return runs
+
+
+def grid_specs():
+    """SGD with momentum 0.9 and Adam over their grids, then `kfac_specs()`."""
+    runs = [OptimizerSpec("sgd", lr, momentum=0.9, label="sgd lr={:g}".format(lr))
+            for lr in SGD_LRS]
+    runs += [OptimizerSpec("adam", lr, label="adam lr={:g}".format(lr))
+             for lr in ADAM_LRS]
+    return runs + kfac_specs()
+
+
+def best_per_family(runs: Sequence[Dict]) -> Dict[str, Dict]:
+    """`{kind: its run with the lowest final evaluation loss}` (diverged
+    runs count as infinite)."""
+    best = {}
+    for run in runs:
+        family = run["config"]["optimizer"]["kind"]
+        if family not in best or (comparison.final_loss(run)
+                                  < comparison.final_loss(best[family])):
+            best[family] = run
+    return best
+
+
+def summarize_grid(record: Dict) -> None:
+    """Adds `best` (run name per family), `target` (the best SGD run's final
+    loss) and `table` (the best SGD and Adam runs, as "sgd" and "adam", then
+    every K-FAC run; ratios against both) to a grid comparison's record."""
+    runs = record["runs"]
+    best = best_per_family(runs)
+    record["best"] = {family: run["name"] for family, run in best.items()}
+    target = comparison.final_loss(best["sgd"])
+    if not math.isfinite(target):
+        return
+    rows = [dict(best[family], name=family) for family in ("sgd", "adam")
+            if family in best]
+    rows += [run for run in runs
+             if run["config"]["optimizer"]["kind"].startswith("kfac")]
+    record["target"] = target
+    record["table"] = comparison.target_table(rows, target, ("sgd", "adam"))
+
+
 def ekfac_specs():
     """SGD (the reference), then K-FAC and EKFAC pairs of equal settings
     (quadratic model, and regular momentum with the norm constraint), at
@@ -297,6 +361,7 @@ FLAGS_TABLE = (
     ("bool", "use_fake_data", False, "Train on generated data instead."),
     ("bool", "quick", False, "45 s per run instead of 120 s."),
     ("bool", "ekfac", False, "EKFAC against K-FAC (issue #16)."),
+    ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
     ("integer", "eval_every", ConvnetSettings.eval_every, "Steps between evaluations."),
@@ -322,17 +387,29 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         max_seconds=max_seconds, eval_every=flag_values.eval_every)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    name = "convnet_ekfac" if flag_values.ekfac else "convnet"
-    specs = ekfac_specs() if flag_values.ekfac else ekfac_specs()[:1]
-    record = compare(specs, settings, data,
-                     os.path.join(flag_values.output_dir, name + ".json"),
+    if flag_values.ekfac:
+        name, specs = "convnet_ekfac", ekfac_specs()
+        references = (comparison.REFERENCE,)
+    else:
+        name, references = "convnet", ("sgd", "adam")
+        specs = grid_specs()
+        if flag_values.kfac_only:
+            specs = [SGD_REFERENCE] + kfac_specs()
+    path = os.path.join(flag_values.output_dir, name + ".json")
+    record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
                                                  max_seconds=settings.max_seconds))
+    if not flag_values.ekfac:
+        summarize_grid(record)
+        comparison.write_json(path, record)
     if "target" not in record:
         raise SystemExit("The SGD reference run has no finite loss: no target.")
-    text = "# {}, convnet, {} s per run ({})\n\n{}\n\n{}\n".format(
+    best = "".join("Best {}: {}. ".format(family, run_name)
+                   for family, run_name in record.get("best", {}).items())
+    text = "# {}, convnet, {} s per run ({})\n\n{}{}\n\n{}\n".format(
         "EKFAC vs K-FAC" if flag_values.ekfac else "Optimizers", settings.max_seconds,
-        data[3], comparison.format_table(record["table"], record["target"]),
+        data[3], best + "\n\n" if best else "",
+        comparison.format_table(record["table"], record["target"], references),
         format_test_metrics(record["runs"]))
     with open(os.path.join(flag_values.output_dir, name + ".md"), "w") as handle:
         handle.write(text)

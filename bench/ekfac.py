@@ -20,6 +20,7 @@ Writes `<output_dir>/ekfac.json` and `ekfac.md` (`drift.json`, `drift.md`).
 Run:
   python -m bench.ekfac --quick     # about 12 minutes on 2 CPU cores
   python -m bench.ekfac --quick --drift
+  python -m bench.ekfac --quick --regular_dampings=0.03,0.1,0.3,1
   python -m bench.ekfac             # 150 s per run
 """
 
@@ -43,6 +44,9 @@ FLAGS_TABLE = (
     ("bool", "quick", False, "60 s per run instead of 150 s."),
     ("string", "output_dir", OUTPUT_DIR, "Where the JSON and markdown go."),
     ("bool", "drift", False, "Fixed inverse periods against the drift schedule."),
+    ("list", "regular_dampings", None,
+     "Instead: EKFAC with regular momentum at these dampings (and K-FAC at the "
+     "first), inverses every 10 steps."),
 )
 QMODEL = dict(learning_rate=1.0, damping=0.03, momentum=0.0)
 
@@ -73,6 +77,21 @@ def inverse_updates(run):
         return None
     num_factors = NUM_FACTORS
     return num_factors * (1 + (run["steps"] - 1) // config["inv_update_every"])
+
+
+def damping_specs(dampings):
+    """SGD, K-FAC with regular momentum at `dampings[0]`, then EKFAC with
+    regular momentum at each damping (the original's other settings)."""
+    runs = [ae.OptimizerSpec("sgd", 2e-3, label="sgd")]
+    for approximation, values in (("kron", dampings[:1]), ("ekfac", dampings)):
+        for damping in values:
+            runs.append(ae.OptimizerSpec(
+                "kfac", learning_rate=0.01, damping=damping, momentum=0.9,
+                warm_start_covariances=False, inv_update_every=INVERSE_PERIOD,
+                cov_update_every=1, cov_ema_decay=0.95,
+                approximation=None if approximation == "kron" else approximation,
+                label="kfac {} damping={:g}".format(approximation, damping)))
+    return runs
 
 
 def specs():
@@ -111,8 +130,14 @@ def main(argv):
         options.data_dir, options.use_fake_data, 2000, settings.batch_size,
         settings.seed, fallback_to_fake=True)
     os.makedirs(options.output_dir, exist_ok=True)
-    name = "drift" if options.drift else "ekfac"
-    record = ae.compare(drift_specs() if options.drift else specs(), settings,
+    if options.regular_dampings:
+        name = "ekfac_damping"
+        runs = damping_specs([float(value) for value in options.regular_dampings])
+    elif options.drift:
+        name, runs = "drift", drift_specs()
+    else:
+        name, runs = "ekfac", specs()
+    record = ae.compare(runs, settings,
                         train_images, eval_images,
                         os.path.join(options.output_dir, name + ".json"), data=source)
     if "target" not in record:
@@ -121,7 +146,8 @@ def main(argv):
     counts = ["{}: {} steps, {} inverse updates".format(
         run["name"], run["steps"], inverse_updates(run))
         for run in record["runs"] if inverse_updates(run) is not None]
-    title = "Inverses by drift" if options.drift else "EKFAC vs K-FAC"
+    title = {"drift": "Inverses by drift", "ekfac": "EKFAC vs K-FAC",
+             "ekfac_damping": "EKFAC (regular momentum) by damping"}[name]
     text = "# {}, autoencoder, {} s per run ({})\n\n{}\n\n{}\n".format(
         title, seconds, source, table, "\n".join("* " + line for line in counts))
     with open(os.path.join(options.output_dir, name + ".md"), "w") as handle:

@@ -56,7 +56,9 @@ class OptimizerSpec:
     With `max_drift`, inverses are refreshed by drift
     (`invert_every="adaptive"`) with `inv_update_every` as the longest period.
     `norm_constraint` bounds the squared Fisher norm of a K-FAC update (KL
-    clipping, Ba et al. 2017; None: no bound).
+    clipping, Ba et al. 2017; None: no bound). `sub_sample_inputs` and
+    `sub_sample_patches` estimate every convolution's input factor from a
+    random part of the examples / patches (`KfacConfig`'s fields).
     """
 
     kind: str
@@ -74,6 +76,8 @@ class OptimizerSpec:
     approximation: Optional[str] = None
     max_drift: Optional[float] = None
     norm_constraint: Optional[float] = None
+    sub_sample_inputs: bool = False
+    sub_sample_patches: bool = False
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -116,11 +120,15 @@ def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
 
     With `warm_start_covariances` its covariances start at zero and are
     zero-debiased: its own configuration, the module constants untouched; with
-    `approximation`, that is its default for dense and conv2d layers.
+    `approximation`, that is its default for dense and conv2d layers; the
+    sampling switches go into the configuration.
     """
     if not spec.kind.startswith("kfac"):
         return None
-    config = kfac.KfacConfig.from_defaults()
+    config = kfac.KfacConfig.from_defaults().replace(
+        sub_sample_inputs=spec.sub_sample_inputs,
+        sub_sample_patches=spec.sub_sample_patches,
+    )
     if spec.warm_start_covariances:
         config = config.replace(init_covariances_at_zero=True, zero_debias=True)
     layer_collection = kfac.LayerCollection(config=config)

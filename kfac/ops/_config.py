@@ -47,6 +47,15 @@ class KfacConfig:
             inverses.
         posdef_eig_method: the `utils.posdef_eig_functions` key used for the
             eigendecompositions of multi-use factors.
+        sub_sample_inputs: a convolution's input factor reads the patches of
+            a random `inputs_to_extract_patches_factor` of the batch's
+            examples (at least one) instead of all of them.
+        sub_sample_patches: a convolution's input factor averages over at
+            most `max_num_patches_per_dimension · d` patches drawn at random
+            without replacement (`d` the patch size, bias coordinate
+            included), instead of all `B·T`.
+        inputs_to_extract_patches_factor: in (0, 1], see `sub_sample_inputs`.
+        max_num_patches_per_dimension: > 0, see `sub_sample_patches`.
     """
 
     init_covariances_at_zero: bool = False
@@ -58,6 +67,24 @@ class KfacConfig:
     pi_type: str = PI_TRACENORM_NAME
     posdef_inv_method: str = "cholesky"
     posdef_eig_method: str = "self_adjoint"
+    sub_sample_inputs: bool = False
+    sub_sample_patches: bool = False
+    inputs_to_extract_patches_factor: float = 0.5
+    max_num_patches_per_dimension: float = 3.0
+
+    def __post_init__(self):
+        fraction = self.inputs_to_extract_patches_factor
+        if isinstance(fraction, bool) or not 0.0 < fraction <= 1.0:
+            raise ValueError(
+                "inputs_to_extract_patches_factor must be in (0, 1], got %r."
+                % (fraction,)
+            )
+        per_dimension = self.max_num_patches_per_dimension
+        if isinstance(per_dimension, bool) or not per_dimension > 0.0:
+            raise ValueError(
+                "max_num_patches_per_dimension must be positive, got %r."
+                % (per_dimension,)
+            )
 
     @classmethod
     def from_defaults(cls) -> "KfacConfig":

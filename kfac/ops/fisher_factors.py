@@ -64,6 +64,16 @@ EIGENVALUE_CLIPPING_THRESHOLD = 0.0
 # on that tower's device and averages them.
 TOWER_STRATEGY = "concat"
 
+# Port additions (kfac 0.2 has the same switches): a convolution's input
+# factor estimated from a random part of the batch's examples
+# (SUB_SAMPLE_INPUTS, that fraction: INPUTS_TO_EXTRACT_PATCHES_FACTOR) and/or
+# of its patches (SUB_SAMPLE_PATCHES, at most MAX_NUM_PATCHES_PER_DIMENSION
+# times the patch size). Registrations may override the two switches.
+SUB_SAMPLE_INPUTS = False
+SUB_SAMPLE_PATCHES = False
+INPUTS_TO_EXTRACT_PATCHES_FACTOR = 0.5
+MAX_NUM_PATCHES_PER_DIMENSION = 3.0
+
 _config.declare_defaults(
     sys.modules[__name__],
     {
@@ -72,6 +82,10 @@ _config.declare_defaults(
         "eigenvalue_decomposition_threshold": "EIGENVALUE_DECOMPOSITION_THRESHOLD",
         "eigenvalue_clipping_threshold": "EIGENVALUE_CLIPPING_THRESHOLD",
         "tower_strategy": "TOWER_STRATEGY",
+        "sub_sample_inputs": "SUB_SAMPLE_INPUTS",
+        "sub_sample_patches": "SUB_SAMPLE_PATCHES",
+        "inputs_to_extract_patches_factor": "INPUTS_TO_EXTRACT_PATCHES_FACTOR",
+        "max_num_patches_per_dimension": "MAX_NUM_PATCHES_PER_DIMENSION",
     },
 )
 
@@ -82,17 +96,31 @@ def set_global_constants(
     eigenvalue_decomposition_threshold: Optional[int] = None,
     eigenvalue_clipping_threshold: Optional[float] = None,
     tower_strategy: Optional[str] = None,
+    sub_sample_inputs: Optional[bool] = None,
+    sub_sample_patches: Optional[bool] = None,
+    inputs_to_extract_patches_factor: Optional[float] = None,
+    max_num_patches_per_dimension: Optional[float] = None,
 ) -> None:
     """Overwrites each constant whose argument is not None.
 
     The constants are the defaults of the collections (and stand-alone
     factors) made afterwards. `tower_strategy` is not validated here (the
     original accepted anything); an unknown strategy raises a ValueError when
-    a factor or block uses it.
+    a factor or block uses it. The last four are port additions (see
+    `SUB_SAMPLE_INPUTS`); their values are checked when a collection is made.
     """
     global INIT_COVARIANCES_AT_ZERO, ZERO_DEBIAS
     global EIGENVALUE_DECOMPOSITION_THRESHOLD, EIGENVALUE_CLIPPING_THRESHOLD
-    global TOWER_STRATEGY
+    global TOWER_STRATEGY, SUB_SAMPLE_INPUTS, SUB_SAMPLE_PATCHES
+    global INPUTS_TO_EXTRACT_PATCHES_FACTOR, MAX_NUM_PATCHES_PER_DIMENSION
+    if sub_sample_inputs is not None:
+        SUB_SAMPLE_INPUTS = sub_sample_inputs
+    if sub_sample_patches is not None:
+        SUB_SAMPLE_PATCHES = sub_sample_patches
+    if inputs_to_extract_patches_factor is not None:
+        INPUTS_TO_EXTRACT_PATCHES_FACTOR = inputs_to_extract_patches_factor
+    if max_num_patches_per_dimension is not None:
+        MAX_NUM_PATCHES_PER_DIMENSION = max_num_patches_per_dimension
     if init_covariances_at_zero is not None:
         INIT_COVARIANCES_AT_ZERO = init_covariances_at_zero
     if zero_debias is not None:

@@ -232,6 +232,8 @@ class ConvKFCMixin(object):
         data_format=None,
         extract_patches_fn=None,
         *args,
+        sub_sample_inputs=None,
+        sub_sample_patches=None,
         **kwargs
     ):
         """Creates the block.
@@ -248,10 +250,15 @@ class ConvKFCMixin(object):
                 `"extract_image_patches"` or `"extract_pointwise_conv2d_patches"`.
             *args, **kwargs: for the next class in the block's bases (e.g.
                 `num_uses`).
+            sub_sample_inputs, sub_sample_patches: (port additions, keywords
+                only) estimate the input factor from a random part of the
+                examples / patches (`ConvInputKroneckerFactor`; None: the
+                collection's `KfacConfig`).
         """
         self._set_conv_config(
             params, padding, strides, dilation_rate, data_format, extract_patches_fn
         )
+        self._sub_sample = (sub_sample_inputs, sub_sample_patches)
         super(ConvKFCMixin, self).__init__(
             *args, layer_collection=layer_collection, **kwargs
         )
@@ -269,7 +276,16 @@ class ConvKFCMixin(object):
         self._filter_shape = _filter_shape(params, self._has_bias)
 
     def _make_conv_factors(self, inputs, grads_list):
-        """Sets `_num_locations`, `_input_factor` (Ω) and `_output_factor` (Γ)."""
+        """Sets `_num_locations`, `_input_factor` (Ω) and `_output_factor` (Γ).
+
+        The sampling switches are resolved against the configuration first,
+        so that blocks asking for the same statistics share one factor.
+        """
+        defaults = (self._config.sub_sample_inputs, self._config.sub_sample_patches)
+        sub_sample = tuple(
+            bool(default if value is None else value)
+            for value, default in zip(self._sub_sample, defaults)
+        )
         self._num_locations = num_conv_locations(
             inputs[0].shape.as_list(), self._strides
         )
@@ -284,7 +300,8 @@ class ConvKFCMixin(object):
                 self._data_format,
                 self._extract_patches_fn,
                 self._has_bias,
-            ),
+            )
+            + sub_sample,
         )
         self._output_factor = self._factors.make_or_get_factor(
             conv_factors.ConvOutputKroneckerFactor, (grads_list,)

@@ -18,6 +18,7 @@ from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
+from kfac.ops._factors import sampling
 from kfac.ops._factors import second_moments
 from kfac.ops._factors import statistics
 from kfac.ops._utils import conv_patches
@@ -208,6 +209,9 @@ class ConvInputKroneckerFactor(
         (1×1 conv2d, `conv_patches.extract_pointwise_conv2d_patches`); any other value
         raises NotImplementedError when the update op is built.
       has_bias: append a homogeneous coordinate to every patch.
+      sub_sample_inputs, sub_sample_patches: (port additions) estimate `Ω̂`
+        from a random part of the examples / of the patches (`KfacConfig`'s
+        fields of the same names, whose values None takes).
     """
 
     def __init__(
@@ -220,6 +224,8 @@ class ConvInputKroneckerFactor(
         data_format=None,
         extract_patches_fn=None,
         has_bias=False,
+        sub_sample_inputs=None,
+        sub_sample_patches=None,
     ):
         self._inputs = inputs
         self._filter_shape = _int_tuple(filter_shape)
@@ -230,6 +236,14 @@ class ConvInputKroneckerFactor(
         self._extract_patches_fn = extract_patches_fn
         self._has_bias = has_bias
         super(ConvInputKroneckerFactor, self).__init__()
+        config = self.config
+        self._sub_sample_inputs = bool(
+            config.sub_sample_inputs if sub_sample_inputs is None else sub_sample_inputs
+        )
+        self._sub_sample_patches = bool(
+            config.sub_sample_patches if sub_sample_patches is None
+            else sub_sample_patches
+        )
 
     @property
     def _tower_inputs(self):
@@ -247,6 +261,17 @@ class ConvInputKroneckerFactor(
                 self._data_format,
                 self._has_bias,
             )
+        ) + self._sampling_suffix()
+
+    def _sampling_suffix(self):
+        # Unchanged names without sampling; factors differing only in it apart.
+        return "".join(
+            suffix
+            for suffix, on in (
+                ("_subinputs", self._sub_sample_inputs),
+                ("_subpatches", self._sub_sample_patches),
+            )
+            if on
         )
 
     @property
@@ -310,14 +335,35 @@ class ConvInputKroneckerFactor(
             % (_PATCH_FNS, patches_fn)
         )
 
+    @property
+    def max_num_patches(self) -> int:
+        """Patches averaged over with `sub_sample_patches`: `ceil(c·d)`, `d`
+        the patch size with the bias coordinate, `c` the configuration's
+        `max_num_patches_per_dimension`."""
+        return sampling.num_sampled(
+            self._cov_shape[0], self.config.max_num_patches_per_dimension
+        )
+
+    def patch_rows(self, inputs):
+        """`[N, p]` patches (bias coordinate not included) over which `Ω̂`
+        averages: one per example and output location (`N = B·T`), of the
+        sampled examples and/or only the sampled patches when sampling."""
+        inputs = tf.convert_to_tensor(inputs)
+        if self._sub_sample_inputs:
+            inputs, _ = sampling.sample_examples(
+                inputs, self.config.inputs_to_extract_patches_factor
+            )
+        patches = self.extract_patches(inputs)
+        rows = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
+        if self._sub_sample_patches:
+            rows, _ = sampling.sample_rows(rows, self.max_num_patches)
+        return rows
+
     def _compute_new_cov(self, source, tower):
         del source  # One source: the layer inputs.
-        patches = self.extract_patches(tf.convert_to_tensor(self._inputs[tower]))
-        # Rows: one patch per example and output location (B·T rows).
-        patches_flat = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
         # The ones column is folded in without copying the patches.
         return second_moments.symmetric_second_moment(
-            patches_flat, append_ones=self._has_bias
+            self.patch_rows(self._inputs[tower]), append_ones=self._has_bias
         )
 
 

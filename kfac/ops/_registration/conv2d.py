@@ -25,6 +25,7 @@ from kfac.ops._registration.convolution import check_data_format
 from kfac.ops._registration.convolution import check_full_strides
 from kfac.ops._registration.convolution import check_padding
 from kfac.ops._registration.convolution import check_spatial_list
+from kfac.ops._registration.convolution import sub_sample_options
 from kfac.ops._registration.multi_use import register_multi_use_layer
 
 CONV2D = LayerKind(
@@ -88,12 +89,12 @@ class Conv2dLayer:
             names=names,
         )
 
-    def block(self, factor_cache, block_type, approx, **multi_use):
+    def block(self, factor_cache, block_type, approx, **options):
         """A block of `block_type` for this convolution.
 
         The diagonal block takes `dilations`; the Kronecker ones take them as
         `dilation_rate` and extract patches with `tf.extract_image_patches`, as
-        in the original.
+        in the original, and `options` (`num_uses`, the sampling switches).
         """
         common = dict(
             layer_collection=factor_cache,
@@ -108,7 +109,7 @@ class Conv2dLayer:
             dilation_rate=self.dilations,
             extract_patches_fn="extract_image_patches",
             **common,
-            **multi_use,
+            **options,
         )
 
 
@@ -123,6 +124,8 @@ def register_conv2d(
     dilations=None,
     approx=None,
     reuse=VARIABLE_SCOPE,
+    sub_sample_inputs=None,
+    sub_sample_patches=None,
 ) -> None:
     """Registers a `tf.nn.conv2d` layer (channels last).
 
@@ -137,12 +140,20 @@ def register_conv2d(
       approx: "kron" (`ConvKFCBasicFB`, default), "diagonal" (`ConvDiagonalFB`)
         or "ekfac" (`ConvEKFACFB`).
       reuse: see `register_block`.
+      sub_sample_inputs, sub_sample_patches: (port additions) estimate the
+        Kronecker input factor from a random part of the examples / of the
+        patches (`ConvInputKroneckerFactor`); None: the collection's
+        `KfacConfig`. True with "diagonal" raises ValueError.
     """
     layer = Conv2dLayer(params, strides, padding, data_format, dilations)
 
     def make_block(block_type, approx):
         layer.check(CONV2D.method, inputs, outputs)
-        return layer.block(layer_collection.factor_cache, block_type, approx)
+        options = sub_sample_options(
+            CONV2D.method, approx, sub_sample_inputs, sub_sample_patches)
+        if approx == APPROX_DIAGONAL_NAME:
+            options = {}
+        return layer.block(layer_collection.factor_cache, block_type, approx, **options)
 
     register_layer(
         layer_collection, CONV2D, params, approx, reuse, make_block, (inputs, outputs)

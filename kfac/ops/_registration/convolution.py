@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from kfac.ops._blocks.conv import ConvKFCBasicFB
+from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
 from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
@@ -216,6 +217,26 @@ def check_convolution_io(
         check_same_batch(method, *checked)
 
 
+def sub_sample_options(method, approx, sub_sample_inputs, sub_sample_patches):
+    """The sampling keywords for a Kronecker conv block, checked.
+
+    Raises:
+      ValueError: a switch that is neither None nor a bool, or a switch turned
+        on for an approximation without the Kronecker input factor.
+    """
+    options = dict(sub_sample_inputs=sub_sample_inputs,
+                   sub_sample_patches=sub_sample_patches)
+    for name, value in options.items():
+        if value is not None and not isinstance(value, bool):
+            raise ValueError("%s: %s must be None or a bool, got %r."
+                             % (method, name, value))
+        if value and approx == APPROX_DIAGONAL_NAME:
+            raise ValueError(
+                "%s: %s=True needs a Kronecker approximation (it samples the "
+                "input factor's patches); approx is %r." % (method, name, approx))
+    return options
+
+
 def register_convolution(
     layer_collection,
     params,
@@ -227,6 +248,8 @@ def register_convolution(
     data_format=None,
     approx=None,
     reuse=VARIABLE_SCOPE,
+    sub_sample_inputs=None,
+    sub_sample_patches=None,
 ) -> None:
     """Registers an N-D `tf.nn.convolution` layer (always `ConvKFCBasicFB`).
 
@@ -239,8 +262,13 @@ def register_convolution(
       data_format: None or the channels-last format ("NWC", "NHWC", "NDHWC").
       approx: None or "kron".
       reuse: see `register_block`.
+      sub_sample_inputs, sub_sample_patches: (port additions) estimate the
+        input factor from a random part of the examples / of the patches
+        (`ConvInputKroneckerFactor`); None: the collection's `KfacConfig`.
     """
     method = CONVOLUTION.method
+    sub_sample = sub_sample_options(
+        method, approx, sub_sample_inputs, sub_sample_patches)
 
     def make_block(block_type, unused_approx):
         spatial_rank = conv_spatial_rank(method, params, inputs)
@@ -266,6 +294,7 @@ def register_convolution(
             strides=strides,
             dilation_rate=dilation_rate,
             data_format=data_format,
+            **sub_sample,
         )
 
     register_layer(
