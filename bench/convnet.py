@@ -298,6 +298,12 @@ def kfac_specs():
                 kind, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
                 sub_sample_patches=sub_sample, cov_update_every=cov_every,
                 label=label, **optimizer))
+    # The quadratic model's runs grow unstable after ~200 steps at initial
+    # damping 0.1: a larger one.
+    runs.append(OptimizerSpec(
+        "kfac_qmodel", inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
+        sub_sample_patches=True, label="kfac_qmodel sampled patches damping=1",
+        **dict(QMODEL, damping=1.0)))
     return runs
 
 

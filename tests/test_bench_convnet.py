@@ -183,3 +183,44 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
     with open(os.path.join(output_dir, "convnet_ekfac.md")) as handle:
         text = handle.read()
     assert "| kfac ekfac inv=50 | 2 |" in text
+
+
+def _run(name, kind, learning_rate, losses, seconds_per_eval=1.0):
+    evals = [{"step": 10 * i, "seconds": seconds_per_eval * i, "loss": loss}
+             for i, loss in enumerate(losses)]
+    return {"name": name, "evals": evals, "final_loss": losses[-1], "diverged": False,
+            "steps": 10 * (len(losses) - 1),
+            "config": {"optimizer": {"kind": kind, "learning_rate": learning_rate}}}
+
+
+def test_grids_span_ten_times_each_way_of_their_best_values():
+    for grid, best in ((bench.SGD_LRS, 0.03), (bench.ADAM_LRS, 1e-3)):
+        assert len(grid) >= 4 and best in grid
+        assert min(grid) <= best / 10 * 1.0001 and max(grid) >= best * 10 / 1.0001
+    specs = bench.grid_specs()
+    assert [s.kind for s in specs[:10]] == ["sgd"] * 5 + ["adam"] * 5
+    assert specs[10:] == bench.kfac_specs()
+    assert len({spec.name for spec in specs}) == len(specs)
+    sampled = [s for s in bench.kfac_specs() if s.sub_sample_patches]
+    assert sampled and {s.kind for s in sampled} == {"kfac", "kfac_qmodel"}
+
+
+def test_summarize_grid_targets_the_best_sgd_run_and_compares_every_kfac_run():
+    record = {"runs": [
+        _run("sgd lr=0.01", "sgd", 0.01, [2.0, 1.0, 0.8]),
+        _run("sgd lr=0.1", "sgd", 0.1, [2.0, 0.9, 0.5]),
+        _run("adam lr=0.001", "adam", 1e-3, [2.0, 0.6, 0.4]),
+        _run("kfac_qmodel", "kfac_qmodel", 1.0, [2.0, 0.45], seconds_per_eval=0.5),
+        _run("kfac", "kfac", 0.1, [2.0, 0.7]),
+    ]}
+    bench.summarize_grid(record)
+    assert record["best"] == {"sgd": "sgd lr=0.1", "adam": "adam lr=0.001",
+                              "kfac_qmodel": "kfac_qmodel", "kfac": "kfac"}
+    assert record["target"] == 0.5
+    rows = {row["name"]: row for row in record["table"]}
+    assert list(rows) == ["sgd", "adam", "kfac_qmodel", "kfac"]
+    # SGD needed 20 steps / 2 s, Adam 20 steps / 2 s, qmodel 10 steps / 0.5 s.
+    assert (rows["kfac_qmodel"]["steps"], rows["kfac_qmodel"]["seconds"]) == (10, 0.5)
+    assert rows["kfac_qmodel"]["ratios"]["sgd"] == {"steps": 2.0, "seconds": 4.0}
+    assert rows["kfac_qmodel"]["ratios"]["adam"] == {"steps": 2.0, "seconds": 4.0}
+    assert rows["kfac"]["steps"] is None
