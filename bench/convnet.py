@@ -298,12 +298,17 @@ def kfac_specs():
                 kind, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
                 sub_sample_patches=sub_sample, cov_update_every=cov_every,
                 label=label, **optimizer))
-    # The quadratic model's runs grow unstable after ~200 steps at initial
-    # damping 0.1: a larger one.
-    runs.append(OptimizerSpec(
-        "kfac_qmodel", inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
-        sub_sample_patches=True, label="kfac_qmodel sampled patches damping=1",
-        **dict(QMODEL, damping=1.0)))
+    # The quadratic model's runs grow unstable after ~200 steps: the
+    # Levenberg-Marquardt rule drives the damping from 0.1 to its floor
+    # (1e-5) by then. A larger initial damping, and higher floors.
+    variants = (("damping=1", dict(damping=1.0)),
+                ("min_damping=1e-3", dict(min_damping=1e-3)),
+                ("min_damping=1e-2", dict(min_damping=1e-2)))
+    for name, change in variants:
+        runs.append(OptimizerSpec(
+            "kfac_qmodel", inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
+            sub_sample_patches=True, label="kfac_qmodel sampled patches " + name,
+            **dict(QMODEL, **change)))
     return runs
 
 

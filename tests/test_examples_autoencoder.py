@@ -340,7 +340,18 @@ def test_flags_pick_quick_or_full_defaults_unless_given():
     assert specs["kfac"].learning_rate == 0.5
     assert specs["sgd"].learning_rate == ae.DEFAULTS["sgd_lr"]
     assert specs["kfac_qmodel"].momentum == 0.0
-    assert specs["kfac"].cov_ema_decay == ae.DEFAULTS["cov_ema_decay"]
+    # Regular momentum: the original's schedule; the quadratic model: the
+    # example's; a flag given sets both.
+    assert (specs["kfac"].cov_ema_decay, specs["kfac"].inv_update_every,
+            specs["kfac"].cov_update_every) == (0.95, 10, 1)
+    assert specs["kfac"].damping == 0.03
+    assert not specs["kfac"].warm_start_covariances
+    assert specs["kfac_qmodel"].cov_ema_decay == ae.DEFAULTS["cov_ema_decay"]
+    assert specs["kfac_qmodel"].inv_update_every == ae.DEFAULTS["inv_update_every"]
+    given = {spec.kind: spec for spec in ae.specs_from_flags(
+        _flag_values(["--quick", "--inv_update_every=3", "--cov_ema_decay=0.5"]))}
+    for kind in ("kfac", "kfac_qmodel"):
+        assert (given[kind].inv_update_every, given[kind].cov_ema_decay) == (3, 0.5)
     full = ae.settings_from_flags(_flag_values(["--max_steps=7"]))
     assert full.max_steps == 7 and full.max_seconds == ae.DEFAULTS["max_seconds"]
     with pytest.raises(ValueError, match="--optimizers: unknown"):
@@ -411,3 +422,22 @@ def test_warm_start_is_the_collections_own_config():
     assert kfac.KfacConfig.from_defaults() == kfac.KfacConfig()
     sgd = ae.OptimizerSpec("sgd", 0.1)
     assert comparison_training.layer_collection_for(sgd) is None
+
+
+def test_spec_options_reach_the_collection_and_the_optimizer():
+    spec = ae.OptimizerSpec("kfac_qmodel", 1.0, damping=0.1, momentum=0.0,
+                            sub_sample_patches=True, min_damping=1e-3)
+    with tf.Graph().as_default():
+        collection = comparison_training.layer_collection_for(spec)
+    assert collection.config.sub_sample_patches
+    assert not collection.config.sub_sample_inputs
+    settings = ae.TrainSettings(batch_size=8, layer_sizes=(4, 2, 4), code_layer=1)
+    graph_ops = ae.build_training_graph(spec, settings, 16)
+    assert graph_ops.optimizer._min_damping == 1e-3
+    regular = ae.OptimizerSpec("kfac", 0.01, damping=0.03, norm_constraint=0.02,
+                               sub_sample_inputs=True)
+    with tf.Graph().as_default():
+        collection = comparison_training.layer_collection_for(regular)
+    assert collection.config.sub_sample_inputs
+    graph_ops = ae.build_training_graph(regular, settings, 16)
+    assert graph_ops.optimizer._norm_constraint == 0.02

@@ -231,12 +231,14 @@ def plot_records(
     title: str = "Deep autoencoder",
     log_x: bool = False,
     max_loss: Optional[float] = None,
+    log_y: bool = False,
 ) -> bool:
     """Saves loss against steps and against seconds to `path` (PNG).
 
     `log_x` draws both x axes on a log scale (step 0 is then left out);
-    `max_loss` caps the y axis. Returns False (and prints why) when matplotlib
-    is not installed.
+    `max_loss` caps the y axis; `log_y` draws the losses on a log scale (the
+    differences near the target become visible). Returns False (and prints
+    why) when matplotlib is not installed.
     """
     try:
         import matplotlib
@@ -269,6 +271,8 @@ def plot_records(
             )
         if log_x:
             axis.set_xscale("log")
+        if log_y:
+            axis.set_yscale("log")
         if max_loss is not None:
             axis.set_ylim(top=max_loss)
         axis.set_xlabel(xlabel)

@@ -59,6 +59,7 @@ class OptimizerSpec:
     clipping, Ba et al. 2017; None: no bound). `sub_sample_inputs` and
     `sub_sample_patches` estimate every convolution's input factor from a
     random part of the examples / patches (`KfacConfig`'s fields).
+    `min_damping` is the floor of the quadratic model's adapted damping.
     """
 
     kind: str
@@ -78,6 +79,7 @@ class OptimizerSpec:
     norm_constraint: Optional[float] = None
     sub_sample_inputs: bool = False
     sub_sample_patches: bool = False
+    min_damping: float = 1e-5
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -203,6 +205,7 @@ def make_train_ops(
             is_chief=True,
             prev_train_batch=prev_inputs,
             loss_fn=model.loss_fn,
+            min_damping=spec.min_damping,
             damping_adaptation_decay=spec.damping_adaptation_decay,
             damping_adaptation_interval=spec.damping_adaptation_interval,
         )
