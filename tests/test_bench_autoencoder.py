@@ -85,6 +85,12 @@ def test_grid_specs_cover_every_configuration():
         5.0,
     )
     assert len({spec.name for spec in specs}) == len(specs)
+    specs = bench.grid_specs(options, dict(inv_update_every=10, cov_ema_decay=0.95),
+                             inv_update_every=7, cov_ema_decay=0.5)
+    regular = [spec for spec in specs if spec.kind == "kfac"]
+    assert {(s.inv_update_every, s.cov_ema_decay) for s in regular} == {(10, 0.95)}
+    assert not any(spec.warm_start_covariances for spec in regular)
+    assert (specs[-1].inv_update_every, specs[-1].cov_ema_decay) == (7, 0.5)
 
 
 def test_full_grids_span_ten_times_each_way():
@@ -178,7 +184,11 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
     ]
     assert [run["steps"] for run in saved["runs"]] == [4, 4, 4, 3, 3]
     assert [e["step"] for e in saved["runs"][3]["evals"]] == [0, 1, 2, 3]
-    assert saved["runs"][3]["config"]["optimizer"]["cov_update_every"] == 2
+    # The schedule flags given set regular momentum's too; the others keep
+    # the original's schedule (decay 0.95), not the qmodel's (0.9).
+    regular, qmodel = (saved["runs"][i]["config"]["optimizer"] for i in (3, 4))
+    assert (regular["cov_update_every"], regular["inv_update_every"]) == (2, 2)
+    assert (regular["cov_ema_decay"], qmodel["cov_ema_decay"]) == (0.95, 0.9)
     assert set(saved["best"]) == {"sgd", "adam", "kfac", "kfac_qmodel"}
     assert saved["target"] == comparison.final_loss(
         [run for run in saved["runs"] if run["name"] == saved["best"]["sgd"]][0]
