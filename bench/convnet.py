@@ -49,6 +49,8 @@ NUM_LABELS = mnist.NUM_CLASSES
 CONV_LAYERS = ((5, 16), (5, 16))
 POOL_SIZE, POOL_STRIDE = 3, 2
 INVERSE_PERIOD = 10
+# The plot's y axis ends a little above the initial loss (log 10 = 2.30).
+PLOT_MAX_LOSS = 3.0
 LONG_PERIOD = 5 * INVERSE_PERIOD
 
 
@@ -333,6 +335,17 @@ def best_per_family(runs: Sequence[Dict]) -> Dict[str, Dict]:
     return best
 
 
+def plot_grid(record: Dict, path: str) -> bool:
+    """Loss against steps and seconds (log y) of the best run per family,
+    the SGD target dotted; False without matplotlib."""
+    best = best_per_family(record["runs"])
+    runs = [dict(best[family], name=best[family]["name"])
+            for family in ("sgd", "adam", "kfac_qmodel", "kfac") if family in best]
+    return comparison.plot_records(
+        runs, path, record.get("target"), title="Convnet: best run per optimizer",
+        max_loss=PLOT_MAX_LOSS, log_y=True)
+
+
 def summarize_grid(record: Dict) -> None:
     """Adds `best` (run name per family), `target` (the best SGD run's final
     loss) and `table` (the best SGD and Adam runs, as "sgd" and "adam", then
@@ -378,7 +391,7 @@ FLAGS_TABLE = (
     ("integer", "eval_every", ConvnetSettings.eval_every, "Steps between evaluations."),
     ("integer", "max_steps", None, "Also stop each run after this many steps."),
     ("float", "max_seconds", None, "Seconds per run (default: 45 quick, 120 full)."),
-    ("string", "output_dir", OUTPUT_DIR, "Where the JSON and markdown go."),
+    ("string", "output_dir", OUTPUT_DIR, "Where the JSON, markdown and PNG go."),
 )
 
 
@@ -389,7 +402,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     """Runs the comparison the flags describe, writes `<name>.json` and
-    `<name>.md` to `--output_dir`, prints the report, returns the record."""
+    `<name>.md` (and for the grid `<name>.png`) to `--output_dir`, prints
+    the report, returns the record."""
     max_seconds = flag_values.max_seconds
     if max_seconds is None:
         max_seconds = 45.0 if flag_values.quick else 120.0
@@ -413,6 +427,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     if not flag_values.ekfac:
         summarize_grid(record)
         comparison.write_json(path, record)
+        plot_grid(record, os.path.join(flag_values.output_dir, name + ".png"))
     if "target" not in record:
         raise SystemExit("The SGD reference run has no finite loss: no target.")
     best = "".join("Best {}: {}. ".format(family, run_name)

@@ -224,3 +224,25 @@ def test_summarize_grid_targets_the_best_sgd_run_and_compares_every_kfac_run():
     assert rows["kfac_qmodel"]["ratios"]["sgd"] == {"steps": 2.0, "seconds": 4.0}
     assert rows["kfac_qmodel"]["ratios"]["adam"] == {"steps": 2.0, "seconds": 4.0}
     assert rows["kfac"]["steps"] is None
+
+
+def test_plot_grid_draws_the_best_run_per_family_on_a_log_axis(tmp_path, monkeypatch):
+    record = {"target": 0.5, "runs": [
+        _run("sgd lr=0.01", "sgd", 0.01, [2.0, 1.0, 0.8]),
+        _run("sgd lr=0.1", "sgd", 0.1, [2.0, 0.9, 0.5]),
+        _run("adam lr=0.001", "adam", 1e-3, [2.0, 0.6, 0.4]),
+        _run("kfac a", "kfac", 0.1, [2.0, 0.7]),
+        _run("kfac b", "kfac", 0.1, [2.0, 0.6]),
+    ]}
+    calls = []
+    monkeypatch.setattr(bench.comparison, "plot_records",
+                        lambda runs, path, target, **kw: calls.append(
+                            ([r["name"] for r in runs], path, target, kw)) or True)
+    assert bench.plot_grid(record, str(tmp_path / "grid.png"))
+    names, path, target, options = calls[0]
+    assert names == ["sgd lr=0.1", "adam lr=0.001", "kfac b"]
+    assert target == 0.5 and options["log_y"]
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib")
+    assert bench.plot_grid(record, str(tmp_path / "grid.png"))
+    assert (tmp_path / "grid.png").stat().st_size > 0
