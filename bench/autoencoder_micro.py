@@ -16,7 +16,8 @@ import tensorflow.compat.v1 as tf
 from kfac.examples import autoencoder_mnist as ae
 
 
-def _median_seconds(run, repeats: int) -> float:
+def median_seconds(run, repeats: int) -> float:
+    """Median wall-clock seconds of `run()` over `repeats` calls."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -100,7 +101,7 @@ def micro_benchmark(
             for op_name, run_op in callables.items():
                 for _ in range(2):
                     run_op()
-                timings["%s_%s" % (name, op_name)] = _median_seconds(run_op, repeats)
+                timings["%s_%s" % (name, op_name)] = median_seconds(run_op, repeats)
     sgd = timings.pop("sgd_train_step")
     timings = dict(sgd_step=sgd, **timings)
     ratios = {name: seconds / sgd for name, seconds in timings.items()}

@@ -36,7 +36,6 @@ Writes `<output_dir>/original.json` and `original.md`.
 import importlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from absl import app
 from absl import flags
 from tensorflow.python.tpu import tpu_function
 
+from bench import autoencoder_micro
 from kfac.examples import autoencoder_mnist as ae
 from kfac.examples import comparison
 
@@ -159,12 +159,7 @@ def build(kfac_module, optimizer: str, weights):
 def median_seconds(run, repeats: int = TIMING_REPEATS) -> float:
     """Median wall-clock seconds of `run()` over `repeats` calls, after one."""
     run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return autoencoder_micro.median_seconds(run, repeats)
 
 
 def run_loop(sess, fetches, placeholders, train_images, eval_images,

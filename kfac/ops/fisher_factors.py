@@ -109,28 +109,19 @@ def set_global_constants(
     a factor or block uses it. The last four are port additions (see
     `SUB_SAMPLE_INPUTS`); their values are checked when a collection is made.
     """
-    global INIT_COVARIANCES_AT_ZERO, ZERO_DEBIAS
-    global EIGENVALUE_DECOMPOSITION_THRESHOLD, EIGENVALUE_CLIPPING_THRESHOLD
-    global TOWER_STRATEGY, SUB_SAMPLE_INPUTS, SUB_SAMPLE_PATCHES
-    global INPUTS_TO_EXTRACT_PATCHES_FACTOR, MAX_NUM_PATCHES_PER_DIMENSION
-    if sub_sample_inputs is not None:
-        SUB_SAMPLE_INPUTS = sub_sample_inputs
-    if sub_sample_patches is not None:
-        SUB_SAMPLE_PATCHES = sub_sample_patches
-    if inputs_to_extract_patches_factor is not None:
-        INPUTS_TO_EXTRACT_PATCHES_FACTOR = inputs_to_extract_patches_factor
-    if max_num_patches_per_dimension is not None:
-        MAX_NUM_PATCHES_PER_DIMENSION = max_num_patches_per_dimension
-    if init_covariances_at_zero is not None:
-        INIT_COVARIANCES_AT_ZERO = init_covariances_at_zero
-    if zero_debias is not None:
-        ZERO_DEBIAS = zero_debias
-    if eigenvalue_decomposition_threshold is not None:
-        EIGENVALUE_DECOMPOSITION_THRESHOLD = eigenvalue_decomposition_threshold
-    if eigenvalue_clipping_threshold is not None:
-        EIGENVALUE_CLIPPING_THRESHOLD = eigenvalue_clipping_threshold
-    if tower_strategy is not None:
-        TOWER_STRATEGY = tower_strategy
+    given = dict(
+        INIT_COVARIANCES_AT_ZERO=init_covariances_at_zero,
+        ZERO_DEBIAS=zero_debias,
+        EIGENVALUE_DECOMPOSITION_THRESHOLD=eigenvalue_decomposition_threshold,
+        EIGENVALUE_CLIPPING_THRESHOLD=eigenvalue_clipping_threshold,
+        TOWER_STRATEGY=tower_strategy,
+        SUB_SAMPLE_INPUTS=sub_sample_inputs,
+        SUB_SAMPLE_PATCHES=sub_sample_patches,
+        INPUTS_TO_EXTRACT_PATCHES_FACTOR=inputs_to_extract_patches_factor,
+        MAX_NUM_PATCHES_PER_DIMENSION=max_num_patches_per_dimension,
+    )
+    globals().update(
+        {name: value for name, value in given.items() if value is not None})
 
 
 __all__ = [
