@@ -119,6 +119,8 @@ def test_histograms_of_factor_diagonals(tmp_path):
 def test_qmodel_coefficients_match_the_velocity_update(tf_behavior):
     """`v_new = μ·v_old − α·p`: (α, μ) solved from the slots and the numpy `p`."""
     with tf.Graph().as_default():
+        # A fixed graph seed: the sampled targets set the factors, hence μ.
+        tf.set_random_seed(1)
         model = TwoLayerModel(momentum=0.0, momentum_type="qmodel", learning_rate=1.0)
         _, cov_op, _, inv_op, _, _ = model.optimizer.make_ops_and_vars()
         train_op = model.optimizer.minimize(model.loss)
