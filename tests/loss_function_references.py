@@ -83,7 +83,7 @@ class _Spec(object):
     ):
         self.name = name
         self.flat_params = flat_params  # [B, P]
-        self._build = make  # (params tensor [B, P], targets, seed) -> loss
+        self._build = make  # (params tensor [B, P], targets, seed, weights) -> loss
         self.log_prob = log_prob  # (theta_row, y_row) -> float
         self.outcomes = outcomes  # theta_row -> [(y_row, weight)]
         self.to_inputs = to_inputs  # [..., P] numpy -> value(s) like inputs
@@ -92,11 +92,11 @@ class _Spec(object):
         self.sample_dtype = sample_dtype
         self.sample_shape = sample_shape
 
-    def make(self, params=None, targets=None, seed=None):
+    def make(self, params=None, targets=None, seed=None, weights=None):
         """The loss on `params` (default: `flat_params`), a `[..., P]` tensor."""
         if params is None:
             params = tf.constant(self.flat_params)
-        return self._build(params, targets, seed)
+        return self._build(params, targets, seed, weights)
 
     def fisher_rows(self):
         return [
@@ -142,7 +142,9 @@ def _categorical_spec(onehot):
     return _Spec(
         "onehot" if onehot else "categorical",
         CAT_LOGITS,
-        lambda params, targets, seed: cls(params, targets=targets, seed=seed),
+        lambda params, targets, seed, weights: cls(
+            params, targets=targets, seed=seed, weights=weights
+        ),
         log_prob,
         outcomes,
         _identity,
@@ -168,8 +170,8 @@ def _bernoulli_spec():
     return _Spec(
         "bernoulli",
         _BERN_LOGITS,
-        lambda params, targets, seed: lf.MultiBernoulliNegativeLogProbLoss(
-            params, targets=targets, seed=seed
+        lambda params, targets, seed, weights: lf.MultiBernoulliNegativeLogProbLoss(
+            params, targets=targets, seed=seed, weights=weights
         ),
         log_prob,
         outcomes,
@@ -191,8 +193,8 @@ def _normal_mean_spec():
     return _Spec(
         "normal_mean",
         MEAN,
-        lambda params, targets, seed: lf.NormalMeanNegativeLogProbLoss(
-            params, var=VAR, targets=targets, seed=seed
+        lambda params, targets, seed, weights: lf.NormalMeanNegativeLogProbLoss(
+            params, var=VAR, targets=targets, seed=seed, weights=weights
         ),
         log_prob,
         outcomes,
@@ -222,8 +224,12 @@ def _normal_mean_variance_spec():
     return _Spec(
         "normal_mean_variance",
         np.concatenate([MEAN, VARIANCE], axis=1),
-        lambda params, targets, seed: lf.NormalMeanVarianceNegativeLogProbLoss(
-            params[..., :dim], params[..., dim:], targets=targets, seed=seed
+        lambda params, targets, seed, weights: lf.NormalMeanVarianceNegativeLogProbLoss(
+            params[..., :dim],
+            params[..., dim:],
+            targets=targets,
+            seed=seed,
+            weights=weights,
         ),
         log_prob,
         outcomes,

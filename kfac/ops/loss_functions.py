@@ -15,6 +15,28 @@ acts row-wise on the last axis, and vectors may carry extra leading
 dimensions that broadcast against the parameters (e.g. a `[k, C]` stack of
 vectors against a single `[C]` logits vector).
 
+Per-case weights. Every concrete loss takes `weights=None`: non-negative
+weights `v` of the loss's leading shape (`[batch]` for `[batch, C]` inputs,
+`[batch, T]`, or `[batch]` broadcast over `T`, for `[batch, T, C]`; bool masks
+become 0/1), one per case, a case being one row of the leading axes. The loss
+is then `L = −Σ_b v_b log p(y_b | z_b)`, so:
+
+* `evaluate()` is that weighted sum; `multiply_fisher` (and `multiply_hessian`)
+  multiply case `b` by `v_b`: the Fisher of `L` is `v_b F_b` per case;
+* the factor becomes `diag(√v) B`: `multiply_fisher_factor`, its transpose and
+  `multiply_fisher_factor_replicated_one_hot` (and the Hessian-factor
+  versions) multiply case `b` by `√v_b`, so that `B Bᵀ = v·F` still holds;
+* `evaluate_on_sample()` is `−Σ_b √v_b log p(ỹ_b | z_b)`, `ỹ` drawn from the
+  model, and `evaluate_for_empirical_fisher()` the same at the data targets:
+  a per-case gradient `g_b` of these has `g_b g_bᵀ` scaled by `v_b`, so
+  `E[g_b g_bᵀ] = v_b F_b` ("gradients" estimation mode) and the empirical
+  Fisher is `Σ_b v_b ∇ℓ_b ∇ℓ_bᵀ` ("empirical" mode).
+
+A zero weight removes a case from the loss and from every product; a weight of
+2 counts it twice. Without weights every product is built exactly as before.
+The `register_*_predictive_distribution` methods check the weights (shape,
+finite, non-negative); the loss constructors only cast them.
+
 Parameters, targets and vectors may be Tensors or numpy arrays. The
 distributions (log-probabilities and seeded sampling) are the small in-project
 classes of `kfac.ops._losses.distributions`; the families live in

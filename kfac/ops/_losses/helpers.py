@@ -25,6 +25,50 @@ def _as_tensor(value, dtype=None):
     return tf.convert_to_tensor(np.asarray(value))
 
 
+def _case_weights(weights, data: tf.Tensor):
+    """Per-case `weights` as a Tensor of `data`'s dtype (bools become 0/1), or None.
+
+    A case is one row of the leading axes of `data` (all but its last). The
+    weights have those leading dims or a prefix of them (`[batch]` for
+    `[batch, T, C]` data); their values are not checked here: the
+    `register_*_predictive_distribution` methods check them
+    (`_registration/weights.py`) before they reach a loss.
+
+    Raises:
+      ValueError: `data` has no static rank, or `weights` has more axes than
+        the leading axes of `data`.
+    """
+    if weights is None:
+        return None
+    dtype = data.dtype.base_dtype
+    if not (isinstance(weights, (tf.Tensor, tf.Variable)) or tf.is_tensor(weights)):
+        # Straight to the data's dtype: no float32 rounding of float64 weights.
+        weights = np.asarray(weights).astype(dtype.as_numpy_dtype)
+    weights = tf.convert_to_tensor(weights)
+    if weights.dtype.base_dtype != dtype:
+        weights = tf.cast(weights, dtype)
+    if data.shape.rank is None or weights.shape.rank is None:
+        raise ValueError("weights and the loss's inputs need a static rank.")
+    if weights.shape.rank > data.shape.rank - 1:
+        raise ValueError(
+            "weights of shape {} have more axes than the leading (case) axes of "
+            "inputs of shape {}.".format(weights.shape, data.shape)
+        )
+    return weights
+
+
+def _expand_cases(scale: tf.Tensor, rank: int) -> tf.Tensor:
+    """`scale` with unit axes appended up to `rank`: shapes aligned on the left.
+
+    Multiplying by the result scales every case (row of the leading axes that
+    `scale` covers) of a tensor of that rank, or of a tensor with extra leading
+    axes when `rank` is the rank of the inputs.
+    """
+    for _ in range(rank - scale.shape.rank):
+        scale = scale[..., tf.newaxis]
+    return scale
+
+
 def _check_index(index: Sequence[int], depth) -> int:
     """The single entry of `index`, checked against a last axis of size `depth`.
 

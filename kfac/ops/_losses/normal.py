@@ -9,6 +9,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._losses import distributions
 from kfac.ops._losses.base import DistributionNegativeLogProbLoss
 from kfac.ops._losses.base import NaturalParamsNegativeLogProbLoss
+from kfac.ops._losses.base import _CaseWeightsMixin
 from kfac.ops._losses.base import _StoredTargetsMixin
 from kfac.ops._losses.helpers import _as_tensor
 from kfac.ops._losses.helpers import _check_index
@@ -19,25 +20,30 @@ from kfac.ops._losses.helpers import _replicated_column
 
 class NormalMeanNegativeLogProbLoss(
     _StoredTargetsMixin,
+    _CaseWeightsMixin,
     DistributionNegativeLogProbLoss,
     NaturalParamsNegativeLogProbLoss,
 ):
     """Gaussian NLL with a predicted mean and a fixed variance.
 
-    `L = Σ [(y − mean)²/(2 var) + ½ log(2π var)]`; per case `F = I/var` and
-    `B = Bᵀ = var^{-1/2} I`. `var=0.5` matches the loss `Σ (y − mean)²`.
+    `L = Σ_b v_b Σ_i [(y_bi − mean_bi)²/(2 var) + ½ log(2π var)]` (`v_b = 1`
+    unless `weights` are given); per case `F = v_b I/var` and
+    `B = Bᵀ = √v_b var^{-1/2} I`. `var=0.5` matches the loss `Σ (y − mean)²`.
 
     Args:
       mean: `[batch, d]` predicted means (the natural parameters, up to `var`).
       var: scalar variance (float or scalar tensor).
       targets: `[batch, d]` real targets, or None.
       seed: default sampling seed.
+      weights: None, or non-negative per-case weights `v`, `[batch]` (bools
+        become 0/1).
     """
 
-    def __init__(self, mean, var=0.5, targets=None, seed=None):
+    def __init__(self, mean, var=0.5, targets=None, seed=None, weights=None):
         self._mean = _as_tensor(mean)
         self._var = var
         self._targets = targets
+        self._set_weights(weights, self._mean)
         super().__init__(seed=seed)
 
     @property
@@ -56,19 +62,19 @@ class NormalMeanNegativeLogProbLoss(
     def _vector(self, vector):
         return _as_tensor(vector, self._mean.dtype)
 
-    def multiply_fisher(self, vector):
+    def _multiply_fisher_unweighted(self, vector):
         """`v / var`."""
         return self._vector(vector) / self._var_tensor
 
-    def multiply_fisher_factor(self, vector):
+    def _multiply_fisher_factor_unweighted(self, vector):
         """`v · var^{-1/2}`."""
         return self._vector(vector) * tf.math.rsqrt(self._var_tensor)
 
-    def multiply_fisher_factor_transpose(self, vector):
+    def _multiply_fisher_factor_transpose_unweighted(self, vector):
         """`v · var^{-1/2}` (the factor is symmetric)."""
-        return self.multiply_fisher_factor(vector)
+        return self._multiply_fisher_factor_unweighted(vector)
 
-    def multiply_fisher_factor_replicated_one_hot(self, index):
+    def _multiply_fisher_factor_replicated_one_hot_unweighted(self, index):
         """Zeros like `mean` with column `index[0]` equal to `var^{-1/2}`."""
         depth = _last_dim(self._mean)
         index = _check_index(index, depth)
@@ -85,26 +91,29 @@ class NormalMeanNegativeLogProbLoss(
 
 
 class NormalMeanVarianceNegativeLogProbLoss(
-    _StoredTargetsMixin, DistributionNegativeLogProbLoss
+    _StoredTargetsMixin, _CaseWeightsMixin, DistributionNegativeLogProbLoss
 ):
     """Gaussian NLL with predicted mean and variance (not natural parameters).
 
-    Per case, on `[mean; variance]` (`σ² = variance`):
-    `F = diag(1/σ², 1/(2σ⁴))`, `B = diag(1/σ, 1/(√2 σ²))`. The factor's inner
-    vectors are `[batch, 2d]`: the mean half then the variance half. The Hessian
-    is not a Fisher here and is not implemented.
+    `L = −Σ_b v_b log N(y_b; mean_b, diag(σ_b²))` (`v_b = 1` unless `weights`
+    are given). Per case, on `[mean; variance]` (`σ² = variance`):
+    `F = v_b diag(1/σ², 1/(2σ⁴))`, `B = √v_b diag(1/σ, 1/(√2 σ²))`. The
+    factor's inner vectors are `[batch, 2d]`: the mean half then the variance
+    half. The Hessian is not a Fisher here and is not implemented.
 
     Args:
       mean: `[batch, d]` predicted means.
       variance: `[batch, d]` predicted variances (positive).
       targets: `[batch, d]` real targets, or None.
       seed: default sampling seed.
+      weights: None, or non-negative per-case weights `v`, `[batch]` (bools
+        become 0/1).
 
     Raises:
       AssertionError (also a ValueError): if `mean` or `variance` is not 2-D.
     """
 
-    def __init__(self, mean, variance, targets=None, seed=None):
+    def __init__(self, mean, variance, targets=None, seed=None, weights=None):
         mean = _as_tensor(mean)
         variance = _as_tensor(variance, mean.dtype)
         for name, value in (("mean", mean), ("variance", variance)):
@@ -117,6 +126,7 @@ class NormalMeanVarianceNegativeLogProbLoss(
         self._mean = mean
         self._variance = variance
         self._targets = targets
+        self._set_weights(weights, mean)
         super().__init__(seed=seed)
 
     @property
@@ -148,17 +158,17 @@ class NormalMeanVarianceNegativeLogProbLoss(
         dtype = self._mean.dtype
         return _as_tensor(mean_vec, dtype), _as_tensor(var_vec, dtype)
 
-    def multiply_fisher(self, vecs):
+    def _multiply_fisher_unweighted(self, vecs):
         """`(v_mean/σ², v_var/(2σ⁴))` for a tuple `(v_mean, v_var)`."""
         mean_vec, var_vec = self._vectors(vecs)
         return self._fisher_mean * mean_vec, self._fisher_var * var_vec
 
-    def multiply_fisher_factor(self, vecs):
+    def _multiply_fisher_factor_unweighted(self, vecs):
         """`(v₁/σ, v₂/(√2σ²))` for the halves of a `[..., 2d]` inner vector."""
         mean_vec, var_vec = tf.split(_as_tensor(vecs, self._mean.dtype), 2, axis=-1)
         return self._fisher_mean_factor * mean_vec, self._fisher_var_factor * var_vec
 
-    def multiply_fisher_factor_transpose(self, vecs):
+    def _multiply_fisher_factor_transpose_unweighted(self, vecs):
         """`concat([v_mean/σ, v_var/(√2σ²)], -1)` for a tuple `(v_mean, v_var)`."""
         mean_vec, var_vec = self._vectors(vecs)
         return tf.concat(
@@ -166,7 +176,7 @@ class NormalMeanVarianceNegativeLogProbLoss(
             axis=-1,
         )
 
-    def multiply_fisher_factor_replicated_one_hot(self, index):
+    def _multiply_fisher_factor_replicated_one_hot_unweighted(self, index):
         """Column `index[0]` of `B` in every row, as a `(mean, variance)` tuple.
 
         `index < d` selects the mean part (`1/σ`), otherwise the variance part
