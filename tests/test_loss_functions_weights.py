@@ -2,8 +2,8 @@
 
 The Fisher products scale case `b` by `v_b`, the factor products by `√v_b`
 (`B Bᵀ = v·F`), and the sampled / empirical-Fisher losses by `√v_b`. Checked
-against the numpy references of loss_function_references.py and against
-repeated and removed cases.
+against the numpy references of loss_function_references.py, against repeated
+and removed cases, and through the estimator's four estimation modes.
 """
 
 import numpy as np
@@ -13,8 +13,12 @@ from loss_function_references import ALL
 from loss_function_references import NATURAL
 from loss_function_references import SPECS
 from loss_function_references import fisher_from_outcomes
+from loss_function_references import log_softmax
 from loss_function_references import run
 from tolerances import assert_close
+
+import kfac
+from kfac.ops import layer_collection as lc_lib
 
 SEED = 1234
 
@@ -177,6 +181,18 @@ def test_batch_weights_broadcast_over_positions(name, graph):
     )
 
 
+def test_registration_broadcasts_batch_weights_to_every_position(graph):
+    logits = tf.constant(np.zeros((2, 3, 4)))
+    lc = lc_lib.LayerCollection()
+    lc.register_categorical_predictive_distribution(logits, weights=[1.0, 0.0])
+    lc.register_categorical_predictive_distribution(logits)
+    weighted, unweighted = lc.losses
+    assert unweighted.weights is None
+    assert weighted.weights.dtype == tf.float64
+    assert weighted.weights.shape.as_list() == [2, 3]
+    np.testing.assert_array_equal(run(weighted.weights), [[1, 1, 1], [0, 0, 0]])
+
+
 # ---------------------------------------------------------------------------
 # √v in the losses whose per-case gradients K-FAC takes outer products of.
 
@@ -222,6 +238,21 @@ def test_unweighted_empirical_fisher_loss_is_evaluate(name, graph):
     assert values[0] == values[1]
 
 
+def test_layer_collection_evaluates_the_empirical_fisher_losses(graph):
+    logits = tf.constant(SPECS["categorical"].flat_params)
+    targets = SPECS["categorical"].targets
+    weights = np.array([4.0, 0.25])
+    lc = lc_lib.LayerCollection()
+    lc.register_categorical_predictive_distribution(logits, targets=targets)
+    lc.register_categorical_predictive_distribution(
+        logits, targets=targets, weights=weights
+    )
+    empirical, plain = run([lc.eval_losses_for_empirical_fisher(), lc.eval_losses()])
+    nll = -log_softmax(SPECS["categorical"].flat_params)[[0, 1], targets]
+    np.testing.assert_allclose(empirical, [nll.sum(), np.sqrt(weights) @ nll])
+    np.testing.assert_allclose(plain, [nll.sum(), weights @ nll])
+
+
 # ---------------------------------------------------------------------------
 # Without weights nothing changes.
 
@@ -262,6 +293,126 @@ def test_unweighted_losses_build_exactly_the_unweighted_ops(name):
     assert graphs[0] == graphs[1]
     for public, reference in zip(*map(tf.nest.flatten, values)):
         np.testing.assert_array_equal(public, reference)
+
+
+# ---------------------------------------------------------------------------
+# The estimator's modes estimate the Fisher of the weighted loss.
+
+_BATCH, _FAN_IN, _CLASSES = 5, 3, 4
+_WEIGHTS = np.array([1.0, 0.0, 2.0, 0.5, 1.0])
+
+
+def _softmax(logits):
+    return np.exp(log_softmax(logits))
+
+
+def _weighted_output_factor(per_case_vectors):
+    """`G = (1/N) Σ_b v_b s_b s_bᵀ` over the cases with `v_b > 0` only."""
+    kept = np.flatnonzero(_WEIGHTS)
+    return sum(
+        _WEIGHTS[b] * np.outer(per_case_vectors[b], per_case_vectors[b]) for b in kept
+    ) / _BATCH
+
+
+@pytest.mark.parametrize("mode", ["exact", "empirical", "gradients", "curvature_prop"])
+def test_estimator_output_factor_is_the_weighted_fisher(mode, tf_behavior):
+    rng = np.random.RandomState(7)
+    x_np = rng.randn(_BATCH, _FAN_IN)
+    w_np = rng.randn(_FAN_IN, _CLASSES)
+    labels = rng.randint(_CLASSES, size=_BATCH)
+    with tf.Graph().as_default() as graph:
+        tf.set_random_seed(0)
+        x = tf.constant(x_np)
+        w = tf.get_variable("w", initializer=w_np)
+        logits = tf.matmul(x, w)
+        lc = lc_lib.LayerCollection()
+        lc.register_fully_connected(w, x, logits)
+        lc.register_categorical_predictive_distribution(
+            logits, seed=SEED, targets=labels, weights=_WEIGHTS
+        )
+        est = kfac.estimator.FisherEstimatorRoundRobin(
+            variables=[w],
+            cov_ema_decay=0.0,
+            damping=0.1,
+            layer_collection=lc,
+            estimation_mode=mode,
+        )
+        _, cov_update_op, _, _, _, _ = est.make_ops_and_vars()
+        [block] = list(est.blocks)
+        # The random draws of this update, fetched in the same run.
+        if mode == "gradients":
+            draws = lc.losses[0].sample(SEED)  # the estimator's op seed
+        elif mode == "curvature_prop":
+            [signs] = [
+                op for op in graph.get_operations() if op.type == "RandomUniformInt"
+            ]
+            draws = 2 * signs.outputs[0] - 1
+        else:
+            draws = tf.constant(0)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            _, drawn = sess.run([cov_update_op, draws])
+            output_cov = sess.run(block._output_factor.get_cov())
+    probs = _softmax(x_np @ w_np)
+    if mode == "exact":
+        fishers = [np.diag(p) - np.outer(p, p) for p in probs]
+        kept = np.flatnonzero(_WEIGHTS)
+        expected = sum(_WEIGHTS[b] * fishers[b] for b in kept) / _BATCH
+    elif mode == "empirical":
+        expected = _weighted_output_factor(probs - np.eye(_CLASSES)[labels])
+    elif mode == "gradients":
+        expected = _weighted_output_factor(probs - np.eye(_CLASSES)[drawn])
+    else:
+        sqrt_probs = np.sqrt(probs)
+        factor_times_signs = sqrt_probs * drawn - probs * np.sum(
+            sqrt_probs * drawn, axis=1, keepdims=True
+        )
+        expected = _weighted_output_factor(factor_times_signs)
+    np.testing.assert_allclose(output_cov, expected, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# Errors at registration and at run time.
+
+_REGISTRATIONS = [
+    ("register_categorical_predictive_distribution", "logits"),
+    ("register_normal_predictive_distribution", "mean"),
+    ("register_multi_bernoulli_predictive_distribution", "logits"),
+]
+
+
+@pytest.mark.parametrize("method, data_name", _REGISTRATIONS)
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.array([1.0, -0.5, 1.0]), "non-negative"),
+        (np.array([1.0, np.nan, 1.0]), "NaN or infinite"),
+        (np.ones(4), r"shape \(4,\)"),
+        (np.ones((3, 2)), r"shape \(3, 2\)"),
+    ],
+)
+def test_bad_constant_weights_are_rejected_at_registration(
+    method, data_name, weights, message, graph
+):
+    lc = lc_lib.LayerCollection()
+    with pytest.raises(ValueError, match=method + ".*`weights`.*" + message):
+        getattr(lc, method)(tf.zeros([3, 2], tf.float64), weights=weights)
+    assert not lc.losses
+
+
+@pytest.mark.parametrize("method, data_name", _REGISTRATIONS)
+def test_negative_fed_weights_fail_at_run_time(method, data_name, tf_behavior):
+    with tf.Graph().as_default():
+        weights = tf.placeholder(tf.float64, [None])
+        data = tf.zeros([3, 2], tf.float64)
+        lc = lc_lib.LayerCollection()
+        getattr(lc, method)(data, weights=weights)
+        [loss] = lc.losses
+        fisher = loss.multiply_fisher(np.ones((3, 2)))
+        with tf.Session() as sess:
+            sess.run(fisher, {weights: [1.0, 0.0, 2.0]})
+            with pytest.raises(tf.errors.InvalidArgumentError, match="`weights`"):
+                sess.run(fisher, {weights: [1.0, -1.0, 2.0]})
 
 
 def test_loss_rejects_weights_with_more_axes_than_the_cases(graph):

@@ -66,7 +66,8 @@ class FisherEstimator(abc.ABC):
       estimation_mode: "gradients" (sampled targets; the true Fisher),
         "empirical" (data targets), "curvature_prop" (random-sign
         propagation) or "exact" (one source per output coordinate). Validated
-        when ops are first made.
+        when ops are first made. Every mode estimates the Fisher of the
+        weighted loss when losses have per-case weights (`loss_functions`).
       colocate_gradients_with_ops: forwarded to `tf.gradients`.
       name: default variable scope of the variables and ops.
       non_finite_policy: (port addition) what a covariance update does when the
@@ -310,7 +311,10 @@ class FisherEstimator(abc.ABC):
         return [(grad,) for grad in grads]
 
     def _get_grads_lists_empirical(self, tensors):
-        grads = self._gradients(self._layers.eval_losses(), tensors)
+        # √v-weighted at the data targets, so each case's outer product is
+        # weighted by v (the same as eval_losses() for unweighted losses).
+        losses = self._layers.eval_losses_for_empirical_fisher()
+        grads = self._gradients(losses, tensors)
         return [(grad,) for grad in grads]
 
     def _get_transformed_random_signs(self):

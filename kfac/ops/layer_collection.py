@@ -42,6 +42,7 @@ from kfac.ops._registration.keys import insert_block
 from kfac.ops._registration.kinds import LAYER_KINDS
 from kfac.ops._registration.parameters_dict import LayerParametersDict
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
+from kfac.ops._registration.weights import broadcast_weights
 from kfac.ops._utils.containers import ensure_sequence
 
 _DEFAULT_LAYER_COLLECTION = None
@@ -82,6 +83,11 @@ def _default_approximation(layer_kind: str) -> property:
             layer_kind.replace("_", " ")
         ),
     )
+
+
+def _evaluate_for_empirical_fisher(loss):
+    evaluate = getattr(loss, "evaluate_for_empirical_fisher", loss.evaluate)
+    return evaluate()
 
 
 class LayerCollection(RegistrationChecks, AutomaticRegistration):
@@ -375,7 +381,13 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
         self.loss_colocation_ops[loss] = colocation_op
 
     def register_categorical_predictive_distribution(
-        self, logits, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+        self,
+        logits,
+        seed=None,
+        targets=None,
+        name=None,
+        reuse=VARIABLE_SCOPE,
+        weights=None,
     ) -> None:
         """Registers p(y|x) = softmax(logits) (`CategoricalLogitsNegativeLogProbLoss`).
 
@@ -384,20 +396,39 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
           seed: seed for sampling targets ("gradients" estimation mode).
           targets: integer class ids `[batch]`, for `total_loss` / "empirical".
           name, reuse: see `register_loss_function`.
+          weights: (port addition) None, or non-negative per-case weights `v`
+            of the leading dims of `logits` or a prefix of them (bool masks
+            become 0/1): the loss becomes `−Σ_b v_b log p(y_b|x_b)` and its
+            Fisher `v_b F_b` per case (see `loss_functions`).
+
+        Raises:
+          ValueError: `weights` of the wrong shape, or constant weights that
+            are negative or not finite (other tensors are checked when read:
+            InvalidArgumentError).
         """
         method = "register_categorical_predictive_distribution"
         loss_checks.check_targets(
             method, "logits", logits, targets, per_row=True, strict=False
         )
         loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
-            logits, targets=targets, seed=seed
+            logits,
+            targets=targets,
+            seed=seed,
+            weights=broadcast_weights(method, "weights", weights, logits, "logits"),
         )
         self.register_loss_function(
             loss, logits, "categorical_predictive_distribution", name=name, reuse=reuse
         )
 
     def register_normal_predictive_distribution(
-        self, mean, var=0.5, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+        self,
+        mean,
+        var=0.5,
+        seed=None,
+        targets=None,
+        name=None,
+        reuse=VARIABLE_SCOPE,
+        weights=None,
     ) -> None:
         """Registers p(y|x) = N(mean, var·I) (`NormalMeanNegativeLogProbLoss`).
 
@@ -407,32 +438,46 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
         Args:
           mean: `[batch, dim]` predicted means.
           var: positive scalar variance (ValueError otherwise).
-          seed, targets, name, reuse: as for the categorical distribution
-            (targets are real `[batch, dim]`).
+          seed, targets, name, reuse, weights: as for the categorical
+            distribution (targets are real `[batch, dim]`, weights `[batch]`).
         """
         method = "register_normal_predictive_distribution"
         loss_checks.check_variance(method, var)
         loss_checks.check_targets(method, "mean", mean, targets)
         loss = loss_functions.NormalMeanNegativeLogProbLoss(
-            mean, var, targets=targets, seed=seed
+            mean,
+            var,
+            targets=targets,
+            seed=seed,
+            weights=broadcast_weights(method, "weights", weights, mean, "mean"),
         )
         self.register_loss_function(
             loss, mean, "normal_predictive_distribution", name=name, reuse=reuse
         )
 
     def register_multi_bernoulli_predictive_distribution(
-        self, logits, seed=None, targets=None, name=None, reuse=VARIABLE_SCOPE
+        self,
+        logits,
+        seed=None,
+        targets=None,
+        name=None,
+        reuse=VARIABLE_SCOPE,
+        weights=None,
     ) -> None:
         """Registers independent Bernoullis p = sigmoid(logits) per output.
 
         Args:
           logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
-          seed, targets, name, reuse: as for the categorical distribution.
+          seed, targets, name, reuse, weights: as for the categorical
+            distribution (weights `[batch]`).
         """
         method = "register_multi_bernoulli_predictive_distribution"
         loss_checks.check_targets(method, "logits", logits, targets)
         loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
-            logits, targets=targets, seed=seed
+            logits,
+            targets=targets,
+            seed=seed,
+            weights=broadcast_weights(method, "weights", weights, logits, "logits"),
         )
         base_name = "multi_bernoulli_predictive_distribution"
         self.register_loss_function(loss, logits, base_name, name=name, reuse=reuse)
@@ -464,6 +509,15 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
     def eval_losses_on_samples(self) -> list:
         """`loss.evaluate_on_sample()` of every loss (targets sampled by the model)."""
         return self._colocated_evaluations(lambda loss: loss.evaluate_on_sample())
+
+    def eval_losses_for_empirical_fisher(self) -> list:
+        """(Port addition) `loss.evaluate_for_empirical_fisher()` of every loss.
+
+        Data targets, weighted by `√v` (see `loss_functions`); the same as
+        `eval_losses()` for unweighted losses, and for losses without that
+        method.
+        """
+        return self._colocated_evaluations(_evaluate_for_empirical_fisher)
 
     def total_loss(self):
         """Sum of all losses evaluated on their data targets."""
