@@ -15,7 +15,6 @@ import contextlib
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import _config
-from kfac.ops import loss_functions
 from kfac.ops._factors.cache import FactorCache
 from kfac.ops._registration import conv2d
 from kfac.ops._registration import convolution
@@ -23,7 +22,7 @@ from kfac.ops._registration import depthwise
 from kfac.ops._registration import embedding
 from kfac.ops._registration import fully_connected
 from kfac.ops._registration import generic
-from kfac.ops._registration import losses as loss_checks
+from kfac.ops._registration import losses as loss_registration
 from kfac.ops._registration import records
 from kfac.ops._registration import scale_and_shift
 from kfac.ops._registration.automatic import AutomaticRegistration
@@ -42,7 +41,6 @@ from kfac.ops._registration.keys import insert_block
 from kfac.ops._registration.kinds import LAYER_KINDS
 from kfac.ops._registration.parameters_dict import LayerParametersDict
 from kfac.ops._registration.shapes import RegistrationWarning  # noqa: F401
-from kfac.ops._registration.weights import broadcast_weights
 from kfac.ops._utils.containers import ensure_sequence
 
 _DEFAULT_LAYER_COLLECTION = None
@@ -101,9 +99,11 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
 
     Each layer `register_*` method is defined in the module of its kind
     (`kfac/ops/_registration/<kind>.py`), which checks the arguments, builds
-    the block and registers it through this class's public methods. The
-    checks against the graph (`check_registration`, the linter, `summary`)
-    and `auto_register_layers`/`finalize` come from the mixins
+    the block and registers it through this class's public methods; so are
+    the `register_*_predictive_distribution` methods, in
+    `_registration/losses.py`. The checks against the graph
+    (`check_registration`, the linter, `summary`) and
+    `auto_register_layers`/`finalize` come from the mixins
     `_registration.checking.RegistrationChecks` and
     `_registration.automatic.AutomaticRegistration`.
     """
@@ -119,6 +119,15 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
     register_embedding_multi = embedding.register_embedding_multi
     register_generic = generic.register_generic
     register_scale_and_shift = scale_and_shift.register_scale_and_shift
+    register_categorical_predictive_distribution = (
+        loss_registration.register_categorical_predictive_distribution
+    )
+    register_normal_predictive_distribution = (
+        loss_registration.register_normal_predictive_distribution
+    )
+    register_multi_bernoulli_predictive_distribution = (
+        loss_registration.register_multi_bernoulli_predictive_distribution
+    )
 
     def __init__(self, graph=None, name: str = "LayerCollection", config=None):
         """Makes an empty collection.
@@ -377,110 +386,8 @@ class LayerCollection(RegistrationChecks, AutomaticRegistration):
         """
         self._check_not_finalized("register a loss")
         name = name or self._graph.unique_name(base_name)
-        loss_checks.add_loss_tower(self._loss_dict, name, loss, reuse)
+        loss_registration.add_loss_tower(self._loss_dict, name, loss, reuse)
         self.loss_colocation_ops[loss] = colocation_op
-
-    def register_categorical_predictive_distribution(
-        self,
-        logits,
-        seed=None,
-        targets=None,
-        name=None,
-        reuse=VARIABLE_SCOPE,
-        weights=None,
-    ) -> None:
-        """Registers p(y|x) = softmax(logits) (`CategoricalLogitsNegativeLogProbLoss`).
-
-        Args:
-          logits: `[batch, num_classes]` logits.
-          seed: seed for sampling targets ("gradients" estimation mode).
-          targets: integer class ids `[batch]`, for `total_loss` / "empirical".
-          name, reuse: see `register_loss_function`.
-          weights: (port addition) None, or non-negative per-case weights `v`
-            of the leading dims of `logits` or a prefix of them (bool masks
-            become 0/1): the loss becomes `−Σ_b v_b log p(y_b|x_b)` and its
-            Fisher `v_b F_b` per case (see `loss_functions`).
-
-        Raises:
-          ValueError: `weights` of the wrong shape, or constant weights that
-            are negative or not finite (other tensors are checked when read:
-            InvalidArgumentError).
-        """
-        method = "register_categorical_predictive_distribution"
-        loss_checks.check_targets(
-            method, "logits", logits, targets, per_row=True, strict=False
-        )
-        loss = loss_functions.CategoricalLogitsNegativeLogProbLoss(
-            logits,
-            targets=targets,
-            seed=seed,
-            weights=broadcast_weights(method, "weights", weights, logits, "logits"),
-        )
-        self.register_loss_function(
-            loss, logits, "categorical_predictive_distribution", name=name, reuse=reuse
-        )
-
-    def register_normal_predictive_distribution(
-        self,
-        mean,
-        var=0.5,
-        seed=None,
-        targets=None,
-        name=None,
-        reuse=VARIABLE_SCOPE,
-        weights=None,
-    ) -> None:
-        """Registers p(y|x) = N(mean, var·I) (`NormalMeanNegativeLogProbLoss`).
-
-        `var=0.5` matches the loss Σ(target − mean)²; use `var=1.0` for
-        ½Σ(target − mean)².
-
-        Args:
-          mean: `[batch, dim]` predicted means.
-          var: positive scalar variance (ValueError otherwise).
-          seed, targets, name, reuse, weights: as for the categorical
-            distribution (targets are real `[batch, dim]`, weights `[batch]`).
-        """
-        method = "register_normal_predictive_distribution"
-        loss_checks.check_variance(method, var)
-        loss_checks.check_targets(method, "mean", mean, targets)
-        loss = loss_functions.NormalMeanNegativeLogProbLoss(
-            mean,
-            var,
-            targets=targets,
-            seed=seed,
-            weights=broadcast_weights(method, "weights", weights, mean, "mean"),
-        )
-        self.register_loss_function(
-            loss, mean, "normal_predictive_distribution", name=name, reuse=reuse
-        )
-
-    def register_multi_bernoulli_predictive_distribution(
-        self,
-        logits,
-        seed=None,
-        targets=None,
-        name=None,
-        reuse=VARIABLE_SCOPE,
-        weights=None,
-    ) -> None:
-        """Registers independent Bernoullis p = sigmoid(logits) per output.
-
-        Args:
-          logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
-          seed, targets, name, reuse, weights: as for the categorical
-            distribution (weights `[batch]`).
-        """
-        method = "register_multi_bernoulli_predictive_distribution"
-        loss_checks.check_targets(method, "logits", logits, targets)
-        loss = loss_functions.MultiBernoulliNegativeLogProbLoss(
-            logits,
-            targets=targets,
-            seed=seed,
-            weights=broadcast_weights(method, "weights", weights, logits, "logits"),
-        )
-        base_name = "multi_bernoulli_predictive_distribution"
-        self.register_loss_function(loss, logits, base_name, name=name, reuse=reuse)
 
     def loss_colocation(self, loss):
         """(Port addition) a context placing new ops next to `loss`'s input.

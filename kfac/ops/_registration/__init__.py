@@ -7,8 +7,9 @@ name -> block class): `fully_connected`, `conv2d`, `convolution`,
 Shared: `common` (approximation names, `LayerKind`, the one registration
 path), `multi_use` (layers applied several times), `shapes` (static shape and
 dtype checks), `keys`/`parameters_dict` (block keys), `uses` (use counts
-against the graph), `losses` (loss towers and target checks), `kinds` (the
-kinds with a per-collection default).
+against the graph), `losses` (the `register_*_predictive_distribution`
+methods, loss towers and target checks), `weights` (per-example weights and
+masks), `kinds` (the kinds with a per-collection default).
 
 A new layer kind is one module here (its `LayerKind`, checks and register
 function, using only `LayerCollection`'s public methods), its block in

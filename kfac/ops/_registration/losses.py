@@ -1,19 +1,25 @@
-"""Loss registrations: their towers and the checks of their arguments.
+"""Loss registrations: the `register_*_predictive_distribution` methods of
+`LayerCollection`, their towers and the checks of their arguments.
 
 A targets tensor shaped unlike the distribution's inputs would broadcast into
 a wrong loss without any error, so its static shape is compared at
-registration.
+registration; per-case weights are checked by `weights.broadcast_weights`.
 """
 
 import numbers
 
 import numpy as np
 
+from kfac.ops._losses.logits import CategoricalLogitsNegativeLogProbLoss
+from kfac.ops._losses.logits import MultiBernoulliNegativeLogProbLoss
+from kfac.ops._losses.normal import NormalMeanNegativeLogProbLoss
+from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import reuse_existing
 from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import error
 from kfac.ops._registration.shapes import static_shape
 from kfac.ops._registration.shapes import warn
+from kfac.ops._registration.weights import broadcast_weights
 
 
 def check_targets(
@@ -87,3 +93,108 @@ def add_loss_tower(loss_dict, name: str, loss, reuse) -> None:
                 "append another tower.".format(name)
             )
         loss_dict[name] = [loss]
+
+
+def register_categorical_predictive_distribution(
+    layer_collection,
+    logits,
+    seed=None,
+    targets=None,
+    name=None,
+    reuse=VARIABLE_SCOPE,
+    weights=None,
+) -> None:
+    """Registers p(y|x) = softmax(logits) (`CategoricalLogitsNegativeLogProbLoss`).
+
+    Args:
+      logits: `[batch, num_classes]` logits.
+      seed: seed for sampling targets ("gradients" estimation mode).
+      targets: integer class ids `[batch]`, for `total_loss` / "empirical".
+      name, reuse: see `LayerCollection.register_loss_function`.
+      weights: (port addition) None, or non-negative per-case weights `v` of
+        the leading dims of `logits` or a prefix of them (bool masks become
+        0/1): the loss becomes `−Σ_b v_b log p(y_b|x_b)` and its Fisher
+        `v_b F_b` per case (see `loss_functions`).
+
+    Raises:
+      ValueError: `weights` of the wrong shape, or constant weights that are
+        negative or not finite (other tensors are checked when read:
+        InvalidArgumentError).
+    """
+    method = "register_categorical_predictive_distribution"
+    check_targets(method, "logits", logits, targets, per_row=True, strict=False)
+    loss = CategoricalLogitsNegativeLogProbLoss(
+        logits,
+        targets=targets,
+        seed=seed,
+        weights=broadcast_weights(method, "weights", weights, logits, "logits"),
+    )
+    layer_collection.register_loss_function(
+        loss, logits, "categorical_predictive_distribution", name=name, reuse=reuse
+    )
+
+
+def register_normal_predictive_distribution(
+    layer_collection,
+    mean,
+    var=0.5,
+    seed=None,
+    targets=None,
+    name=None,
+    reuse=VARIABLE_SCOPE,
+    weights=None,
+) -> None:
+    """Registers p(y|x) = N(mean, var·I) (`NormalMeanNegativeLogProbLoss`).
+
+    `var=0.5` matches the loss Σ(target − mean)²; use `var=1.0` for
+    ½Σ(target − mean)².
+
+    Args:
+      mean: `[batch, dim]` predicted means.
+      var: positive scalar variance (ValueError otherwise).
+      seed, targets, name, reuse, weights: as for the categorical
+        distribution (targets are real `[batch, dim]`, weights `[batch]`).
+    """
+    method = "register_normal_predictive_distribution"
+    check_variance(method, var)
+    check_targets(method, "mean", mean, targets)
+    loss = NormalMeanNegativeLogProbLoss(
+        mean,
+        var,
+        targets=targets,
+        seed=seed,
+        weights=broadcast_weights(method, "weights", weights, mean, "mean"),
+    )
+    layer_collection.register_loss_function(
+        loss, mean, "normal_predictive_distribution", name=name, reuse=reuse
+    )
+
+
+def register_multi_bernoulli_predictive_distribution(
+    layer_collection,
+    logits,
+    seed=None,
+    targets=None,
+    name=None,
+    reuse=VARIABLE_SCOPE,
+    weights=None,
+) -> None:
+    """Registers independent Bernoullis p = sigmoid(logits) per output.
+
+    Args:
+      logits: `[batch, dim]` logits; targets are 0/1 `[batch, dim]`.
+      seed, targets, name, reuse, weights: as for the categorical
+        distribution (weights `[batch]`).
+    """
+    method = "register_multi_bernoulli_predictive_distribution"
+    check_targets(method, "logits", logits, targets)
+    loss = MultiBernoulliNegativeLogProbLoss(
+        logits,
+        targets=targets,
+        seed=seed,
+        weights=broadcast_weights(method, "weights", weights, logits, "logits"),
+    )
+    base_name = "multi_bernoulli_predictive_distribution"
+    layer_collection.register_loss_function(
+        loss, logits, base_name, name=name, reuse=reuse
+    )
