@@ -95,6 +95,20 @@ def add_loss_tower(loss_dict, name: str, loss, reuse) -> None:
         loss_dict[name] = [loss]
 
 
+def _register_distribution(
+    layer_collection, kind, loss_class, data, data_name, weights, name, reuse, **args
+):
+    """Builds `loss_class(data, weights=..., **args)` and registers it.
+
+    `kind` names the registration (`register_<kind>`) and is the base of the
+    loss name; the weights are checked against `data` (argument `data_name`).
+    """
+    method = "register_" + kind
+    weights = broadcast_weights(method, "weights", weights, data, data_name)
+    loss = loss_class(data, weights=weights, **args)
+    layer_collection.register_loss_function(loss, data, kind, name=name, reuse=reuse)
+
+
 def register_categorical_predictive_distribution(
     layer_collection,
     logits,
@@ -123,14 +137,17 @@ def register_categorical_predictive_distribution(
     """
     method = "register_categorical_predictive_distribution"
     check_targets(method, "logits", logits, targets, per_row=True, strict=False)
-    loss = CategoricalLogitsNegativeLogProbLoss(
+    _register_distribution(
+        layer_collection,
+        "categorical_predictive_distribution",
+        CategoricalLogitsNegativeLogProbLoss,
         logits,
+        "logits",
+        weights,
+        name,
+        reuse,
         targets=targets,
         seed=seed,
-        weights=broadcast_weights(method, "weights", weights, logits, "logits"),
-    )
-    layer_collection.register_loss_function(
-        loss, logits, "categorical_predictive_distribution", name=name, reuse=reuse
     )
 
 
@@ -158,15 +175,18 @@ def register_normal_predictive_distribution(
     method = "register_normal_predictive_distribution"
     check_variance(method, var)
     check_targets(method, "mean", mean, targets)
-    loss = NormalMeanNegativeLogProbLoss(
+    _register_distribution(
+        layer_collection,
+        "normal_predictive_distribution",
+        NormalMeanNegativeLogProbLoss,
         mean,
-        var,
+        "mean",
+        weights,
+        name,
+        reuse,
+        var=var,
         targets=targets,
         seed=seed,
-        weights=broadcast_weights(method, "weights", weights, mean, "mean"),
-    )
-    layer_collection.register_loss_function(
-        loss, mean, "normal_predictive_distribution", name=name, reuse=reuse
     )
 
 
@@ -188,13 +208,15 @@ def register_multi_bernoulli_predictive_distribution(
     """
     method = "register_multi_bernoulli_predictive_distribution"
     check_targets(method, "logits", logits, targets)
-    loss = MultiBernoulliNegativeLogProbLoss(
+    _register_distribution(
+        layer_collection,
+        "multi_bernoulli_predictive_distribution",
+        MultiBernoulliNegativeLogProbLoss,
         logits,
+        "logits",
+        weights,
+        name,
+        reuse,
         targets=targets,
         seed=seed,
-        weights=broadcast_weights(method, "weights", weights, logits, "logits"),
-    )
-    base_name = "multi_bernoulli_predictive_distribution"
-    layer_collection.register_loss_function(
-        loss, logits, base_name, name=name, reuse=reuse
     )
