@@ -115,7 +115,8 @@ VALIDATION_CASES = {
             tf.placeholder(tf.float32, (8, 4)),
             approx="foo",
         ),
-        r"Bad value 'foo' for approx.*\['diagonal', 'ekfac', 'kron'\]",
+        r"Bad value 'foo' for approx.*\['diagonal', 'ekfac', 'kron', 'kron_expand', "
+        r"'kron_reduce'\]",
     ),
     "conv filter rank": (_conv_case(w_shape=(2, 3, 5)), r"`params` must have rank 4"),
     "conv strides": (_conv_case(strides=(1, 1)), r"`strides` must be a list of 4"),

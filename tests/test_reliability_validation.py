@@ -188,7 +188,8 @@ BAD_INPUTS = [
     ("unknown fc approximation",
      lambda env: env.lc.register_fully_connected(
          (env.w, env.b), env.x, env.out, approx="kronecker"),
-     ValueError, r"Bad value 'kronecker' for approx.*\['diagonal', 'ekfac', 'kron'\]"),
+     ValueError, r"Bad value 'kronecker' for approx.*\['diagonal', 'ekfac', 'kron', "
+     r"'kron_expand', 'kron_reduce'\]"),
     ("unknown default approximation",
      lambda env: env.lc.set_default_conv2d_approximation("full"),
      ValueError, r"Bad value 'full' for approx"),

@@ -17,6 +17,7 @@ from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.diagonal import Mat2dDiagonalFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTower
+from kfac.ops._blocks.towers import with_position_statistics
 from kfac.ops._factors import conv as conv_factors
 from kfac.ops._utils import conv_patches
 
@@ -220,7 +221,14 @@ class ConvDiagonalFB(InputOutputMultiTower, Mat2dDiagonalFB):
 
 
 class ConvKFCMixin(object):
-    """Configuration and factors shared by the conv Kronecker blocks."""
+    """Configuration and factors shared by the conv Kronecker blocks.
+
+    `_reduce` (KFAC-reduce, Eschenhagen et al. 2023) averages each example's
+    patches and sums its output gradients over the locations before the
+    outer products; otherwise every location is a row (KFC, i.e. KFAC-expand).
+    """
+
+    _reduce = False
 
     def __init__(
         self,
@@ -234,7 +242,7 @@ class ConvKFCMixin(object):
         *args,
         sub_sample_inputs=None,
         sub_sample_patches=None,
-        **kwargs
+        **kwargs,
     ):
         """Creates the block.
 
@@ -289,22 +297,42 @@ class ConvKFCMixin(object):
         self._num_locations = num_conv_locations(
             inputs[0].shape.as_list(), self._strides
         )
+        reduce = self._reduce
+        input_statistics = self._position_statistics("inputs", "examples_first", reduce)
+        output_statistics = self._position_statistics(
+            "outputs", "examples_first", reduce
+        )
+        if input_statistics is not None:
+            # Sampling rows would break the weights' alignment: only the
+            # configuration's default may ask for it, and is then ignored.
+            if any(self._sub_sample):
+                raise ValueError(
+                    "%s: sub_sample_inputs / sub_sample_patches cannot be "
+                    "combined with weights, a mask or KFAC-reduce."
+                    % type(self).__name__
+                )
+            sub_sample = (False, False)
         self._input_factor = self._factors.make_or_get_factor(
             conv_factors.ConvInputKroneckerFactor,
-            (
-                inputs,
-                self._filter_shape,
-                self._padding,
-                self._strides,
-                self._dilation_rate,
-                self._data_format,
-                self._extract_patches_fn,
-                self._has_bias,
-            )
-            + sub_sample,
+            with_position_statistics(
+                (
+                    inputs,
+                    self._filter_shape,
+                    self._padding,
+                    self._strides,
+                    self._dilation_rate,
+                    self._data_format,
+                    self._extract_patches_fn,
+                    self._has_bias,
+                )
+                + sub_sample,
+                input_statistics,
+            ),
         )
+        output_args = (grads_list,) if output_statistics is None else (grads_list, None)
         self._output_factor = self._factors.make_or_get_factor(
-            conv_factors.ConvOutputKroneckerFactor, (grads_list,)
+            conv_factors.ConvOutputKroneckerFactor,
+            with_position_statistics(output_args, output_statistics),
         )
 
 
@@ -323,6 +351,24 @@ class ConvKFCBasicFB(InputOutputMultiTower, ConvKFCMixin, KroneckerProductFB):
     @property
     def _renorm_coeff(self):
         return self._num_locations
+
+
+class ConvKFCReduceFB(ConvKFCBasicFB):
+    """KFAC-reduce block of a convolution (`ConvKFCBasicFB`'s arguments):
+    `p̄_b = mean_loc p̃_{b,loc}`, `ĝ_b = Σ_loc ds_{b,loc}`,
+    `F ≈ E_b[p̄ p̄ᵀ] ⊗ E_b[ĝ ĝᵀ]` (no location factor, no damping
+    normalisation); outer products over `B` rows instead of `B·T`."""
+
+    _reduce = True
+
+    def instantiate_factors(self, grads_list, damping):
+        inputs, grads_list = self._process_data(grads_list)
+        self._make_conv_factors(inputs, grads_list)
+        self._setup_damping(damping)
+
+    @property
+    def _renorm_coeff(self):
+        return 1.0
 
 
 def _check_depthwise_args(block_name, params, strides, rate, data_format):

@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.towers import InputOutputMultiTower
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
+from kfac.ops._blocks.towers import with_position_statistics
 from kfac.ops._factors import embedding as embedding_factors
 from kfac.ops._factors import fully_connected as fc_factors
 from kfac.ops._factors import multi_use as multi_use_factors
@@ -26,7 +27,10 @@ class DiagonalInputKroneckerMixin(object):
         """
         dtype = tf.as_dtype(grads_list[0][0].dtype).base_dtype
         args = (inputs, self._vocab_size)
-        if dtype != tf.float32:
+        weights = self._process_weights()
+        if weights is not None:
+            args += (dtype, weights)
+        elif dtype != tf.float32:
             args += (dtype,)
         return self._factors.make_or_get_factor(
             embedding_factors.EmbeddingInputKroneckerFactor, args
@@ -77,8 +81,13 @@ class EmbeddingKFACFB(
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
         self._input_factor = self._make_input_factor(inputs, grads_list)
+        output_statistics = self._position_statistics("outputs", "rows")
+        output_args = (
+            (grads_list,) if output_statistics is None else (grads_list, False)
+        )
         self._output_factor = self._factors.make_or_get_factor(
-            fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
+            fc_factors.FullyConnectedKroneckerFactor,
+            with_position_statistics(output_args, output_statistics),
         )
         self._setup_damping(damping)
 
@@ -107,8 +116,15 @@ class EmbeddingKFACMultiIndepFB(
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
         self._input_factor = self._make_input_factor(inputs, grads_list)
+        output_statistics = self._position_statistics(
+            "outputs", "use_major", num_uses=self._num_uses
+        )
+        output_args = (grads_list, self._num_uses)
+        if output_statistics is not None:
+            output_args += (False,)
         self._output_factor = self._factors.make_or_get_factor(
-            multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
+            multi_use_factors.FullyConnectedMultiKF,
+            with_position_statistics(output_args, output_statistics),
         )
         self._setup_damping(damping, normalization=self._num_uses)
 

@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._blocks import damping as damping_lib
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.towers import FullyConnectedMultiTower
+from kfac.ops._blocks.towers import with_position_statistics
 from kfac.ops._factors import fully_connected as fc_factors
 from kfac.ops._utils import reshape
 
@@ -139,17 +140,34 @@ class KroneckerProductFB(FisherBlock):
 
 class FullyConnectedKroneckerFactors(FullyConnectedMultiTower):
     """A fully connected layer's K-FAC factors `A = E[ã ãᵀ]` and `G = E[g gᵀ]`
-    (shared by every block built on them)."""
+    (shared by every block built on them).
+
+    Inputs `[B, ..., in]` contribute one row per leading position, each its own
+    example (KFAC-expand with a per-position loss: the statistics of the
+    inputs reshaped to `[-1, in]`); `_reduce` (KFAC-reduce) instead aggregates
+    the positions of each of the `B` examples first (`_factors/positions.py`).
+    Position weights or masks of the towers weight the statistics.
+    """
+
+    _reduce = False
 
     def _make_kronecker_factors(self, grads_list):
         """Sets `_input_factor` (A) and `_output_factor` (G); returns the
         processed `(inputs, grads_list)`."""
         inputs, grads_list = self._process_data(grads_list)
+        layout = "examples_first" if self._reduce else "rows"
+        input_statistics = self._position_statistics("inputs", layout, self._reduce)
+        output_statistics = self._position_statistics("outputs", layout, self._reduce)
         self._input_factor = self._factors.make_or_get_factor(
-            fc_factors.FullyConnectedKroneckerFactor, ((inputs,), self._has_bias)
+            fc_factors.FullyConnectedKroneckerFactor,
+            with_position_statistics(((inputs,), self._has_bias), input_statistics),
+        )
+        output_args = (
+            (grads_list,) if output_statistics is None else (grads_list, False)
         )
         self._output_factor = self._factors.make_or_get_factor(
-            fc_factors.FullyConnectedKroneckerFactor, (grads_list,)
+            fc_factors.FullyConnectedKroneckerFactor,
+            with_position_statistics(output_args, output_statistics),
         )
         return inputs, grads_list
 
@@ -164,3 +182,13 @@ class FullyConnectedKFACBasicFB(FullyConnectedKroneckerFactors, KroneckerProduct
     def instantiate_factors(self, grads_list, damping):
         self._make_kronecker_factors(grads_list)
         self._setup_damping(damping)
+
+
+class FullyConnectedKFACReduceFB(FullyConnectedKFACBasicFB):
+    """KFAC-reduce block of a dense layer over `[B, ..., in]` (Eschenhagen et
+    al. 2023, §3.2): per example, `â = mean_p ã_p` and `ĝ = Σ_p g_p` over its
+    positions, `A = E_n[â âᵀ]`, `G = E_n[ĝ ĝᵀ]`, `F ≈ A ⊗ G`. Exact for a deep
+    linear network whose positions are summed or averaged before the loss;
+    with `[B, in]` inputs it is `FullyConnectedKFACBasicFB`."""
+
+    _reduce = True

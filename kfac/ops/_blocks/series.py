@@ -19,8 +19,8 @@ import enum
 import tensorflow.compat.v1 as tf
 
 from kfac.ops._blocks.kronecker import KroneckerProductFB
+from kfac.ops._blocks.multi_use import make_multi_use_factors
 from kfac.ops._blocks.towers import InputOutputMultiTowerMultiUse
-from kfac.ops._factors import multi_use as multi_use_factors
 from kfac.ops._utils import reshape
 
 
@@ -75,14 +75,10 @@ class FullyConnectedSeriesFB(InputOutputMultiTowerMultiUse, KroneckerProductFB):
 
     def instantiate_factors(self, grads_list, damping):
         inputs, grads_list = self._process_data(grads_list)
-        self._input_factor = self._factors.make_or_get_factor(
-            multi_use_factors.FullyConnectedMultiKF,
-            ((inputs,), self._num_uses, self._has_bias),
+        self._input_factor, self._output_factor = make_multi_use_factors(
+            self, inputs, grads_list
         )
         self._input_factor.register_cov_dt1()
-        self._output_factor = self._factors.make_or_get_factor(
-            multi_use_factors.FullyConnectedMultiKF, (grads_list, self._num_uses)
-        )
         self._output_factor.register_cov_dt1()
         self._setup_damping(damping, normalization=self._num_uses)
 

@@ -14,7 +14,18 @@ two blocks on the same tensors share a factor.
 
 import itertools
 
+import tensorflow.compat.v1 as tf
+
+from kfac.ops._factors import positions
 from kfac.ops._utils import partitioned_tensor
+
+
+def with_position_statistics(args: tuple, position_statistics) -> tuple:
+    """A factor's constructor arguments, with `position_statistics` last unless
+    None (so an unweighted factor keeps the original's arguments and name)."""
+    if position_statistics is None:
+        return args
+    return args + (position_statistics,)
 
 
 class InputOutputMultiTower(object):
@@ -26,6 +37,7 @@ class InputOutputMultiTower(object):
     def __init__(self, *args, **kwargs):
         self._tower_inputs = []
         self._tower_outputs = []
+        self._tower_weights = []
         super(InputOutputMultiTower, self).__init__(*args, **kwargs)
 
     @property
@@ -38,10 +50,52 @@ class InputOutputMultiTower(object):
         """List over towers of the layer outputs (pre-activations)."""
         return self._tower_outputs
 
-    def register_additional_tower(self, inputs, outputs):
-        """Appends one tower: the layer's `inputs` and pre-activation `outputs`."""
+    def register_additional_tower(self, inputs, outputs, weights=None):
+        """Appends one tower: the layer's `inputs` and pre-activation `outputs`.
+
+        Args:
+            inputs, outputs: the tower's data.
+            weights: (port addition) position weights or a 0/1 mask shaped like
+                the outputs' leading dims (the `*_multi` blocks: like the
+                inputs' format), or None; see `_factors/positions.py`.
+        """
         self._tower_inputs.append(inputs)
         self._tower_outputs.append(outputs)
+        self._tower_weights.append(weights)
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether any tower was registered with position weights or a mask."""
+        return any(weights is not None for weights in self._tower_weights)
+
+    def _tower_weights_or_ones(self):
+        """Per tower, its weights, or ones like its outputs' leading dims when
+        only some towers have weights."""
+        return [
+            weights
+            if weights is not None
+            else tf.ones(tf.shape(outputs)[:-1], dtype=outputs.dtype)
+            for weights, outputs in zip(self._tower_weights, self._tower_outputs)
+        ]
+
+    def _position_statistics(self, role, layout, reduce=False, num_uses=None):
+        """The `positions.PositionStatistics` of one of this block's factors, or
+        None for the plain (unweighted, expand) statistic."""
+        weights = self._process_weights()
+        if weights is None and not reduce:
+            return None
+        return positions.PositionStatistics(role, layout, weights, reduce, num_uses)
+
+    def _process_weights(self):
+        """The towers' weights in the factors' format, or None without weights:
+        one `PartitionedTensor` under "concat", a tuple over towers otherwise
+        (the same grouping `_process_data` gives the inputs)."""
+        if not self.has_weights:
+            return None
+        weights = self._tower_weights_or_ones()
+        if self._config.checked_tower_strategy() == "concat":
+            return (partitioned_tensor.PartitionedTensor(weights),)
+        return tuple(weights)
 
     @property
     def num_registered_towers(self):
@@ -148,6 +202,35 @@ class InputOutputMultiTowerMultiUse(InputOutputMultiTower):
         return tuple(
             partitioned_tensor.PartitionedTensor(uses) for uses in per_tower_lists
         )
+
+    def _tower_weights_or_ones(self):
+        """Per tower, its weights (in the format of its inputs: a list over uses
+        or one folded tensor), or ones of that format."""
+
+        def ones_like_rows(tensor):
+            tensor = tf.convert_to_tensor(tensor)
+            return tf.ones(tf.shape(tensor)[:1], dtype=tensor.dtype)
+
+        towers = []
+        for weights, inputs in zip(self._tower_weights, self._tower_inputs):
+            if weights is None:
+                if isinstance(inputs, (list, tuple)):
+                    weights = [ones_like_rows(use) for use in inputs]
+                else:
+                    weights = ones_like_rows(inputs)
+            towers.append(weights)
+        return towers
+
+    def _process_weights(self):
+        """The towers' weights in the factors' format (use-major like the
+        inputs, see `_process_data`), or None without weights."""
+        if not self.has_weights:
+            return None
+        strategy = self._config.checked_tower_strategy()
+        weights = self._tower_weights_or_ones()
+        if isinstance(weights[0], (list, tuple)):
+            return self._merge_uses(weights, strategy)
+        return tuple(weights)  # folded: one tensor per tower, as the inputs
 
     def _process_data(self, grads_list):
         """Packs multi-use inputs and gradients in the factors' format.

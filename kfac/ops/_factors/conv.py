@@ -49,6 +49,10 @@ def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
     )
 
 
+def _position_suffix(position_statistics) -> str:
+    return "" if position_statistics is None else position_statistics.scope_suffix()
+
+
 class ConvDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalFactor):
     """Diagonal Fisher of a 2-D convolution, shape `[kh·kw·cin + has_bias, cout]`.
 
@@ -212,6 +216,9 @@ class ConvInputKroneckerFactor(
       sub_sample_inputs, sub_sample_patches: (port additions) estimate `Ω̂`
         from a random part of the examples / of the patches (`KfacConfig`'s
         fields of the same names, whose values None takes).
+      position_statistics: (port addition) location weights/masks or
+        KFAC-reduce (`positions.PositionStatistics`, "examples_first" layout
+        over `[B, *spatial_out]`); not combined with sampling.
     """
 
     def __init__(
@@ -226,8 +233,10 @@ class ConvInputKroneckerFactor(
         has_bias=False,
         sub_sample_inputs=None,
         sub_sample_patches=None,
+        position_statistics=None,
     ):
         self._inputs = inputs
+        self._position_statistics = position_statistics
         self._filter_shape = _int_tuple(filter_shape)
         self._strides = _int_tuple(strides)
         self._padding = padding
@@ -241,7 +250,8 @@ class ConvInputKroneckerFactor(
             config.sub_sample_inputs if sub_sample_inputs is None else sub_sample_inputs
         )
         self._sub_sample_patches = bool(
-            config.sub_sample_patches if sub_sample_patches is None
+            config.sub_sample_patches
+            if sub_sample_patches is None
             else sub_sample_patches
         )
 
@@ -251,17 +261,22 @@ class ConvInputKroneckerFactor(
 
     @property
     def _var_scope(self):
-        return "ff_convinkron_" + naming.scope_string_from_params(
-            tuple(self._inputs)
-            + (
-                self._filter_shape,
-                self._strides,
-                self._padding,
-                self._dilation_rate,
-                self._data_format,
-                self._has_bias,
+        return (
+            "ff_convinkron_"
+            + naming.scope_string_from_params(
+                tuple(self._inputs)
+                + (
+                    self._filter_shape,
+                    self._strides,
+                    self._padding,
+                    self._dilation_rate,
+                    self._data_format,
+                    self._has_bias,
+                )
             )
-        ) + self._sampling_suffix()
+            + self._sampling_suffix()
+            + _position_suffix(self._position_statistics)
+        )
 
     def _sampling_suffix(self):
         # Unchanged names without sampling; factors differing only in it apart.
@@ -362,8 +377,21 @@ class ConvInputKroneckerFactor(
     def _compute_new_cov(self, source, tower):
         del source  # One source: the layer inputs.
         # The ones column is folded in without copying the patches.
+        if self._position_statistics is None:
+            return second_moments.symmetric_second_moment(
+                self.patch_rows(self._inputs[tower]), append_ones=self._has_bias
+            )
+        patches = self.extract_patches(tf.convert_to_tensor(self._inputs[tower]))
+        # [B, *spatial_out, p]: one patch per example and output location.
+        patches = tf.reshape(
+            patches,
+            tf.concat(
+                [tf.shape(patches)[:-1], [int(np.prod(self._filter_shape[:-1]))]], 0
+            ),
+        )
+        rows, row_scale, normalizer = self._position_statistics.rows(patches, tower)
         return second_moments.symmetric_second_moment(
-            self.patch_rows(self._inputs[tower]), append_ones=self._has_bias
+            rows, normalizer, append_ones=self._has_bias, row_scale=row_scale
         )
 
 
@@ -380,7 +408,7 @@ class ConvOutputKroneckerFactor(
       ValueError: `data_format` is not channels-last.
     """
 
-    def __init__(self, outputs_grads, data_format=None):
+    def __init__(self, outputs_grads, data_format=None, position_statistics=None):
         if not conv_patches.is_data_format_channel_last(data_format):
             raise ValueError(
                 "ConvOutputKroneckerFactor: data_format must be channels-last, "
@@ -388,6 +416,7 @@ class ConvOutputKroneckerFactor(
             )
         self._out_channels = tf.compat.dimension_value(outputs_grads[0][0].shape[-1])
         self._outputs_grads = outputs_grads
+        self._position_statistics = position_statistics
         super(ConvOutputKroneckerFactor, self).__init__()
 
     @property
@@ -396,8 +425,10 @@ class ConvOutputKroneckerFactor(
 
     @property
     def _var_scope(self):
-        return "ff_convoutkron_" + naming.scope_string_from_params(
-            statistics.flatten(self._outputs_grads)
+        return (
+            "ff_convoutkron_"
+            + naming.scope_string_from_params(statistics.flatten(self._outputs_grads))
+            + _position_suffix(self._position_statistics)
         )
 
     @property
@@ -406,6 +437,13 @@ class ConvOutputKroneckerFactor(
 
     def _compute_new_cov(self, source, tower):
         outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
-        return statistics.compute_cov(
-            tf.reshape(outputs_grad, [-1, self._out_channels])
+        if self._position_statistics is None:
+            return statistics.compute_cov(
+                tf.reshape(outputs_grad, [-1, self._out_channels])
+            )
+        rows, row_scale, normalizer = self._position_statistics.rows(
+            outputs_grad, tower
+        )
+        return second_moments.symmetric_second_moment(
+            rows, normalizer, row_scale=row_scale
         )

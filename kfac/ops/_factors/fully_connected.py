@@ -15,6 +15,7 @@ from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
+from kfac.ops._factors import positions
 from kfac.ops._factors import second_moments
 from kfac.ops._factors import statistics
 
@@ -109,11 +110,15 @@ class FullyConnectedKroneckerFactor(
       tensors: per source, per tower, a `[B, n]` Tensor (or PartitionedTensor);
         `[B, ..., n]` is flattened to rows (`as_rows`).
       has_bias: append a homogeneous coordinate (input factor with bias).
+      position_statistics: (port addition) a `positions.PositionStatistics`:
+        weighted or masked rows, or KFAC-reduce aggregates over the positions
+        of each example; None for the plain `(1/N) Σ_rows ã ãᵀ`.
     """
 
-    def __init__(self, tensors, has_bias=False):
+    def __init__(self, tensors, has_bias=False, position_statistics=None):
         self._tensors = tensors
         self._has_bias = has_bias
+        self._position_statistics = position_statistics
         super(FullyConnectedKroneckerFactor, self).__init__()
 
     @property
@@ -122,24 +127,50 @@ class FullyConnectedKroneckerFactor(
 
     @property
     def _var_scope(self):
-        return "ff_fckron_" + naming.scope_string_from_params(
-            tuple(statistics.flatten(self._tensors)) + (self._has_bias,)
+        return (
+            "ff_fckron_"
+            + naming.scope_string_from_params(
+                tuple(statistics.flatten(self._tensors)) + (self._has_bias,)
+            )
+            + self._position_suffix()
         )
+
+    def _position_suffix(self) -> str:
+        if self._position_statistics is None:
+            return ""
+        return self._position_statistics.scope_suffix()
 
     @property
     def _cov_shape(self):
         size = _static_dim(self._tensors[0][0], -1) + int(self._has_bias)
         return [size, size]
 
-    def _rows(self, source, tower) -> tf.Tensor:
-        """The `[N, n (+1)]` rows `ã` of one source and tower."""
-        tensor = as_rows(self._tensors[source][tower])
+    def _rows(self, source, tower):
+        """`(rows ã [N, n (+1)], normalizer or None)` of one source and tower,
+        each row scaled by its position weight's `s` (see `positions`)."""
+        if self._position_statistics is None:
+            rows, row_scale, normalizer = (
+                as_rows(self._tensors[source][tower]),
+                None,
+                None,
+            )
+        else:
+            rows, row_scale, normalizer = self._position_statistics.rows(
+                self._tensors[source][tower], tower
+            )
         if self._has_bias:
-            tensor = statistics.append_homog(tensor)
-        return tensor
+            rows = statistics.append_homog(rows)
+        return positions.scaled_rows(rows, row_scale), normalizer
 
     def _compute_new_cov(self, source, tower):
         # The ones column is folded in without copying the rows (second_moments).
+        if self._position_statistics is None:
+            return second_moments.symmetric_second_moment(
+                as_rows(self._tensors[source][tower]), append_ones=self._has_bias
+            )
+        rows, row_scale, normalizer = self._position_statistics.rows(
+            self._tensors[source][tower], tower
+        )
         return second_moments.symmetric_second_moment(
-            as_rows(self._tensors[source][tower]), append_ones=self._has_bias
+            rows, normalizer, append_ones=self._has_bias, row_scale=row_scale
         )

@@ -26,9 +26,14 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
       tensors: per source, per tower, a `[num_uses·B, n]` Tensor (use-major rows).
       num_uses: number of uses `T` (needed for `cov_dt1`).
       has_bias: append a homogeneous coordinate (input factor with bias).
+      position_statistics: (port addition) weighted or masked rows
+        (`positions.PositionStatistics`, "use_major" layout); the lag-1
+        moment then pairs the scaled rows, so a padded step pairs with nothing.
     """
 
-    def __init__(self, tensors, num_uses=None, has_bias=False):
+    def __init__(
+        self, tensors, num_uses=None, has_bias=False, position_statistics=None
+    ):
         self._num_uses = naming.to_python_scalar(num_uses)
         self._cov_dt1 = None
         self._make_cov_dt1 = False
@@ -36,7 +41,11 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
         self._option2quants_by_damping = {}  # {damping_id: (Pmat, Kmat, mu)}
         self._option1quants_registrations = set()  # {damping_id}
         self._option2quants_registrations = set()  # {damping_id}
-        super(FullyConnectedMultiKF, self).__init__(tensors=tensors, has_bias=has_bias)
+        super(FullyConnectedMultiKF, self).__init__(
+            tensors=tensors,
+            has_bias=has_bias,
+            position_statistics=position_statistics,
+        )
 
     @property
     def _num_timesteps(self):
@@ -44,9 +53,13 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
 
     @property
     def _var_scope(self):
-        return "ff_fc_multi_" + naming.scope_string_from_params(
-            tuple(statistics.flatten(self._tensors))
-            + (self._num_timesteps, self._has_bias)
+        return (
+            "ff_fc_multi_"
+            + naming.scope_string_from_params(
+                tuple(statistics.flatten(self._tensors))
+                + (self._num_timesteps, self._has_bias)
+            )
+            + self._position_suffix()
         )
 
     @property
@@ -102,13 +115,15 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
         equals zero-padding the sequence, which keeps the block PSD (Martens,
         Ba & Johnson 2018, appendix B.2).
         """
-        rows = self._rows(source, tower)
+        rows, normalizer = self._rows(source, tower)
         total_rows = tf.shape(rows)[0]
         batch_size = total_rows // self._num_uses
         present = rows[: total_rows - batch_size]
         future = rows[batch_size:]
         return statistics.compute_cov(
-            future, tensor_right=present, normalizer=total_rows
+            future,
+            tensor_right=present,
+            normalizer=total_rows if normalizer is None else normalizer,
         )
 
     def make_covariance_update_op(self, ema_decay, non_finite_policy="skip"):

@@ -82,9 +82,9 @@ def symmetric_outer_product(matrix: Any) -> tf.Tensor:
 
 
 def symmetric_second_moment(
-    rows: Any, normalizer: Any = None, append_ones: bool = False
+    rows: Any, normalizer: Any = None, append_ones: bool = False, row_scale: Any = None
 ) -> tf.Tensor:
-    """`ãᵀã / N`, exactly symmetric; `ã = [rows, 1]` when `append_ones`.
+    """`ãᵀ diag(s²) ã / N`, exactly symmetric; `ã = [rows, 1]` when `append_ones`.
 
     Args:
       rows: `[N_rows, n]` Tensor (or anything convertible, e.g. a
@@ -92,12 +92,16 @@ def symmetric_second_moment(
       normalizer: `N` (number or scalar Tensor, cast to the dtype of `rows`);
         default the dynamic row count `N_rows`.
       append_ones: add a homogeneous coordinate: the result is `[n+1, n+1]`
-        with last column `Σ_rows x / N` and corner `N_rows / N`.
+        with last column `Σ_rows s² x / N` and corner `Σ_rows s² / N`.
+      row_scale: `s`, a `[N_rows]` scale of every row (the square root of a
+        row weight, or a 0/1 mask), or None for ones.
 
     Returns:
       The `[n (+1), n (+1)]` second moment in the dtype of `rows`.
     """
     rows = tf.convert_to_tensor(rows)
+    if row_scale is not None:
+        rows = rows * row_scale[:, None]
     dtype = rows.dtype.base_dtype
     num_rows = tf.shape(rows)[0]
     normalizer = tf.cast(num_rows if normalizer is None else normalizer, dtype)
@@ -118,12 +122,17 @@ def symmetric_second_moment(
         scale,
     )
     if append_ones:
-        means = tf.reduce_sum(rows, axis=0) * scale  # [n]
+        if row_scale is None:
+            means = tf.reduce_sum(rows, axis=0) * scale  # [n]
+            corner = tf.reshape(tf.cast(num_rows, dtype) / normalizer, [1, 1])
+        else:
+            # The homogeneous coordinate of a scaled row is `s` itself.
+            means = tf.reshape(tf.matmul(row_scale[None, :], rows), [-1]) * scale
+            corner = tf.reshape(tf.reduce_sum(tf.square(row_scale)) * scale, [1, 1])
         for i, block_row in enumerate(block_rows):
             if count == 1:
                 block_row.append(tf.expand_dims(means, 1))
             else:
                 block_row.append(tf.expand_dims(means[bounds[i] : bounds[i + 1]], 1))
-        corner = tf.reshape(tf.cast(num_rows, dtype) / normalizer, [1, 1])
         block_rows.append([tf.expand_dims(means, 0), corner])
     return _concat([_concat(block_row, axis=1) for block_row in block_rows], axis=0)

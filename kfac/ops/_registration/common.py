@@ -26,6 +26,12 @@ APPROX_FULL_NAME = "full"
 APPROX_KRONECKER_INDEP_NAME = "kron_indep"
 APPROX_KRONECKER_SERIES_1_NAME = "kron_series_1"
 APPROX_KRONECKER_SERIES_2_NAME = "kron_series_2"
+# Shared weights (Eschenhagen et al. 2023): "kron_expand" treats every position
+# (time step, use, location) as an example and is the name of what "kron"
+# (dense, conv) and "kron_indep" (the *_multi kinds) compute; "kron_reduce"
+# aggregates each example's positions before the outer products.
+APPROX_KRONECKER_EXPAND_NAME = "kron_expand"
+APPROX_KRONECKER_REDUCE_NAME = "kron_reduce"
 
 # Possible value of the `reuse` keyword: use `tf.get_variable_scope().reuse`.
 VARIABLE_SCOPE = "VARIABLE_SCOPE"
@@ -137,6 +143,24 @@ def add_layer(
     layer_collection.add_uses(params, uses)
     if kind is not None:
         layer_collection.record_layer(params, kind, approx, tower_args, uses, block)
+
+
+def tower_arguments(inputs, outputs, weights) -> tuple:
+    """`register_additional_tower`'s arguments: `(inputs, outputs)`, and the
+    position weights when there are any."""
+    if weights is None:
+        return (inputs, outputs)
+    return (inputs, outputs, weights)
+
+
+def check_weights_supported(kind, approx, weights, supported) -> None:
+    """ValueError unless `weights` is None or `approx` is in `supported`."""
+    if weights is None or approx in supported:
+        return
+    raise ValueError(
+        "{}: a mask or weights cannot be used with approx={!r}; approximations "
+        "that take them: {}.".format(kind.method, approx, sorted(supported))
+    )
 
 
 def register_layer(

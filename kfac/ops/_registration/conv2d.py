@@ -1,9 +1,12 @@
 """2-D convolutions (`tf.nn.conv2d`, channels last), used once or several times.
 
-Approximations: "kron" (`ConvKFCBasicFB`, default), "diagonal"
-(`ConvDiagonalFB`) or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several
-times per example, only "kron_indep" (`ConvKFCBasicMultiIndepFB`). `strides`
-and `dilations` have the 4 entries of `tf.nn.conv2d`.
+Approximations: "kron" (`ConvKFCBasicFB`, default; KFAC-expand, also named
+"kron_expand"), "kron_reduce" (`ConvKFCReduceFB`: KFAC-reduce, each example's
+locations aggregated, Eschenhagen et al. 2023), "diagonal" (`ConvDiagonalFB`)
+or "ekfac" (`ConvEKFACFB`, George et al. 2018); used several times per
+example, only "kron_indep" (`ConvKFCBasicMultiIndepFB`). `strides` and
+`dilations` have the 4 entries of `tf.nn.conv2d`. A `mask`/`weights` of the
+output locations (or of the examples) weights the Kronecker statistics.
 """
 
 import dataclasses
@@ -11,15 +14,20 @@ from typing import Any
 
 from kfac.ops._blocks.conv import ConvDiagonalFB
 from kfac.ops._blocks.conv import ConvKFCBasicFB
+from kfac.ops._blocks.conv import ConvKFCReduceFB
 from kfac.ops._blocks.eigenbasis import ConvEKFACFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
 from kfac.ops._registration.common import APPROX_DIAGONAL_NAME
 from kfac.ops._registration.common import APPROX_EKFAC_NAME
+from kfac.ops._registration.common import APPROX_KRONECKER_EXPAND_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_INDEP_NAME
 from kfac.ops._registration.common import APPROX_KRONECKER_NAME
+from kfac.ops._registration.common import APPROX_KRONECKER_REDUCE_NAME
 from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
+from kfac.ops._registration.common import check_weights_supported
 from kfac.ops._registration.common import register_layer
+from kfac.ops._registration.common import tower_arguments
 from kfac.ops._registration.convolution import check_convolution_io
 from kfac.ops._registration.convolution import check_data_format
 from kfac.ops._registration.convolution import check_full_strides
@@ -27,6 +35,8 @@ from kfac.ops._registration.convolution import check_padding
 from kfac.ops._registration.convolution import check_spatial_list
 from kfac.ops._registration.convolution import sub_sample_options
 from kfac.ops._registration.multi_use import register_multi_use_layer
+from kfac.ops._registration.shapes import error
+from kfac.ops._registration.weights import combine_mask_and_weights
 
 CONV2D = LayerKind(
     "conv2d",
@@ -34,8 +44,16 @@ CONV2D = LayerKind(
         APPROX_KRONECKER_NAME: ConvKFCBasicFB,
         APPROX_DIAGONAL_NAME: ConvDiagonalFB,
         APPROX_EKFAC_NAME: ConvEKFACFB,
+        APPROX_KRONECKER_EXPAND_NAME: ConvKFCBasicFB,
+        APPROX_KRONECKER_REDUCE_NAME: ConvKFCReduceFB,
     },
     default=APPROX_KRONECKER_NAME,
+)
+# Approximations whose statistics take location weights or a mask.
+CONV2D_WEIGHTED = (
+    APPROX_KRONECKER_NAME,
+    APPROX_KRONECKER_EXPAND_NAME,
+    APPROX_KRONECKER_REDUCE_NAME,
 )
 
 CONV2D_MULTI = LayerKind(
@@ -126,6 +144,8 @@ def register_conv2d(
     reuse=VARIABLE_SCOPE,
     sub_sample_inputs=None,
     sub_sample_patches=None,
+    mask=None,
+    weights=None,
 ) -> None:
     """Registers a `tf.nn.conv2d` layer (channels last).
 
@@ -137,26 +157,52 @@ def register_conv2d(
       outputs: pre-activations `[batch, H', W', out_channels]`.
       data_format: None or "NHWC".
       dilations: None or 4 ints `[1, dh, dw, 1]`.
-      approx: "kron" (`ConvKFCBasicFB`, default), "diagonal" (`ConvDiagonalFB`)
-        or "ekfac" (`ConvEKFACFB`).
+      approx: "kron" (`ConvKFCBasicFB`, default; also "kron_expand"),
+        "kron_reduce" (`ConvKFCReduceFB`), "diagonal" (`ConvDiagonalFB`) or
+        "ekfac" (`ConvEKFACFB`).
       reuse: see `register_block`.
       sub_sample_inputs, sub_sample_patches: (port additions) estimate the
         Kronecker input factor from a random part of the examples / of the
         patches (`ConvInputKroneckerFactor`); None: the collection's
         `KfacConfig`. True with "diagonal" raises ValueError.
+      mask, weights: (port additions) bool/0-1 values or non-negative weights
+        of the output locations `[batch, H', W']` or of the examples
+        `[batch]` (a prefix broadcasts); see `register_fully_connected`.
+        Not with sampling.
     """
+    method = CONV2D.method
     layer = Conv2dLayer(params, strides, padding, data_format, dilations)
+    position_weights = combine_mask_and_weights(
+        method, mask, weights, outputs, "outputs"
+    )
 
     def make_block(block_type, approx):
-        layer.check(CONV2D.method, inputs, outputs)
+        layer.check(method, inputs, outputs)
         options = sub_sample_options(
-            CONV2D.method, approx, sub_sample_inputs, sub_sample_patches)
+            method, approx, sub_sample_inputs, sub_sample_patches
+        )
+        check_weights_supported(CONV2D, approx, position_weights, CONV2D_WEIGHTED)
+        sampled = sub_sample_inputs or sub_sample_patches
+        if sampled and (
+            position_weights is not None or approx == APPROX_KRONECKER_REDUCE_NAME
+        ):
+            raise error(
+                method,
+                "sub_sample_inputs/sub_sample_patches cannot be combined with a "
+                "mask, weights or approx={!r}.".format(approx),
+            )
         if approx == APPROX_DIAGONAL_NAME:
             options = {}
         return layer.block(layer_collection.factor_cache, block_type, approx, **options)
 
     register_layer(
-        layer_collection, CONV2D, params, approx, reuse, make_block, (inputs, outputs)
+        layer_collection,
+        CONV2D,
+        params,
+        approx,
+        reuse,
+        make_block,
+        tower_arguments(inputs, outputs, position_weights),
     )
 
 

@@ -12,6 +12,8 @@ from kfac.ops._registration.common import APPROX_KRONECKER_NAME
 from kfac.ops._registration.common import VARIABLE_SCOPE
 from kfac.ops._registration.common import LayerKind
 from kfac.ops._registration.common import register_layer
+from kfac.ops._registration.common import tower_arguments
+from kfac.ops._registration.multi_use import multi_use_weights
 from kfac.ops._registration.multi_use import register_multi_use_layer
 from kfac.ops._registration.shapes import base_dtype
 from kfac.ops._registration.shapes import check_dim
@@ -22,6 +24,7 @@ from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import dims
 from kfac.ops._registration.shapes import error
 from kfac.ops._registration.shapes import static_shape
+from kfac.ops._registration.weights import combine_mask_and_weights
 
 _EMBEDDING_MATRIX = "the embedding matrix [vocab_size, dim]"
 
@@ -99,7 +102,14 @@ def check_embedding_io(
 
 
 def register_embedding(
-    layer_collection, params, inputs, outputs, approx=None, reuse=VARIABLE_SCOPE
+    layer_collection,
+    params,
+    inputs,
+    outputs,
+    approx=None,
+    reuse=VARIABLE_SCOPE,
+    mask=None,
+    weights=None,
 ) -> None:
     """Registers an embedding lookup (`EmbeddingKFACFB`).
 
@@ -109,7 +119,13 @@ def register_embedding(
       outputs: `[batch, dim]`.
       approx: "kron".
       reuse: see `register_block`.
+      mask, weights: (port additions) 0/1 values or non-negative weights of
+        the leading dims of `outputs` (or a prefix): padded rows or positions
+        count for nothing; see `register_fully_connected`.
     """
+    position_weights = combine_mask_and_weights(
+        EMBEDDING.method, mask, weights, outputs, "outputs"
+    )
 
     def make_block(block_type, unused_approx):
         vocab_size = check_embedding_io(EMBEDDING.method, params, inputs, outputs)
@@ -122,7 +138,7 @@ def register_embedding(
         approx,
         reuse,
         make_block,
-        (inputs, outputs),
+        tower_arguments(inputs, outputs, position_weights),
     )
 
 
@@ -134,13 +150,22 @@ def register_embedding_multi(
     num_uses=None,
     approx=None,
     reuse=VARIABLE_SCOPE,
+    mask=None,
+    weights=None,
 ) -> None:
     """Registers an embedding used several times (`EmbeddingKFACMultiIndepFB`).
 
     Args are those of `register_embedding`, with `inputs`/`outputs` lists
-    over uses or single folded tensors, and `num_uses` as in
+    over uses or single folded tensors, `num_uses` as in
+    `register_fully_connected_multi`, and `mask`/`weights` in the formats of
     `register_fully_connected_multi`; `approx` may only be "kron_indep".
     """
+    outputs_dtype = base_dtype(
+        outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    )
+    use_weights = multi_use_weights(
+        EMBEDDING_MULTI.method, mask, weights, inputs, num_uses, outputs_dtype
+    )
     register_multi_use_layer(
         layer_collection,
         EMBEDDING_MULTI,
@@ -156,4 +181,5 @@ def register_embedding_multi(
             check_embedding_io(EMBEDDING_MULTI.method, params, None, None),
             num_uses=num_uses,
         ),
+        weights=use_weights,
     )

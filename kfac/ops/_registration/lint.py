@@ -181,7 +181,8 @@ def layer_problems(layer_collection) -> List[RegistrationProblem]:
     for record in layer_collection.layer_registrations.values():
         if record.kind == "generic":
             continue
-        for tower, (inputs, outputs) in enumerate(record.towers):
+        for tower, tower_args in enumerate(record.towers):
+            inputs, outputs = tower_args[:2]  # (inputs, outputs[, weights])
             subgraph = SubGraph(tf.nest.flatten(outputs))
             for var in record.variables:
                 if isinstance(

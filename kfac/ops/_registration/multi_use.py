@@ -8,11 +8,16 @@ checked with the kind's own check, then the layer is registered like any other
 
 import functools
 
+import numpy as np
+import tensorflow.compat.v1 as tf
+
 from kfac.ops._registration.common import register_layer
 from kfac.ops._registration.common import resolve_reuse
+from kfac.ops._registration.common import tower_arguments
 from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import error
 from kfac.ops._registration.shapes import static_shape
+from kfac.ops._registration.weights import broadcast_weights
 
 
 def _named_uses(name, values):
@@ -86,6 +91,82 @@ def check_num_uses(method: str, inputs, outputs, num_uses, required=True) -> Non
             )
 
 
+def _uses_of(method, argument, value, inputs, num_uses, dtype):
+    """`value` (per-use weights in any accepted format) in the format of
+    `inputs`: a list over uses of `[batch]` tensors, or one folded tensor."""
+    listed = isinstance(inputs, (tuple, list))
+    uses = len(inputs) if listed else num_uses
+    if isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        if not isinstance(value, tf.Tensor):
+            value = np.asarray(value)
+        rank = static_shape(value).rank
+        if rank == 2:
+            if uses is None:
+                raise error(
+                    method, "`num_uses` is needed to read `{}`.".format(argument)
+                )
+            columns = static_shape(value).as_list()[1]
+            if columns is not None and columns != uses:
+                raise error(
+                    method,
+                    "`{}` of shape {} must be [batch, num_uses] with "
+                    "num_uses = {}.".format(
+                        argument, describe(static_shape(value)), uses
+                    ),
+                )
+            parts = tf.unstack(tf.convert_to_tensor(value), num=uses, axis=1)
+        elif listed:
+            parts = tf.split(tf.convert_to_tensor(value), uses)
+        else:
+            return broadcast_weights(method, argument, value, inputs, "inputs", dtype)
+    if listed:
+        if len(parts) != len(inputs):
+            raise error(
+                method,
+                "`{}` has {} uses but `inputs` has {}.".format(
+                    argument, len(parts), len(inputs)
+                ),
+            )
+        return [
+            broadcast_weights(
+                method,
+                "{}[{}]".format(argument, i),
+                part,
+                use,
+                "inputs[{}]".format(i),
+                dtype,
+            )
+            for i, (part, use) in enumerate(zip(parts, inputs))
+        ]
+    folded = tf.concat([tf.reshape(tf.convert_to_tensor(p), [-1]) for p in parts], 0)
+    return broadcast_weights(method, argument, folded, inputs, "inputs", dtype)
+
+
+def multi_use_weights(method, mask, weights, inputs, num_uses, dtype=None):
+    """`mask ∘ weights` of a *_multi registration, in the format of `inputs`.
+
+    Each may be a list over uses of `[batch]` values, one folded
+    `[num_uses * batch]` tensor, or `[batch, num_uses]` (as
+    `tf.sequence_mask(lengths, num_uses)` gives); None when both are None.
+    `dtype`: the weights' dtype when not the inputs' (integer ids).
+    """
+    converted = [
+        _uses_of(method, argument, value, inputs, num_uses, dtype)
+        for argument, value in (("mask", mask), ("weights", weights))
+        if value is not None
+    ]
+    if not converted:
+        return None
+    if len(converted) == 1:
+        return converted[0]
+    mask, weights = converted
+    if isinstance(mask, list):
+        return [m * w for m, w in zip(mask, weights)]
+    return mask * weights
+
+
 def _num_uses_registered(inputs) -> int:
     """Uses added by a *_multi call: one per listed input, one for a folded tensor.
 
@@ -124,12 +205,14 @@ def register_multi_use_layer(
     reuse,
     check_use,
     make_block,
+    weights=None,
 ) -> None:
     """`common.register_layer` for a layer used several times per example.
 
     The use lists and `num_uses` must agree and `check_use(method, params,
     inputs, outputs, names)` pass for every use before `make_block(block_type)`
-    builds the block; one use is added per listed input.
+    builds the block; one use is added per listed input. `weights` (already
+    in the format of `inputs`, see `multi_use_weights`) go to the tower.
     """
 
     def checked_block(block_type, unused_approx):
@@ -148,6 +231,6 @@ def register_multi_use_layer(
         approx,
         reuse,
         checked_block,
-        (inputs, outputs),
+        tower_arguments(inputs, outputs, weights),
         uses,
     )

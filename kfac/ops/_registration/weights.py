@@ -85,16 +85,16 @@ def _check_shape(method, argument, weights_shape, leading_shape, data_name) -> N
 
 def _run_time_check(method: str, argument: str, weights: tf.Tensor) -> tf.Tensor:
     """`weights`, read through an assertion that they are finite and >= 0."""
-    valid = tf.reduce_all(
-        tf.logical_and(tf.math.is_finite(weights), weights >= 0)
-    )
+    valid = tf.reduce_all(tf.logical_and(tf.math.is_finite(weights), weights >= 0))
     message = "{}: `{}` must be finite and non-negative.".format(method, argument)
     assertion = tf.debugging.Assert(valid, [message, tf.reduce_min(weights)])
     with tf.control_dependencies([assertion]):
         return tf.identity(weights)
 
 
-def broadcast_weights(method: str, argument: str, weights, data, data_name: str):
+def broadcast_weights(
+    method: str, argument: str, weights, data, data_name: str, dtype=None
+):
     """`weights` checked and broadcast to the leading shape of `data`.
 
     Args:
@@ -104,9 +104,11 @@ def broadcast_weights(method: str, argument: str, weights, data, data_name: str)
         of it, where `leading` is the shape of `data` without its last axis.
       data: the tensor whose rows are weighted, `[..., n]`.
       data_name: its argument name, for messages.
+      dtype: the result's dtype when not `data`'s (integer ids).
 
     Returns:
-      None for None; else a Tensor of `data`'s dtype and shape `leading`.
+      None for None; else a Tensor of `data`'s dtype (or `dtype`) and shape
+      `leading`.
 
     Raises:
       ValueError: a shape that is not a prefix of `leading`, or constant values
@@ -123,10 +125,8 @@ def broadcast_weights(method: str, argument: str, weights, data, data_name: str)
             method, argument, tf.TensorShape(constant.shape), leading_shape, data_name
         )
     else:
-        _check_shape(
-            method, argument, static_shape(weights), leading_shape, data_name
-        )
-    dtype = data.dtype.base_dtype
+        _check_shape(method, argument, static_shape(weights), leading_shape, data_name)
+    dtype = data.dtype.base_dtype if dtype is None else tf.as_dtype(dtype)
     weights = tf.convert_to_tensor(weights)
     if weights.dtype.base_dtype != dtype:
         weights = tf.cast(weights, dtype)
