@@ -13,6 +13,7 @@ shows each approximation equals in its own setting.
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+import tolerances
 import weight_sharing_references as ref
 
 import kfac
@@ -288,3 +289,60 @@ def test_reduce_factors_cost_fewer_rows(rng):
             tf.constant(x_np), 0
         )[0]
         assert rows.shape.as_list() == [N, IN]
+
+
+def _one_step(x_np, params, reshape_by_hand, approx):
+    """One KfacOptimizer step of a two-layer model over `[N, P, IN]` inputs
+    (loss per position), registered on the 3-D tensors or on rows."""
+    x = tf.constant(x_np)
+    w1 = tf.get_variable("w1", initializer=params[0])
+    b1 = tf.get_variable("b1", initializer=params[1])
+    w2 = tf.get_variable("w2", initializer=params[2])
+    if reshape_by_hand:
+        x = tf.reshape(x, [-1, IN])
+        s1 = tf.matmul(x, w1) + b1
+        h = tf.tanh(s1)
+        s2 = tf.matmul(h, w2)
+    else:
+        s1 = tf.einsum("npi,io->npo", x, w1) + b1
+        h = tf.tanh(s1)
+        s2 = tf.einsum("npo,oc->npc", h, w2)
+    lc = kfac.LayerCollection()
+    lc.register_fully_connected((w1, b1), x, s1, approx=approx)
+    lc.register_fully_connected(w2, h, s2, approx=approx)
+    logits = tf.reshape(s2, [-1, OUT])
+    lc.register_categorical_predictive_distribution(logits)
+    labels = tf.constant(np.arange(N * P) % OUT)
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
+    optimizer = kfac.KfacOptimizer(
+        0.1, 0.0, 0.05, lc, momentum=0.9, estimation_mode="exact"
+    )
+    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
+    train_op = optimizer.minimize(loss)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(cov_update_op)
+        sess.run(inv_update_op)
+        sess.run(train_op)
+        return sess.run([w1, b1, w2])
+
+
+@pytest.mark.parametrize("approx", ["kron", "kron_expand", "diagonal", "ekfac"])
+def test_dense_over_sequences_equals_the_hand_reshaped_registration(rng, approx):
+    """`register_fully_connected` on `[N, P, in]` / `[N, P, out]` tensors gives
+    the step of the same layer registered on `[N·P, in]` rows (float32)."""
+    x_np = rng.randn(N, P, IN).astype(np.float32)
+    params = [
+        rng.randn(*shape).astype(np.float32)
+        for shape in ((IN, OUT), (OUT,), (OUT, OUT))
+    ]
+    results = []
+    for reshape_by_hand in (True, False):
+        with tf.Graph().as_default():
+            results.append(_one_step(x_np, params, reshape_by_hand, approx))
+    for by_hand, sequences, initial in zip(*results, params):
+        # float32 parameters: 1e-6 of their magnitude.
+        tolerances.assert_close(sequences, by_hand, rtol=1e-6)
+        assert np.abs(initial - by_hand).max() > 1e-3  # a real step
