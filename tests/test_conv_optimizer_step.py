@@ -14,6 +14,7 @@ the step is `−lr · (1/T)(Ω + π√(λ/T) I)⁻¹ ∇W (Γ + √(λ/T)/π I)�
 
 import numpy as np
 import pytest
+import session_helpers
 import tensorflow.compat.v1 as tf
 
 import kfac
@@ -101,17 +102,9 @@ def test_conv2d_step_equals_numpy_kfc(tf_behavior, damping):
             (filters, bias), [1, 1, 1, 1], "SAME", x, pre_activations
         )
         layers.register_categorical_predictive_distribution(logits)
-        optimizer = kfac.KfacOptimizer(
-            lr, 0.0, damping, layers, momentum=0.0, estimation_mode="exact"
+        _, (got_filters, got_bias) = session_helpers.one_exact_kfac_step(
+            loss, layers, [filters, bias], lr, damping
         )
-        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-        train_op = optimizer.minimize(loss)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            sess.run(cov_update_op)
-            sess.run(inv_update_op)
-            sess.run(train_op)
-            got_filters, got_bias = sess.run([filters, bias])
 
     want_filters, want_bias = _numpy_kfc_step(
         images, labels, filters0, bias0, lr, damping

@@ -10,6 +10,7 @@ loss) the blocks of the batch with that example repeated.
 import numpy as np
 import pytest
 import sequence_references as references
+import session_helpers
 import tensorflow.compat.v1 as tf
 
 import kfac
@@ -21,23 +22,14 @@ IN, HIDDEN, OUT = 3, 4, 2
 def _blocks(layer_collection, variables, fetch=None):
     """Every block's undamped dense matrix (or `fetch(block)`) after one
     covariance update."""
-    fisher = estimator.make_fisher_estimator(
-        variables=list(variables),
-        layer_collection=layer_collection,
-        cov_ema_decay=0.0,
-        damping=0.1,
-        estimation_mode="exact",
-    )
-    cov_update_op = fisher.make_ops_and_vars()[0]
-    blocks = list(layer_collection.get_blocks())
     fetch = fetch or (lambda block: block.full_fisher_block())
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        sess.run(cov_update_op)
-        return sess.run(
-            [fetch(block) for block in blocks[:1]]
-            + [block.full_fisher_block() for block in blocks[1:]]
-        )
+    return session_helpers.exact_statistics(
+        layer_collection,
+        variables,
+        lambda blocks: (
+            [fetch(blocks[0])] + [block.full_fisher_block() for block in blocks[1:]]
+        ),
+    )
 
 
 def _assert_blocks_equal(actual, expected):
@@ -76,9 +68,17 @@ def _sequence_dense_model(x_np, params, approx, mask=None, weights=None, pooled=
             f, weights=None if mask is None else tf.cast(count[:, 0] > 0, tf.float64)
         )
     else:
-        loss_weights = (
-            None if mask is None else tf.reshape(tf.cast(mask, tf.float64), [-1])
-        )
+        # The loss gets the layers' weights, one per position.
+        loss_weights = None
+        if mask is not None or weights is not None:
+            loss_weights = np.ones(x_np.shape[:2])
+            for values in (mask, weights):
+                if values is not None:
+                    values = np.asarray(values, dtype=float)
+                    loss_weights = loss_weights * values.reshape(
+                        values.shape + (1,) * (2 - values.ndim)
+                    )
+            loss_weights = loss_weights.reshape(-1)
         lc.register_normal_predictive_distribution(
             tf.reshape(s2, [-1, OUT]), weights=loss_weights
         )
@@ -137,20 +137,7 @@ def test_weight_two_equals_the_example_repeated(rng):
     with tf.Graph().as_default():
         expected = _blocks(*_sequence_dense_model(repeated, params, "kron"))
     with tf.Graph().as_default():
-        x = tf.constant(x_np)
-        w1 = tf.get_variable("w1", initializer=params["w1"])
-        b1 = tf.get_variable("b1", initializer=params["b1"])
-        w2 = tf.get_variable("w2", initializer=params["w2"])
-        s1 = tf.einsum("bti,ih->bth", x, w1) + b1
-        h = tf.tanh(s1)
-        s2 = tf.einsum("bth,ho->bto", h, w2)
-        lc = kfac.LayerCollection()
-        lc.register_fully_connected((w1, b1), x, s1, weights=weights)
-        lc.register_fully_connected(w2, h, s2, weights=weights)
-        lc.register_normal_predictive_distribution(
-            tf.reshape(s2, [-1, OUT]), weights=np.repeat(weights, 4)
-        )
-        actual = _blocks(lc, [w1, b1, w2])
+        actual = _blocks(*_sequence_dense_model(x_np, params, "kron", weights=weights))
     _assert_blocks_equal(actual, expected)
 
 
@@ -327,24 +314,9 @@ def test_padded_rnn_step_equals_numpy_on_the_unpadded_sequences(
         problem["sequences"][n, length:] = 100.0 * rng.randn(STEPS - length, inputs)
     with tf.Graph().as_default():
         loss, lc, variables = _masked_rnn(problem, lengths, approx)
-        optimizer = kfac.KfacOptimizer(
-            LR,
-            0.0,
-            DAMPING,
-            lc,
-            var_list=list(variables.values()),
-            momentum=0.9,
-            estimation_mode="exact",
+        before, after = session_helpers.one_exact_kfac_step(
+            loss, lc, variables, LR, DAMPING, momentum=0.9
         )
-        _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-        train_op = optimizer.minimize(loss)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            sess.run(cov_update_op)
-            sess.run(inv_update_op)
-            before = sess.run(variables)
-            sess.run(train_op)
-            after = sess.run(variables)
 
     # numpy, every sequence on its own real steps only.
     per_example = [_numpy_sequence(problem, n, lengths[n]) for n in range(BATCH)]

@@ -14,6 +14,7 @@ here the registration, estimator and optimizer are in the loop.
 import numpy as np
 import pytest
 import sequence_references as references
+import session_helpers
 import tensorflow.compat.v1 as tf
 
 import kfac
@@ -78,25 +79,9 @@ def _build_rnn(problem, approx, link):
 
 def _one_kfac_step(loss, lc, variables, momentum=0.9):
     """Runs cov update, inverse update, one training step; returns (before, after)."""
-    optimizer = kfac.KfacOptimizer(
-        LEARNING_RATE,
-        0.0,
-        DAMPING,
-        lc,
-        var_list=list(variables.values()),
-        momentum=momentum,
-        estimation_mode="exact",
+    return session_helpers.one_exact_kfac_step(
+        loss, lc, variables, LEARNING_RATE, DAMPING, momentum
     )
-    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-    train_op = optimizer.minimize(loss)
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        sess.run(cov_update_op)
-        sess.run(inv_update_op)
-        before = sess.run(variables)
-        sess.run(train_op)
-        after = sess.run(variables)
-    return before, after
 
 
 @pytest.mark.parametrize(

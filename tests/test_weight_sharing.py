@@ -12,6 +12,7 @@ shows each approximation equals in its own setting.
 
 import numpy as np
 import pytest
+import session_helpers
 import tensorflow.compat.v1 as tf
 import tolerances
 import weight_sharing_references as ref
@@ -25,25 +26,16 @@ SQRT2 = np.sqrt(2.0)  # the factor B of a normal loss with variance 0.5
 
 def _factor_values(layer_collection, variables):
     """`(A, G, full block)` of the first block after one covariance update."""
-    fisher = estimator.make_fisher_estimator(
-        variables=list(variables),
-        layer_collection=layer_collection,
-        cov_ema_decay=0.0,
-        damping=0.1,
-        estimation_mode="exact",
-    )
-    cov_update_op = fisher.make_ops_and_vars()[0]
-    block = list(layer_collection.get_blocks())[0]
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        sess.run(cov_update_op)
-        return sess.run(
-            [
-                block._input_factor.get_cov(),
-                block._output_factor.get_cov(),
-                block.full_fisher_block(),
-            ]
-        )
+
+    def fetch(blocks):
+        block = blocks[0]
+        return [
+            block._input_factor.get_cov(),
+            block._output_factor.get_cov(),
+            block.full_fisher_block(),
+        ]
+
+    return session_helpers.exact_statistics(layer_collection, variables, fetch)
 
 
 def _dense_model(x_np, w_np, head_np, approx, pooled, nonlinear):
@@ -316,17 +308,10 @@ def _one_step(x_np, params, reshape_by_hand, approx):
     loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     )
-    optimizer = kfac.KfacOptimizer(
-        0.1, 0.0, 0.05, lc, momentum=0.9, estimation_mode="exact"
+    _, after = session_helpers.one_exact_kfac_step(
+        loss, lc, [w1, b1, w2], 0.1, 0.05, momentum=0.9
     )
-    _, cov_update_op, _, inv_update_op, _, _ = optimizer.make_ops_and_vars()
-    train_op = optimizer.minimize(loss)
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        sess.run(cov_update_op)
-        sess.run(inv_update_op)
-        sess.run(train_op)
-        return sess.run([w1, b1, w2])
+    return after
 
 
 @pytest.mark.parametrize("approx", ["kron", "kron_expand", "diagonal", "ekfac"])

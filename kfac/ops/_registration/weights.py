@@ -57,20 +57,10 @@ def _check_values(method: str, argument: str, value: np.ndarray) -> None:
 def _check_shape(method, argument, weights_shape, leading_shape, data_name) -> None:
     if weights_shape.rank is None or leading_shape.rank is None:
         return
-    expected = "{} or a prefix of it".format(describe(leading_shape))
-    if weights_shape.rank > leading_shape.rank:
-        raise error(
-            method,
-            "`{}` has shape {} but `{}` has leading dims {}: expected {}.".format(
-                argument,
-                describe(weights_shape),
-                data_name,
-                describe(leading_shape),
-                expected,
-            ),
-        )
-    prefix = leading_shape[: weights_shape.rank]
-    if not prefix.is_compatible_with(weights_shape):
+    rank = weights_shape.rank
+    prefix = leading_shape[:rank] if rank <= leading_shape.rank else None
+    if prefix is None or not prefix.is_compatible_with(weights_shape):
+        expected = "{} or a prefix of it".format(describe(leading_shape))
         raise error(
             method,
             "`{}` has shape {} but `{}` has leading dims {}: expected {}.".format(
