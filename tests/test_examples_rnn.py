@@ -15,6 +15,9 @@ from kfac.examples import embedding_text
 from kfac.examples import rnn_mnist
 from kfac.ops import fisher_blocks as fb
 
+# Not re-exported by kfac.fisher_blocks (yet).
+from kfac.ops._blocks.multi_use import FullyConnectedMultiReduceFB
+
 
 def _assert_loss_falls(losses, margin):
     """The mean loss of the last 3 steps is below the first loss by `margin`."""
@@ -62,6 +65,8 @@ def test_rnn_layer_is_the_tanh_recursion_with_one_shared_matrix():
     "approx, block_type",
     [
         ("kron_indep", fb.FullyConnectedMultiIndepFB),
+        ("kron_expand", fb.FullyConnectedMultiIndepFB),
+        ("kron_reduce", FullyConnectedMultiReduceFB),
         ("kron_series_1", fb.FullyConnectedSeriesFB),
         ("kron_series_2", fb.FullyConnectedSeriesFB),
     ],
@@ -114,23 +119,40 @@ def test_generated_sequences_share_class_templates():
     assert np.mean(np.argmin(distances, 1) == test_y) > 0.9
 
 
-@pytest.mark.parametrize("approx", ["kron_indep", "kron_series_1", "kron_series_2"])
-def test_kfac_training_reduces_the_loss(approx):
-    result = rnn_mnist.train(
+def _train_kfac(approx, **settings):
+    """K-FAC on `_small_sequences()`, hidden size 12, batch 32, 15 steps of lr
+    0.05 and damping 1 unless `settings` say otherwise."""
+    defaults = dict(num_steps=15, learning_rate=0.05, damping=1.0)
+    return rnn_mnist.train(
         optimizer="kfac",
         approx=approx,
         hidden_size=12,
         batch_size=32,
-        num_steps=15,
-        learning_rate=0.05,
-        damping=1.0,
         data=_small_sequences(),
         log_every=0,
+        **dict(defaults, **settings),
     )
+
+
+@pytest.mark.parametrize(
+    "approx", ["kron_indep", "kron_reduce", "kron_series_1", "kron_series_2"]
+)
+def test_kfac_training_reduces_the_loss(approx):
+    result = _train_kfac(approx)
     assert len(result.train_losses) == 15
     _assert_loss_falls(result.train_losses, margin=0.5)
     assert np.isfinite(result.test_loss) and result.test_loss < result.train_losses[0]
     assert result.test_accuracy > 0.5  # chance: 0.25
+
+
+@pytest.mark.parametrize("approx", ["kron_expand", "kron_reduce"])
+def test_kfac_training_on_padded_sequences_reduces_the_loss(approx):
+    # Lengths 3 to 6: the class must be read wherever each sequence stops.
+    result = _train_kfac(
+        approx, min_length=3, num_steps=20, learning_rate=0.1, damping=0.3
+    )
+    _assert_loss_falls(result.train_losses, margin=0.8)
+    assert result.test_loss < np.log(4) and result.test_accuracy > 0.5  # chance
 
 
 def test_adam_training_reduces_the_loss():
@@ -164,6 +186,162 @@ def test_rnn_main_runs_from_flags(capsys):
     assert len(result.train_losses) == 2
     assert 0 <= result.test_accuracy <= 1
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_rnn_main_reads_min_length(capsys):
+    flag_values = flags.FlagValues()
+    rnn_mnist.define_flags(flag_values)
+    flag_values(
+        [
+            "rnn_mnist",
+            "--use_fake_data",
+            "--approx=kron_reduce",
+            "--min_length=20",
+            "--hidden_size=4",
+            "--batch_size=16",
+            "--num_steps=2",
+        ]
+    )
+    assert flag_values.min_length == 20
+    result = rnn_mnist.main([], flag_values)
+    assert len(result.train_losses) == 2 and np.all(np.isfinite(result.train_losses))
+    assert "test accuracy" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------
+# rnn_mnist: padded sequences (--min_length)
+
+
+def test_random_lengths_are_seeded_and_zero_padding_clears_the_tail():
+    lengths = rnn_mnist.random_lengths(500, 3, 6, seed=4)
+    assert lengths.dtype == np.int32 and set(lengths) == {3, 4, 5, 6}
+    np.testing.assert_array_equal(lengths, rnn_mnist.random_lengths(500, 3, 6, 4))
+    sequences = np.random.RandomState(0).rand(4, 6, 2).astype(np.float32) + 1
+    padded = rnn_mnist.zero_padding(sequences, np.array([6, 1, 3, 4]))
+    assert padded.dtype == np.float32
+    for example, length in enumerate([6, 1, 3, 4]):
+        np.testing.assert_array_equal(
+            padded[example, :length], sequences[example, :length]
+        )
+        np.testing.assert_array_equal(padded[example, length:], 0.0)
+
+
+def test_masked_rnn_layer_keeps_the_state_of_the_last_real_row():
+    rng = np.random.RandomState(1)
+    sequences = rng.rand(3, 5, 2).astype(np.float32)
+    lengths = np.array([5, 2, 1], np.int32)
+    with tf.Graph().as_default():
+        last, _, _, (weights, bias) = rnn_mnist.rnn_layer(
+            tf.constant(sequences), hidden_size=4, seed=2, lengths=tf.constant(lengths)
+        )
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            w, b, last_value = sess.run([weights, bias, last])
+    for example, length in enumerate(lengths):
+        state = np.zeros(4)
+        for t in range(length):
+            state = np.tanh(np.concatenate([sequences[example, t], state]) @ w + b)
+        np.testing.assert_allclose(last_value[example], state, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_sequences_need_a_masked_approximation_and_the_hand_registration():
+    with tf.Graph().as_default():
+        lengths = tf.constant([2, 3])
+        with pytest.raises(ValueError, match="approx of padded sequences"):
+            rnn_mnist.build_model(
+                tf.zeros([2, 3, 4]),
+                tf.zeros([2], tf.int64),
+                kfac.LayerCollection(),
+                approx="kron_series_1",
+                lengths=lengths,
+            )
+        with pytest.raises(ValueError, match="auto-registration cannot pass the mask"):
+            rnn_mnist.build_model(
+                tf.zeros([2, 3, 4]),
+                tf.zeros([2], tf.int64),
+                kfac.LayerCollection(),
+                register_layers=False,
+                lengths=lengths,
+            )
+    with pytest.raises(ValueError, match="min_length must be >= 1"):
+        rnn_mnist.train(min_length=0, data=_small_sequences())
+
+
+def _kfac_step(sequences, labels, lengths, approx, estimation_mode="gradients"):
+    """One K-FAC step of the example's model with factors from this batch alone
+    (as `train` starts): `(loss, factor covariances, parameter changes)`."""
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        lc = kfac.LayerCollection()
+        loss, _, _ = rnn_mnist.build_model(
+            tf.constant(sequences),
+            tf.constant(labels),
+            lc,
+            hidden_size=5,
+            approx=approx,
+            num_classes=4,
+            lengths=None if lengths is None else tf.constant(lengths),
+        )
+        optimizer = kfac.KfacOptimizer(
+            learning_rate=0.1,
+            cov_ema_decay=0.0,
+            damping=0.1,
+            layer_collection=lc,
+            momentum=0.9,
+            estimation_mode=estimation_mode,
+        )
+        (train_op, cov_update_op), inv_update_op = rnn_mnist._training.kfac_step_ops(
+            optimizer, loss, tf.train.get_or_create_global_step()
+        )
+        variables = tf.trainable_variables()
+        covariances = [factor.get_cov() for factor in lc.get_factors()]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            before = sess.run(variables)
+            sess.run(cov_update_op)
+            sess.run(inv_update_op)
+            loss_value, factor_values, _ = sess.run([loss, covariances, train_op])
+            after = sess.run(variables)
+    return loss_value, factor_values, [a - b for a, b in zip(after, before)]
+
+
+@pytest.mark.parametrize("approx", ["kron_expand", "kron_reduce"])
+def test_masked_kfac_step_equals_the_step_without_the_padded_rows(approx):
+    # Every example has 3 real rows of 5: the unpadded batch is [6, 3, 2].
+    # "exact" estimation: no sampled targets, so the two graphs are comparable.
+    rng = np.random.RandomState(5)
+    sequences = rng.rand(6, 5, 2).astype(np.float32)
+    labels = rng.randint(0, 4, 6).astype(np.int64)
+    lengths = np.full([6], 3, np.int32)
+    padded = _kfac_step(sequences, labels, lengths, approx, "exact")
+    unpadded = _kfac_step(sequences[:, :3], labels, None, approx, "exact")
+    np.testing.assert_allclose(padded[0], unpadded[0], rtol=1e-6)
+    for padded_change, change in zip(padded[2], unpadded[2]):
+        assert np.abs(change).max() > 1e-4
+        np.testing.assert_allclose(padded_change, change, rtol=2e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("approx", ["kron_expand", "kron_reduce"])
+def test_garbage_in_the_padded_rows_changes_neither_factors_nor_step(approx):
+    rng = np.random.RandomState(6)
+    lengths = np.array([5, 1, 3, 2, 4, 3], np.int32)
+    sequences = rnn_mnist.zero_padding(rng.rand(6, 5, 2).astype(np.float32), lengths)
+    labels = rng.randint(0, 4, 6).astype(np.int64)
+    garbage = sequences + 10 * rng.randn(6, 5, 2).astype(np.float32) * (
+        np.arange(5)[None, :, None] >= lengths[:, None, None]
+    )
+    assert not np.array_equal(garbage, sequences)
+    clean_loss, clean_factors, clean_step = _kfac_step(
+        sequences, labels, lengths, approx
+    )
+    loss, factors, step = _kfac_step(garbage, labels, lengths, approx)
+    assert loss == clean_loss
+    for value, clean_value in zip(factors + step, clean_factors + clean_step):
+        np.testing.assert_allclose(value, clean_value, rtol=1e-6, atol=1e-7)
+    # Unmasked, the same garbage reaches the recurrent layer's factors.
+    _, unmasked_factors, _ = _kfac_step(garbage, labels, None, approx)
+    _, clean_unmasked, _ = _kfac_step(sequences, labels, None, approx)
+    assert not np.allclose(unmasked_factors[0], clean_unmasked[0])
 
 
 # ----------------------------------------------------------------------------
