@@ -226,6 +226,21 @@ def test_random_lengths_are_seeded_and_zero_padding_clears_the_tail():
         np.testing.assert_array_equal(padded[example, length:], 0.0)
 
 
+def test_pad_to_random_lengths_pads_both_splits_with_fixed_lengths():
+    data = _small_sequences()
+    padded, (train_lengths, test_lengths) = rnn_mnist.pad_to_random_lengths(data, 2)
+    for x, y, lengths, original_x, original_y in (
+        (padded[0], padded[1], train_lengths, data[0], data[1]),
+        (padded[2], padded[3], test_lengths, data[2], data[3]),
+    ):
+        assert lengths.shape == (len(x),) and 2 <= lengths.min() < lengths.max() <= 6
+        np.testing.assert_array_equal(x, rnn_mnist.zero_padding(original_x, lengths))
+        np.testing.assert_array_equal(y, original_y)
+    again = rnn_mnist.pad_to_random_lengths(data, 2)[1]
+    np.testing.assert_array_equal(again[0], train_lengths)
+    assert rnn_mnist.pad_to_random_lengths(data, 6) == (data, (None, None))
+
+
 def test_masked_rnn_layer_keeps_the_state_of_the_last_real_row():
     rng = np.random.RandomState(1)
     sequences = rng.rand(3, 5, 2).astype(np.float32)

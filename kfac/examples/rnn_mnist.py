@@ -322,6 +322,36 @@ def load_data(data_dir: Optional[str] = None, use_fake_data: bool = False):
     )
 
 
+def pad_to_random_lengths(data, min_length: int):
+    """Padded sequences of random lengths in `[min_length, T]` (`--min_length`).
+
+    Args:
+      data: `(train_x, train_y, test_x, test_y)`, sequences `[N, T, ...]`.
+      min_length: the shortest length.
+
+    Returns:
+      `(data, (train_lengths, test_lengths))`: every sequence keeps its first
+      `length` rows (`random_lengths`, seeds `LENGTHS_SEEDS`: fixed per image
+      whatever the run's seed) and the rest become zeros. `min_length >= T`:
+      `data` unchanged and `(None, None)`.
+    """
+    train_x, train_y, test_x, test_y = data
+    num_steps = train_x.shape[1]
+    if min_length >= num_steps:
+        return data, (None, None)
+    lengths = [
+        random_lengths(len(x), min_length, num_steps, lengths_seed)
+        for x, lengths_seed in zip((train_x, test_x), LENGTHS_SEEDS)
+    ]
+    padded = (
+        zero_padding(train_x, lengths[0]),
+        train_y,
+        zero_padding(test_x, lengths[1]),
+        test_y,
+    )
+    return padded, tuple(lengths)
+
+
 def _feeder(placeholders, arrays):
     """`feed(indices)`: `{placeholder: array[indices]}` for each pair whose
     array is not None."""
@@ -430,15 +460,10 @@ def train(
             "batch_size must be in [1, {}] (the number of training examples), "
             "got {}.".format(len(train_x), batch_size)
         )
-    sequence_length = train_x.shape[1]
-    train_lengths = test_lengths = None
-    if min_length < sequence_length:
-        train_lengths, test_lengths = [
-            random_lengths(len(x), min_length, sequence_length, lengths_seed)
-            for x, lengths_seed in zip((train_x, test_x), LENGTHS_SEEDS)
-        ]
-        train_x = zero_padding(train_x, train_lengths)
-        test_x = zero_padding(test_x, test_lengths)
+    (train_x, _, test_x, _), (train_lengths, test_lengths) = pad_to_random_lengths(
+        data, min_length
+    )
+    if train_lengths is not None:
         if auto_register:
             tf.logging.info(
                 "Padded sequences: the hand registrations (auto-registration "
