@@ -26,8 +26,10 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _session_callables(ops: ae.TrainingGraph, sess: tf.Session, batch: np.ndarray):
-    """`{name: callable}` of the ops of `ops` worth timing, with fixed feeds."""
+def session_callables(ops: ae.TrainingGraph, sess: tf.Session, batch: np.ndarray):
+    """`{name: callable}` of the ops of `ops` worth timing, with fixed feeds:
+    `train_step`, and for a K-FAC graph with separate ops `train_and_cov_step`,
+    `cov_update` and `inv_update`."""
     feeds = [ops.model.inputs, ops.prev_inputs]
 
     def make(fetch):
@@ -88,7 +90,7 @@ def micro_benchmark(
         with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
             sess.run(tf.global_variables_initializer())
             ops.graph.finalize()
-            callables = _session_callables(ops, sess, batch)
+            callables = session_callables(ops, sess, batch)
             if periodic:
                 train_step = callables["train_step"]
                 cycle = spec.inv_update_every

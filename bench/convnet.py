@@ -223,13 +223,16 @@ def evaluate_after(graph_ops: TrainingGraph, sess, test: np.ndarray, chunk=2500)
 
 
 def train_one(spec: OptimizerSpec, settings: ConvnetSettings, train, eval_rows, test,
-              progress=None) -> Dict:
-    """`comparison_training.train_one` on the convnet, plus `test_loss` and
-    `test_accuracy` of the final weights (off the clock)."""
+              progress=None, build_graph=None) -> Dict:
+    """`comparison_training.train_one` on the convnet (or on the model of
+    `build_graph(spec, settings, input_size)`, whose model has `inputs`,
+    `loss` and `accuracy`), plus `test_loss` and `test_accuracy` of the final
+    weights (off the clock)."""
+    build_graph = build_graph or build_training_graph
     final = {}
 
     def build(run_spec, run_settings, input_size):
-        ops = build_training_graph(run_spec, run_settings, input_size)
+        ops = build_graph(run_spec, run_settings, input_size)
         final["ops"] = ops
         return ops
 
@@ -242,16 +245,17 @@ def train_one(spec: OptimizerSpec, settings: ConvnetSettings, train, eval_rows, 
     return record
 
 
-def compare(specs: Sequence[OptimizerSpec], settings: ConvnetSettings, data,
-            record_path: str, progress=None) -> Dict:
+def compare(specs: Sequence[OptimizerSpec], settings, data,
+            record_path: str, progress=None, build_graph=None) -> Dict:
     """Trains every spec; the JSON record (rewritten after each run) as in
-    `autoencoder_mnist.compare`, each run with its test loss and accuracy."""
+    `autoencoder_mnist.compare`, each run with its test loss and accuracy.
+    `build_graph` as in `train_one`."""
     train, eval_rows, test, source = data
     os.makedirs(os.path.dirname(record_path) or ".", exist_ok=True)
     result = comparison_training.new_record(settings, source, eval_rows)
     comparison_training.train_all(
         lambda spec, run_settings, rows, evals, bar: train_one(
-            spec, run_settings, rows, evals, test, bar),
+            spec, run_settings, rows, evals, test, bar, build_graph),
         specs, lambda spec: settings, train, eval_rows, result, record_path, progress,
     )
     comparison_training.add_reference_target(result, record_path)
@@ -259,13 +263,14 @@ def compare(specs: Sequence[OptimizerSpec], settings: ConvnetSettings, data,
 
 
 def format_test_metrics(runs: Sequence[Dict]) -> str:
-    """A markdown table: steps run, seconds, test loss and accuracy per run."""
-    lines = ["| run | steps run | seconds | test loss | test accuracy |",
-             "|---|---|---|---|---|"]
+    """A markdown table: steps run, seconds, test loss and accuracy, and
+    milliseconds per training step per run."""
+    lines = ["| run | steps run | seconds | test loss | test accuracy | ms/step |",
+             "|---|---|---|---|---|---|"]
     for run in runs:
-        lines.append("| {} | {} | {:.1f} | {:.4f} | {:.4f} |".format(
+        lines.append("| {} | {} | {:.1f} | {:.4f} | {:.4f} | {:.1f} |".format(
             run["name"], run["steps"], run["seconds"], run["test_loss"],
-            run["test_accuracy"]))
+            run["test_accuracy"], 1000.0 * run["seconds"] / max(run["steps"], 1)))
     return "\n".join(lines)
 
 
@@ -346,14 +351,15 @@ def plot_grid(record: Dict, path: str) -> bool:
         max_loss=PLOT_MAX_LOSS, log_y=True)
 
 
-def summarize_grid(record: Dict) -> None:
-    """Adds `best` (run name per family), `target` (the best SGD run's final
-    loss) and `table` (the best SGD and Adam runs, as "sgd" and "adam", then
-    every K-FAC run; ratios against both) to a grid comparison's record."""
+def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
+    """Adds `best` (run name per family), `target` (the final loss of the best
+    run of `target_family`) and `table` (the best SGD and Adam runs, as "sgd"
+    and "adam", then every K-FAC run; ratios against both) to a grid
+    comparison's record."""
     runs = record["runs"]
     best = best_per_family(runs)
     record["best"] = {family: run["name"] for family, run in best.items()}
-    target = comparison.final_loss(best["sgd"])
+    target = comparison.final_loss(best[target_family])
     if not math.isfinite(target):
         return
     rows = [dict(best[family], name=family) for family in ("sgd", "adam")
