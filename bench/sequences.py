@@ -47,7 +47,7 @@ Writes `<output_dir>/sequences.json` (rewritten after every run) and
 `sequences.md`.
 
 Run:
-  python -m bench.sequences --quick  # 40 s a run, ~10 min (make bench-sequences-quick)
+  python -m bench.sequences --quick  # 40 s a run, ~7 min (make bench-sequences-quick)
   python -m bench.sequences          # 150 s a run, ~50 min (make bench-sequences)
 """
 

@@ -74,6 +74,8 @@ against ~19 s per 1000-step run). kron_indep and the two series
 approximations agree within the seed-to-seed spread on this task; kron_reduce
 varies more between seeds (0.834 / 0.855). On padded sequences the two that
 take the mask are within 0.01 of each other, both ahead of Adam.
+`bench/sequences.py` compares kron_expand, kron_reduce, Adam and SGD at
+equal wall-clock time (docs/benchmark/sequences.md).
 
 Run:
   python -m kfac.examples.rnn_mnist --optimizer=kfac --approx=kron_series_2
