@@ -19,7 +19,6 @@ from bench import sequences as bench  # noqa: E402
 from kfac.examples import rnn_mnist  # noqa: E402
 from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
 from kfac.ops import fisher_blocks as fb  # noqa: E402
-from kfac.ops._blocks.multi_use import FullyConnectedMultiReduceFB  # noqa: E402
 
 SMALL = dict(hidden_size=5, batch_size=4, max_steps=2, eval_every=1)
 
@@ -106,7 +105,7 @@ def test_model_loss_matches_a_numpy_rnn_on_each_real_row(graph, rng, min_length)
 @pytest.mark.parametrize(
     "approx, block_type",
     [("kron_expand", fb.FullyConnectedMultiIndepFB),
-     ("kron_reduce", FullyConnectedMultiReduceFB)])
+     ("kron_reduce", fb.FullyConnectedMultiReduceFB)])
 @pytest.mark.parametrize("min_length", [28, 6])
 def test_training_graph_registers_the_approximation_and_the_mask(
         approx, block_type, min_length):

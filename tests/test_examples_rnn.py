@@ -15,9 +15,6 @@ from kfac.examples import embedding_text
 from kfac.examples import rnn_mnist
 from kfac.ops import fisher_blocks as fb
 
-# Not re-exported by kfac.fisher_blocks (yet).
-from kfac.ops._blocks.multi_use import FullyConnectedMultiReduceFB
-
 
 def _assert_loss_falls(losses, margin):
     """The mean loss of the last 3 steps is below the first loss by `margin`."""
@@ -66,7 +63,7 @@ def test_rnn_layer_is_the_tanh_recursion_with_one_shared_matrix():
     [
         ("kron_indep", fb.FullyConnectedMultiIndepFB),
         ("kron_expand", fb.FullyConnectedMultiIndepFB),
-        ("kron_reduce", FullyConnectedMultiReduceFB),
+        ("kron_reduce", fb.FullyConnectedMultiReduceFB),
         ("kron_series_1", fb.FullyConnectedSeriesFB),
         ("kron_series_2", fb.FullyConnectedSeriesFB),
     ],

@@ -20,6 +20,7 @@ from kfac.ops import _config
 from kfac.ops._blocks.base import FisherBlock
 from kfac.ops._blocks.conv import ConvDiagonalFB
 from kfac.ops._blocks.conv import ConvKFCBasicFB
+from kfac.ops._blocks.conv import ConvKFCReduceFB
 from kfac.ops._blocks.conv import DepthwiseConvDiagonalFB
 from kfac.ops._blocks.conv import DepthwiseConvKFCBasicFB
 from kfac.ops._blocks.conv import conv2d_filter_to_depthwise_conv2d_filter
@@ -39,9 +40,11 @@ from kfac.ops._blocks.eigenbasis import FullyConnectedEKFACFB
 from kfac.ops._blocks.embedding import EmbeddingKFACFB
 from kfac.ops._blocks.embedding import EmbeddingKFACMultiIndepFB
 from kfac.ops._blocks.kronecker import FullyConnectedKFACBasicFB
+from kfac.ops._blocks.kronecker import FullyConnectedKFACReduceFB
 from kfac.ops._blocks.kronecker import KroneckerProductFB
 from kfac.ops._blocks.multi_use import ConvKFCBasicMultiIndepFB
 from kfac.ops._blocks.multi_use import FullyConnectedMultiIndepFB
+from kfac.ops._blocks.multi_use import FullyConnectedMultiReduceFB
 from kfac.ops._blocks.scale_and_shift import ScaleAndShiftDiagonalFB
 from kfac.ops._blocks.scale_and_shift import ScaleAndShiftFullFB
 from kfac.ops._blocks.series import FullyConnectedSeriesFB
@@ -112,7 +115,9 @@ __all__ = [
     "KroneckerProductFB",
     "EmbeddingKFACFB",
     "FullyConnectedKFACBasicFB",
+    "FullyConnectedKFACReduceFB",
     "ConvKFCBasicFB",
+    "ConvKFCReduceFB",
     "FullyConnectedEKFACFB",
     "ConvEKFACFB",
     "DepthwiseConvDiagonalFB",
@@ -122,6 +127,7 @@ __all__ = [
     "maybe_tuple",
     "num_conv_locations",
     "FullyConnectedMultiIndepFB",
+    "FullyConnectedMultiReduceFB",
     "ConvKFCBasicMultiIndepFB",
     "EmbeddingKFACMultiIndepFB",
     "SeriesFBApproximation",
