@@ -22,6 +22,7 @@ label (`pack`), which the graph splits again.
 Run:
   python -m bench.convnet --quick              # SGD, Adam grids, K-FAC; 45 s per run
   python -m bench.convnet --quick --ekfac      # EKFAC against K-FAC (issue #16)
+  python -m bench.convnet --quick --reduce     # KFAC-reduce against KFC (#14, #17)
 """
 
 import dataclasses
@@ -370,15 +371,13 @@ def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
     record["table"] = comparison.target_table(rows, target, ("sgd", "adam"))
 
 
-def ekfac_specs():
-    """SGD (the reference), then K-FAC and EKFAC pairs of equal settings
-    (quadratic model, and regular momentum with the norm constraint), at
-    equal inverse periods, and EKFAC with a 5x longer eigenbasis period."""
+def paired_specs(approximations_and_periods, qmodel=QMODEL):
+    """SGD (the reference), then for the quadratic model (`qmodel`'s settings)
+    and regular momentum with the norm constraint, one run per
+    `(approximation, inverse period)` at otherwise equal settings."""
     runs = [SGD_REFERENCE]
-    for kind, optimizer in (("kfac_qmodel", QMODEL), ("kfac", REGULAR)):
-        for approximation, period in (("kron", INVERSE_PERIOD),
-                                      ("ekfac", INVERSE_PERIOD),
-                                      ("ekfac", LONG_PERIOD)):
+    for kind, optimizer in (("kfac_qmodel", qmodel), ("kfac", REGULAR)):
+        for approximation, period in approximations_and_periods:
             runs.append(OptimizerSpec(
                 kind, inv_update_every=period, cov_ema_decay=0.95,
                 approximation=None if approximation == "kron" else approximation,
@@ -386,11 +385,27 @@ def ekfac_specs():
     return runs
 
 
+def ekfac_specs():
+    """K-FAC and EKFAC pairs of equal settings at equal inverse periods, and
+    EKFAC with a 5x longer eigenbasis period (`paired_specs`)."""
+    return paired_specs((("kron", INVERSE_PERIOD), ("ekfac", INVERSE_PERIOD),
+                         ("ekfac", LONG_PERIOD)))
+
+
+def reduce_specs():
+    """KFC (KFAC-expand) and KFAC-reduce convolution blocks at equal settings
+    (`paired_specs`); the quadratic model with the damping floor 1e-2 that
+    kept it stable in the optimizer comparison."""
+    return paired_specs((("kron", INVERSE_PERIOD), ("kron_reduce", INVERSE_PERIOD)),
+                        qmodel=dict(QMODEL, min_damping=1e-2))
+
+
 FLAGS_TABLE = (
     ("string", "data_dir", None, "MNIST-format folder (default: Fashion-MNIST)."),
     ("bool", "use_fake_data", False, "Train on generated data instead."),
     ("bool", "quick", False, "45 s per run instead of 120 s."),
     ("bool", "ekfac", False, "EKFAC against K-FAC (issue #16)."),
+    ("bool", "reduce", False, "KFAC-reduce against KFC convolution blocks."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -418,8 +433,12 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         max_seconds=max_seconds, eval_every=flag_values.eval_every)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    if flag_values.ekfac:
-        name, specs = "convnet_ekfac", ekfac_specs()
+    paired = {"ekfac": ("convnet_ekfac", ekfac_specs, "EKFAC vs K-FAC"),
+              "reduce": ("convnet_reduce", reduce_specs, "KFAC-reduce vs KFC")}
+    mode = next((mode for mode in paired if getattr(flag_values, mode)), None)
+    if mode is not None:
+        name, make_specs, title = paired[mode]
+        specs = make_specs()
         references = (comparison.REFERENCE,)
     else:
         name, references = "convnet", ("sgd", "adam")
@@ -430,7 +449,8 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
                                                  max_seconds=settings.max_seconds))
-    if not flag_values.ekfac:
+    if mode is None:
+        title = "Optimizers"
         summarize_grid(record)
         comparison.write_json(path, record)
         plot_grid(record, os.path.join(flag_values.output_dir, name + ".png"))
@@ -439,7 +459,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     best = "".join("Best {}: {}. ".format(family, run_name)
                    for family, run_name in record.get("best", {}).items())
     text = "# {}, convnet, {} s per run ({})\n\n{}{}\n\n{}\n".format(
-        "EKFAC vs K-FAC" if flag_values.ekfac else "Optimizers", settings.max_seconds,
+        title, settings.max_seconds,
         data[3], best + "\n\n" if best else "",
         comparison.format_table(record["table"], record["target"], references),
         format_test_metrics(record["runs"]))

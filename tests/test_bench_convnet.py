@@ -141,18 +141,23 @@ def test_training_graph_rejects_rows_of_the_wrong_width():
             OptimizerSpec("sgd", 0.1), bench.ConvnetSettings(), 784)
 
 
-def test_ekfac_specs_pair_kron_and_ekfac_at_equal_settings():
-    specs = bench.ekfac_specs()
+@pytest.mark.parametrize("make_specs, pairs", [
+    (bench.ekfac_specs, [(None, bench.INVERSE_PERIOD), ("ekfac", bench.INVERSE_PERIOD),
+                         ("ekfac", 5 * bench.INVERSE_PERIOD)]),
+    (bench.reduce_specs, [(None, bench.INVERSE_PERIOD),
+                          ("kron_reduce", bench.INVERSE_PERIOD)]),
+], ids=["ekfac", "reduce"])
+def test_paired_specs_differ_only_in_the_approximation(make_specs, pairs):
+    specs = make_specs()
     assert specs[0].kind == "sgd" and specs[0].name == "sgd"
     by_kind = {}
     for spec in specs[1:]:
         by_kind.setdefault(spec.kind, []).append(spec)
     assert set(by_kind) == {"kfac", "kfac_qmodel"}
     for runs in by_kind.values():
-        assert [(s.approximation, s.inv_update_every) for s in runs] == [
-            (None, bench.INVERSE_PERIOD), ("ekfac", bench.INVERSE_PERIOD),
-            ("ekfac", 5 * bench.INVERSE_PERIOD)]
-        assert len({(s.learning_rate, s.damping, s.momentum) for s in runs}) == 1
+        assert [(s.approximation, s.inv_update_every) for s in runs] == pairs
+        assert len({(s.learning_rate, s.damping, s.momentum, s.min_damping)
+                    for s in runs}) == 1
     assert len({spec.name for spec in specs}) == len(specs)
 
 
