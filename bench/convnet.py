@@ -23,6 +23,7 @@ Run:
   python -m bench.convnet --quick              # SGD, Adam grids, K-FAC; 45 s per run
   python -m bench.convnet --quick --ekfac      # EKFAC against K-FAC (issue #16)
   python -m bench.convnet --quick --reduce     # KFAC-reduce against KFC (#14, #17)
+  python -m bench.convnet --quick --amortized  # covariances every 5/10 steps (#14)
 """
 
 import dataclasses
@@ -392,6 +393,28 @@ def ekfac_specs():
                          ("ekfac", LONG_PERIOD)))
 
 
+def amortized_specs():
+    """SGD (the reference), then K-FAC with its statistics amortised over
+    several steps: covariances every 5 or 10 steps and inverses every 20 or
+    50 (spread over the steps between), for the quadratic model (damping
+    floor 1e-2) and regular momentum (norm constraint 0.01, and 0.1)."""
+    runs = [SGD_REFERENCE]
+    qmodel = dict(QMODEL, min_damping=1e-2)
+    schedules = ((5, 20), (10, 50))
+    for kind, optimizer in (("kfac_qmodel", qmodel), ("kfac", REGULAR)):
+        for cov_every, inv_every in schedules:
+            runs.append(OptimizerSpec(
+                kind, inv_update_every=inv_every, cov_update_every=cov_every,
+                cov_ema_decay=0.95, spread_inverse_updates=True,
+                label="{} cov every {} inv every {}".format(kind, cov_every, inv_every),
+                **optimizer))
+    runs.append(OptimizerSpec(
+        "kfac", inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
+        spread_inverse_updates=True, label="kfac cov every 5 inv every 20 nc=0.1",
+        **dict(REGULAR, norm_constraint=0.1)))
+    return runs
+
+
 def reduce_specs():
     """KFC (KFAC-expand) and KFAC-reduce convolution blocks at equal settings
     (`paired_specs`); the quadratic model with the damping floor 1e-2 that
@@ -406,6 +429,7 @@ FLAGS_TABLE = (
     ("bool", "quick", False, "45 s per run instead of 120 s."),
     ("bool", "ekfac", False, "EKFAC against K-FAC (issue #16)."),
     ("bool", "reduce", False, "KFAC-reduce against KFC convolution blocks."),
+    ("bool", "amortized", False, "K-FAC with covariances every 5/10 steps."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -434,7 +458,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
     paired = {"ekfac": ("convnet_ekfac", ekfac_specs, "EKFAC vs K-FAC"),
-              "reduce": ("convnet_reduce", reduce_specs, "KFAC-reduce vs KFC")}
+              "reduce": ("convnet_reduce", reduce_specs, "KFAC-reduce vs KFC"),
+              "amortized": ("convnet_amortized", amortized_specs,
+                            "Amortised K-FAC statistics")}
     mode = next((mode for mode in paired if getattr(flag_values, mode)), None)
     if mode is not None:
         name, make_specs, title = paired[mode]

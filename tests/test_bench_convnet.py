@@ -141,6 +141,16 @@ def test_training_graph_rejects_rows_of_the_wrong_width():
             OptimizerSpec("sgd", 0.1), bench.ConvnetSettings(), 784)
 
 
+def test_amortized_specs_update_statistics_less_often():
+    specs = bench.amortized_specs()
+    assert specs[0] == bench.SGD_REFERENCE
+    schedules = {(s.kind, s.cov_update_every, s.inv_update_every) for s in specs[1:]}
+    assert schedules == {(kind, cov, inv) for kind in ("kfac", "kfac_qmodel")
+                         for cov, inv in ((5, 20), (10, 50))}
+    assert all(s.spread_inverse_updates for s in specs[1:])
+    assert len({spec.name for spec in specs}) == len(specs)
+
+
 @pytest.mark.parametrize("make_specs, pairs", [
     (bench.ekfac_specs, [(None, bench.INVERSE_PERIOD), ("ekfac", bench.INVERSE_PERIOD),
                          ("ekfac", 5 * bench.INVERSE_PERIOD)]),

@@ -93,6 +93,8 @@ class PositionStatistics(object):
             raise ValueError("layout must be one of %s, got %r." % (LAYOUTS, layout))
         if layout == "use_major" and num_uses is None:
             raise ValueError("the use_major layout needs num_uses.")
+        if layout == "rows" and reduce:
+            raise ValueError("reduce needs positions grouped by example, not rows.")
         self.role = role
         self.layout = layout
         self.weights = None if weights is None else tuple(weights)
@@ -128,10 +130,10 @@ class PositionStatistics(object):
             rows = tf.reshape(data, [-1, size])
             if weights is None:
                 return rows, None, None
-            return self._expand_scale_and_normalizer(rows, data, weights)
+            return self._expand_scale_and_normalizer(rows, weights)
         return self._reduced(data, size, weights)
 
-    def _expand_scale_and_normalizer(self, rows, data, weights):
+    def _expand_scale_and_normalizer(self, rows, weights):
         flat_weights = tf.reshape(tf.convert_to_tensor(weights), [-1])
         if self.role == "inputs":
             return rows, tf.sqrt(flat_weights), tf.reduce_sum(flat_weights)
