@@ -41,10 +41,11 @@ def one_exact_kfac_step(
         return before, sess.run(variables)
 
 
-def exact_statistics(layer_collection, variables, fetch):
+def exact_statistics(layer_collection, variables, fetch, refresh_bases=False):
     """`fetch(blocks)` evaluated after one covariance update of an estimator
     with `estimation_mode="exact"` and no moving average (the factors are the
-    mini-batch statistics)."""
+    mini-batch statistics); with `refresh_bases`, then an inverse update and
+    a second covariance update (EKFAC's scaling in the factors' eigenbases)."""
     from kfac.ops import estimator
 
     fisher = estimator.make_fisher_estimator(
@@ -54,9 +55,12 @@ def exact_statistics(layer_collection, variables, fetch):
         damping=0.1,
         estimation_mode="exact",
     )
-    cov_update_op = fisher.make_ops_and_vars()[0]
+    cov_update_ops, _, inv_update_ops = fisher.make_ops_and_vars()[:3]
     blocks = list(layer_collection.get_blocks())
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
-        sess.run(cov_update_op)
+        sess.run(cov_update_ops)
+        if refresh_bases:
+            sess.run(inv_update_ops)
+            sess.run(cov_update_ops)
         return sess.run(fetch(blocks))

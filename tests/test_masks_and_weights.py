@@ -110,6 +110,27 @@ def test_padded_dense_sequences_give_the_unpadded_blocks(rng, approx, pooled):
     _assert_blocks_equal(actual, expected)
 
 
+def test_padded_dense_sequences_give_the_unpadded_ekfac_blocks(rng):
+    """EKFAC: the bases (the Kronecker factors' eigenvectors) and the scaling
+    `s` in them, after a covariance, an inverse and a covariance update."""
+    x_np = rng.randn(3, 4, IN)
+    padded, mask = _padded(x_np, extra_steps=2, extra_examples=1, rng=rng)
+    params = _parameters()
+    results = []
+    for data, data_mask in ((x_np, None), (padded, mask)):
+        with tf.Graph().as_default():
+            lc, variables = _sequence_dense_model(data, params, "ekfac", mask=data_mask)
+            results.append(
+                session_helpers.exact_statistics(
+                    lc,
+                    variables,
+                    lambda blocks: [block.full_fisher_block() for block in blocks],
+                    refresh_bases=True,
+                )
+            )
+    _assert_blocks_equal(results[1], results[0])
+
+
 @pytest.mark.parametrize("form", ["bool_mask", "batch_weights"])
 def test_bool_masks_and_batch_weights_broadcast_over_steps(rng, form):
     """A bool mask is a 0/1 mask; `[batch]` weights cover every step."""
@@ -381,10 +402,10 @@ def test_weights_with_an_approximation_without_them_is_a_clear_error():
         w = tf.get_variable("w", [3, 2])
         lc = kfac.LayerCollection()
         with pytest.raises(
-            ValueError, match="mask or weights cannot be used with approx='ekfac'"
+            ValueError, match="mask or weights cannot be used with approx='diagonal'"
         ):
             lc.register_fully_connected(
-                w, x, tf.matmul(x, w), approx="ekfac", mask=np.ones(4)
+                w, x, tf.matmul(x, w), approx="diagonal", mask=np.ones(4)
             )
 
 

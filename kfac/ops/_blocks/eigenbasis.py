@@ -30,11 +30,17 @@ class EigenbasisProducts(FisherBlock):
     (the bases) and `_eigenvalue_factor` (`s`), set by `instantiate_factors`."""
 
     def _make_eigenvalue_factor(self, factor_class, inputs, grads_list, damping):
-        self._eigenvalue_factor = self._factors.make_or_get_factor(
-            factor_class,
-            (inputs, grads_list, self._input_factor, self._output_factor,
-             self._has_bias),
+        args = (
+            inputs,
+            grads_list,
+            self._input_factor,
+            self._output_factor,
+            self._has_bias,
         )
+        weights = self._process_weights()
+        if weights is not None:
+            args += (weights,)
+        self._eigenvalue_factor = self._factors.make_or_get_factor(factor_class, args)
         self._damping_func = damping_lib.constant_damping_func(damping)
 
     def register_matpower(self, exp):
@@ -56,9 +62,7 @@ class EigenbasisProducts(FisherBlock):
         scaled = self._eigenvalue_factor.left_multiply_matpower(
             projected, exp, self._damping_func
         )
-        out = tf.matmul(
-            tf.matmul(input_basis, scaled), output_basis, transpose_b=True
-        )
+        out = tf.matmul(tf.matmul(input_basis, scaled), output_basis, transpose_b=True)
         return reshape.mat2d_to_layer_params(vector, out)
 
     def full_fisher_block(self):
@@ -77,7 +81,9 @@ class FullyConnectedEKFACFB(FullyConnectedKroneckerFactors, EigenbasisProducts):
         inputs, grads_list = self._make_kronecker_factors(grads_list)
         self._make_eigenvalue_factor(
             eigenbasis_factors.FullyConnectedEigenbasisFactor,
-            inputs, grads_list, damping,
+            inputs,
+            grads_list,
+            damping,
         )
 
 

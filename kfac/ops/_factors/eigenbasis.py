@@ -51,8 +51,9 @@ class EigenbasisDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalF
 
     _SCOPE_PREFIX = None  # set by subclasses
 
-    def __init__(self, inputs, outputs_grads, input_factor, output_factor,
-                 has_bias=False):
+    def __init__(
+        self, inputs, outputs_grads, input_factor, output_factor, has_bias=False
+    ):
         self._inputs = inputs
         self._outputs_grads = outputs_grads
         self._input_factor = input_factor
@@ -122,15 +123,59 @@ class EigenbasisDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalF
 class FullyConnectedEigenbasisFactor(EigenbasisDiagonalFactor):
     """`s` of a fully connected layer: `(ã'∘ã')ᵀ(g'∘g') / N`, `ã' = U_Aᵀ ã`,
     `g' = U_Gᵀ g`, over the `N` rows (inputs `[B, ..., in]` are flattened to
-    rows, each an example, as for the layer's Kronecker factors)."""
+    rows, each an example, as for the layer's Kronecker factors).
+
+    With row weights `w` (port addition; per tower, the leading shape of the
+    inputs): `Σ_rows [w>0] (ã'∘ã')ᵀ(g'∘g') / Σ w`. A per-example gradient's
+    square is weighted once, by the loss's weights that its output gradients
+    carry (`positions`); the layer's weights mask and count the rows.
+    """
 
     _SCOPE_PREFIX = "ff_ekfacfc_"
+
+    def __init__(
+        self,
+        inputs,
+        outputs_grads,
+        input_factor,
+        output_factor,
+        has_bias=False,
+        weights=None,
+    ):
+        self._weights = weights
+        super(FullyConnectedEigenbasisFactor, self).__init__(
+            inputs, outputs_grads, input_factor, output_factor, has_bias
+        )
+
+    @property
+    def _var_scope(self):
+        name = super(FullyConnectedEigenbasisFactor, self)._var_scope
+        if self._weights is not None:
+            name += "_w_" + naming.scope_string_from_params(tuple(self._weights))
+        return name
+
+    def _flat_weights(self, tower):
+        return tf.reshape(tf.convert_to_tensor(self._weights[tower]), [-1])
 
     def _projected_inputs(self, tower, input_basis):
         rows = as_rows(self._inputs[tower])
         if self._has_bias:
             rows = statistics.append_homog(rows)
-        return tf.square(tf.matmul(rows, input_basis))
+        projected = tf.square(tf.matmul(rows, input_basis))
+        if self._weights is None:
+            return projected
+        mask = tf.cast(self._flat_weights(tower) > 0, projected.dtype)
+        return projected * mask[:, None]
+
+    def _compute_new_cov(self, source, tower):
+        new_cov = super(FullyConnectedEigenbasisFactor, self)._compute_new_cov(
+            source, tower
+        )
+        if self._weights is None:
+            return new_cov
+        weights = tf.cast(self._flat_weights(tower), new_cov.dtype)
+        num_rows = tf.cast(tf.size(weights), new_cov.dtype)
+        return new_cov * (num_rows / tf.reduce_sum(weights))
 
     def _new_scaling(self, projected_inputs, outputs_grad, output_basis):
         squared_grads = tf.square(tf.matmul(as_rows(outputs_grad), output_basis))
