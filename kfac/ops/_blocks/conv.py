@@ -329,10 +329,9 @@ class ConvKFCMixin(object):
                 input_statistics,
             ),
         )
-        output_args = (grads_list,) if output_statistics is None else (grads_list, None)
         self._output_factor = self._factors.make_or_get_factor(
             conv_factors.ConvOutputKroneckerFactor,
-            with_position_statistics(output_args, output_statistics),
+            with_position_statistics((grads_list,), output_statistics, (None,)),
         )
 
 

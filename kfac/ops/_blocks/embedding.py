@@ -82,12 +82,9 @@ class EmbeddingKFACFB(
         inputs, grads_list = self._process_data(grads_list)
         self._input_factor = self._make_input_factor(inputs, grads_list)
         output_statistics = self._position_statistics("outputs", "rows")
-        output_args = (
-            (grads_list,) if output_statistics is None else (grads_list, False)
-        )
         self._output_factor = self._factors.make_or_get_factor(
             fc_factors.FullyConnectedKroneckerFactor,
-            with_position_statistics(output_args, output_statistics),
+            with_position_statistics((grads_list,), output_statistics, (False,)),
         )
         self._setup_damping(damping)
 
@@ -119,12 +116,11 @@ class EmbeddingKFACMultiIndepFB(
         output_statistics = self._position_statistics(
             "outputs", "use_major", num_uses=self._num_uses
         )
-        output_args = (grads_list, self._num_uses)
-        if output_statistics is not None:
-            output_args += (False,)
         self._output_factor = self._factors.make_or_get_factor(
             multi_use_factors.FullyConnectedMultiKF,
-            with_position_statistics(output_args, output_statistics),
+            with_position_statistics(
+                (grads_list, self._num_uses), output_statistics, (False,)
+            ),
         )
         self._setup_damping(damping, normalization=self._num_uses)
 

@@ -162,12 +162,9 @@ class FullyConnectedKroneckerFactors(FullyConnectedMultiTower):
             fc_factors.FullyConnectedKroneckerFactor,
             with_position_statistics(((inputs,), self._has_bias), input_statistics),
         )
-        output_args = (
-            (grads_list,) if output_statistics is None else (grads_list, False)
-        )
         self._output_factor = self._factors.make_or_get_factor(
             fc_factors.FullyConnectedKroneckerFactor,
-            with_position_statistics(output_args, output_statistics),
+            with_position_statistics((grads_list,), output_statistics, (False,)),
         )
         return inputs, grads_list
 

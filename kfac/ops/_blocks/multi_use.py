@@ -61,12 +61,9 @@ def make_multi_use_factors(block, inputs, grads_list):
             ((inputs,), num_uses, block._has_bias), input_statistics
         ),
     )
-    output_args = (grads_list, num_uses)
-    if output_statistics is not None:
-        output_args += (False,)
     output_factor = block._factors.make_or_get_factor(
         multi_use_factors.FullyConnectedMultiKF,
-        with_position_statistics(output_args, output_statistics),
+        with_position_statistics((grads_list, num_uses), output_statistics, (False,)),
     )
     return input_factor, output_factor
 

@@ -20,12 +20,18 @@ from kfac.ops._factors import positions
 from kfac.ops._utils import partitioned_tensor
 
 
-def with_position_statistics(args: tuple, position_statistics) -> tuple:
+def with_position_statistics(
+    args: tuple, position_statistics, skipped_defaults: tuple = ()
+) -> tuple:
     """A factor's constructor arguments, with `position_statistics` last unless
-    None (so an unweighted factor keeps the original's arguments and name)."""
+    None (so an unweighted factor keeps the original's arguments and name).
+
+    `skipped_defaults`: the values of the optional arguments between `args`
+    and `position_statistics` in the factor's signature, inserted only with it.
+    """
     if position_statistics is None:
         return args
-    return args + (position_statistics,)
+    return args + tuple(skipped_defaults) + (position_statistics,)
 
 
 class InputOutputMultiTower(object):
