@@ -18,6 +18,7 @@ from kfac.ops._factors import diagonal
 from kfac.ops._factors import inverse_providing
 from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
+from kfac.ops._factors import positions
 from kfac.ops._factors import sampling
 from kfac.ops._factors import second_moments
 from kfac.ops._factors import statistics
@@ -47,10 +48,6 @@ def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
         rates=list(rates),
         padding=padding,
     )
-
-
-def _position_suffix(position_statistics) -> str:
-    return "" if position_statistics is None else position_statistics.scope_suffix()
 
 
 class ConvDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalFactor):
@@ -275,7 +272,7 @@ class ConvInputKroneckerFactor(
                 )
             )
             + self._sampling_suffix()
-            + _position_suffix(self._position_statistics)
+            + positions.scope_suffix(self._position_statistics)
         )
 
     def _sampling_suffix(self):
@@ -381,13 +378,12 @@ class ConvInputKroneckerFactor(
             return second_moments.symmetric_second_moment(
                 self.patch_rows(self._inputs[tower]), append_ones=self._has_bias
             )
-        patches = self.extract_patches(tf.convert_to_tensor(self._inputs[tower]))
-        # [B, *spatial_out, p]: one patch per example and output location.
+        inputs = tf.convert_to_tensor(self._inputs[tower])
+        # [B, locations, p]: one patch per example and output location, in the
+        # order of the location weights `[B, *spatial_out]` flattened.
         patches = tf.reshape(
-            patches,
-            tf.concat(
-                [tf.shape(patches)[:-1], [int(np.prod(self._filter_shape[:-1]))]], 0
-            ),
+            self.extract_patches(inputs),
+            [tf.shape(inputs)[0], -1, int(np.prod(self._filter_shape[:-1]))],
         )
         rows, row_scale, normalizer = self._position_statistics.rows(patches, tower)
         return second_moments.symmetric_second_moment(
@@ -428,7 +424,7 @@ class ConvOutputKroneckerFactor(
         return (
             "ff_convoutkron_"
             + naming.scope_string_from_params(statistics.flatten(self._outputs_grads))
-            + _position_suffix(self._position_statistics)
+            + positions.scope_suffix(self._position_statistics)
         )
 
     @property
@@ -438,12 +434,15 @@ class ConvOutputKroneckerFactor(
     def _compute_new_cov(self, source, tower):
         outputs_grad = tf.convert_to_tensor(self._outputs_grads[source][tower])
         if self._position_statistics is None:
-            return statistics.compute_cov(
-                tf.reshape(outputs_grad, [-1, self._out_channels])
+            rows, row_scale, normalizer = (
+                tf.reshape(outputs_grad, [-1, self._out_channels]),
+                None,
+                None,
             )
-        rows, row_scale, normalizer = self._position_statistics.rows(
-            outputs_grad, tower
-        )
+        else:
+            rows, row_scale, normalizer = self._position_statistics.rows(
+                outputs_grad, tower
+            )
         return second_moments.symmetric_second_moment(
             rows, normalizer, row_scale=row_scale
         )

@@ -31,6 +31,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._factors import diagonal
 from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
+from kfac.ops._factors import positions
 from kfac.ops._factors import statistics
 from kfac.ops._factors.fully_connected import as_rows
 
@@ -151,7 +152,7 @@ class FullyConnectedEigenbasisFactor(EigenbasisDiagonalFactor):
     def _var_scope(self):
         name = super(FullyConnectedEigenbasisFactor, self)._var_scope
         if self._weights is not None:
-            name += "_w_" + naming.scope_string_from_params(tuple(self._weights))
+            name += positions.weights_suffix(self._weights)
         return name
 
     def _flat_weights(self, tower):

@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from kfac.ops._factors import diagonal
 from kfac.ops._factors import layer_data
 from kfac.ops._factors import naming
+from kfac.ops._factors import positions
 
 
 class EmbeddingInputKroneckerFactor(layer_data.InputsByTower, diagonal.DiagonalFactor):
@@ -47,7 +48,7 @@ class EmbeddingInputKroneckerFactor(layer_data.InputsByTower, diagonal.DiagonalF
     def _var_scope(self):
         name = "ff_diag_embedding_" + naming.scope_string_from_params(self._input_ids)
         if self._weights is not None:
-            name += "_w_" + naming.scope_string_from_params(tuple(self._weights))
+            name += positions.weights_suffix(self._weights)
         return name
 
     @property
@@ -84,6 +85,4 @@ class EmbeddingInputKroneckerFactor(layer_data.InputsByTower, diagonal.DiagonalF
             tf.reshape(weights, [-1]), flat_ids, self._vocab_size
         )
         rows = tf.reshape(weights, [tf.shape(input_ids)[0], -1])
-        real = tf.reduce_sum(tf.cast(rows > 0, self._dtype), axis=1)
-        row_weights = tf.math.divide_no_nan(tf.reduce_sum(rows, axis=1), real)
-        return counts / tf.reduce_sum(row_weights)
+        return counts / tf.reduce_sum(positions.example_weights(rows))

@@ -132,45 +132,34 @@ class FullyConnectedKroneckerFactor(
             + naming.scope_string_from_params(
                 tuple(statistics.flatten(self._tensors)) + (self._has_bias,)
             )
-            + self._position_suffix()
+            + positions.scope_suffix(self._position_statistics)
         )
-
-    def _position_suffix(self) -> str:
-        if self._position_statistics is None:
-            return ""
-        return self._position_statistics.scope_suffix()
 
     @property
     def _cov_shape(self):
         size = _static_dim(self._tensors[0][0], -1) + int(self._has_bias)
         return [size, size]
 
+    def _row_data(self, source, tower):
+        """`(rows [N, n], row scale [N] or None, normalizer or None)` of one
+        source and tower: the data as rows, or as `position_statistics` makes
+        them (None: the plain statistic's)."""
+        data = self._tensors[source][tower]
+        if self._position_statistics is None:
+            return as_rows(data), None, None
+        return self._position_statistics.rows(data, tower)
+
     def _rows(self, source, tower):
         """`(rows ã [N, n (+1)], normalizer or None)` of one source and tower,
         each row scaled by its position weight's `s` (see `positions`)."""
-        if self._position_statistics is None:
-            rows, row_scale, normalizer = (
-                as_rows(self._tensors[source][tower]),
-                None,
-                None,
-            )
-        else:
-            rows, row_scale, normalizer = self._position_statistics.rows(
-                self._tensors[source][tower], tower
-            )
+        rows, row_scale, normalizer = self._row_data(source, tower)
         if self._has_bias:
             rows = statistics.append_homog(rows)
         return positions.scaled_rows(rows, row_scale), normalizer
 
     def _compute_new_cov(self, source, tower):
         # The ones column is folded in without copying the rows (second_moments).
-        if self._position_statistics is None:
-            return second_moments.symmetric_second_moment(
-                as_rows(self._tensors[source][tower]), append_ones=self._has_bias
-            )
-        rows, row_scale, normalizer = self._position_statistics.rows(
-            self._tensors[source][tower], tower
-        )
+        rows, row_scale, normalizer = self._row_data(source, tower)
         return second_moments.symmetric_second_moment(
             rows, normalizer, append_ones=self._has_bias, row_scale=row_scale
         )

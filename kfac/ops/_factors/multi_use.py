@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 
 from kfac.ops._factors import fully_connected
 from kfac.ops._factors import naming
+from kfac.ops._factors import positions
 from kfac.ops._factors import statistics
 from kfac.ops._utils import linalg
 from kfac.ops._utils import non_finite
@@ -59,7 +60,7 @@ class FullyConnectedMultiKF(fully_connected.FullyConnectedKroneckerFactor):
                 tuple(statistics.flatten(self._tensors))
                 + (self._num_timesteps, self._has_bias)
             )
-            + self._position_suffix()
+            + positions.scope_suffix(self._position_statistics)
         )
 
     @property

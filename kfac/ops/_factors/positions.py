@@ -70,6 +70,28 @@ def _grouped(tensor, layout: str, num_uses: Optional[int]) -> tf.Tensor:
     return tf.reshape(tensor, [-1, 1])  # "rows": one position per example
 
 
+def weights_suffix(weights) -> str:
+    """The variable-name suffix of a factor built with `weights` (per tower)."""
+    return "_w_" + naming.scope_string_from_params(tuple(weights))
+
+
+def scope_suffix(position_statistics) -> str:
+    """What a factor appends to its name for `position_statistics` (None: "",
+    so that unweighted expand factors keep their names)."""
+    if position_statistics is None:
+        return ""
+    return position_statistics.scope_suffix()
+
+
+def example_weights(grouped_weights: tf.Tensor) -> tf.Tensor:
+    """`u [examples]` from position weights `[examples, positions]`: the mean
+    of each example's non-zero weights (0 for an example without any)."""
+    real = tf.cast(grouped_weights > 0, grouped_weights.dtype)
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(grouped_weights, axis=1), tf.reduce_sum(real, axis=1)
+    )
+
+
 class PositionStatistics(object):
     """How one factor turns its data into weighted rows (see the module docstring).
 
@@ -105,7 +127,7 @@ class PositionStatistics(object):
         """Distinguishes the factor's variables from the unweighted/expand ones."""
         suffix = "_reduce" if self.reduce else ""
         if self.weights is not None:
-            suffix += "_w_" + naming.scope_string_from_params(tuple(self.weights))
+            suffix += weights_suffix(self.weights)
         return suffix
 
     def _tower_weights(self, tower):
@@ -138,18 +160,15 @@ class PositionStatistics(object):
         if self.role == "inputs":
             return rows, tf.sqrt(flat_weights), tf.reduce_sum(flat_weights)
         mask = tf.cast(flat_weights > 0, rows.dtype)
-        example_weights, positions = self._example_weights(weights)
-        return rows, mask, positions * tf.reduce_sum(example_weights)
+        per_example, positions = self._example_weights(weights)
+        return rows, mask, positions * tf.reduce_sum(per_example)
 
     def _example_weights(self, weights):
         """`(u [examples], positions per example)` from position weights."""
         grouped = _grouped(weights, self.layout, self.num_uses)
         grouped = tf.reshape(grouped, [tf.shape(grouped)[0], -1])
-        real = tf.cast(grouped > 0, grouped.dtype)
-        count = tf.reduce_sum(real, axis=1)
-        example_weights = tf.math.divide_no_nan(tf.reduce_sum(grouped, axis=1), count)
         positions = tf.cast(tf.shape(grouped)[1], grouped.dtype)
-        return example_weights, positions
+        return example_weights(grouped), positions
 
     def _reduced(self, data, size, weights):
         """Per-example aggregates: weighted means of inputs, masked sums of
@@ -164,16 +183,16 @@ class PositionStatistics(object):
         position_weights = tf.reshape(
             position_weights, [tf.shape(position_weights)[0], -1]
         )
-        example_weights, _ = self._example_weights(weights)
-        normalizer = tf.reduce_sum(example_weights)
+        per_example, _ = self._example_weights(weights)
+        normalizer = tf.reduce_sum(per_example)
         if self.role == "inputs":
             totals = tf.reduce_sum(position_weights, axis=1, keepdims=True)
             weighted = tf.reduce_sum(grouped * position_weights[:, :, None], axis=1)
             means = tf.math.divide_no_nan(weighted, totals)
-            return means, tf.sqrt(example_weights), normalizer
+            return means, tf.sqrt(per_example), normalizer
         mask = tf.cast(position_weights > 0, grouped.dtype)
         sums = tf.reduce_sum(grouped * mask[:, :, None], axis=1)
-        example_mask = tf.cast(example_weights > 0, grouped.dtype)
+        example_mask = tf.cast(per_example > 0, grouped.dtype)
         return sums, example_mask, normalizer
 
 
