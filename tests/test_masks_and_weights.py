@@ -474,3 +474,22 @@ def test_a_negative_fed_weight_fails_the_update_naming_it():
                 "finite and non-negative",
             ):
                 sess.run(cov_update_op, {weights: [1.0, -1.0]})
+
+
+def test_mask_and_weights_together_weight_by_their_product(rng):
+    """`mask` and `weights` given together act as `mask ∘ weights`."""
+    x_np = rng.randn(3, 4, IN)
+    padded, mask = _padded(x_np, extra_steps=1, extra_examples=1, rng=rng)
+    weights = rng.uniform(0.5, 2.0, size=mask.shape[0])
+    params = _parameters()
+    with tf.Graph().as_default():
+        expected = _blocks(
+            *_sequence_dense_model(
+                padded, params, "kron", weights=mask * weights[:, None]
+            )
+        )
+    with tf.Graph().as_default():
+        actual = _blocks(
+            *_sequence_dense_model(padded, params, "kron", mask=mask, weights=weights)
+        )
+    _assert_blocks_equal(actual, expected)

@@ -18,6 +18,7 @@ from kfac.ops._registration.shapes import describe
 from kfac.ops._registration.shapes import error
 from kfac.ops._registration.shapes import static_shape
 from kfac.ops._registration.weights import broadcast_weights
+from kfac.ops._registration.weights import product
 
 
 def _named_uses(name, values):
@@ -152,19 +153,13 @@ def multi_use_weights(method, mask, weights, inputs, num_uses, dtype=None):
     `tf.sequence_mask(lengths, num_uses)` gives); None when both are None.
     `dtype`: the weights' dtype when not the inputs' (integer ids).
     """
-    converted = [
-        _uses_of(method, argument, value, inputs, num_uses, dtype)
-        for argument, value in (("mask", mask), ("weights", weights))
-        if value is not None
-    ]
-    if not converted:
-        return None
-    if len(converted) == 1:
-        return converted[0]
-    mask, weights = converted
-    if isinstance(mask, list):
-        return [m * w for m, w in zip(mask, weights)]
-    return mask * weights
+    mask, weights = (
+        None
+        if value is None
+        else _uses_of(method, name, value, inputs, num_uses, dtype)
+        for name, value in (("mask", mask), ("weights", weights))
+    )
+    return product(mask, weights)
 
 
 def _num_uses_registered(inputs) -> int:

@@ -140,10 +140,19 @@ def broadcast_weights(
 
 def combine_mask_and_weights(method: str, mask, weights, data, data_name: str):
     """`mask ∘ weights` (either may be None) broadcast to `data`'s leading dims."""
-    mask = broadcast_weights(method, "mask", mask, data, data_name)
-    weights = broadcast_weights(method, "weights", weights, data, data_name)
+    return product(
+        broadcast_weights(method, "mask", mask, data, data_name),
+        broadcast_weights(method, "weights", weights, data, data_name),
+    )
+
+
+def product(mask, weights):
+    """`mask ∘ weights` of checked values, either None (then the other), both
+    Tensors or both lists over uses of Tensors."""
     if mask is None:
         return weights
     if weights is None:
         return mask
+    if isinstance(mask, list):
+        return [m * w for m, w in zip(mask, weights)]
     return mask * weights
