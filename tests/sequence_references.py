@@ -143,3 +143,15 @@ def rnn_backward(states, weights, state_cotangent):
         preactivation_grads[t] = cotangent * (1 - states[t] ** 2)
         cotangent = (preactivation_grads[t] @ weights.T)[:, input_size:]
     return preactivation_grads
+
+
+def rnn_problem(rng, batch, num_steps, input_size, hidden, classes):
+    """Random sequences, labels and RNN/classifier parameters (float64)."""
+    return dict(
+        sequences=rng.rand(batch, num_steps, input_size),
+        labels=rng.randint(0, classes, batch),
+        weights=0.8 * rng.randn(input_size + hidden, hidden),
+        bias=0.1 * rng.randn(hidden),
+        output_weights=rng.randn(hidden, classes),
+        output_bias=0.1 * rng.randn(classes),
+    )

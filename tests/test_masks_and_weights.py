@@ -321,14 +321,7 @@ def test_padded_rnn_step_equals_numpy_on_the_unpadded_sequences(
     rng, tf_behavior, approx
 ):
     hidden, inputs = 3, 2
-    problem = dict(
-        sequences=rng.rand(BATCH, STEPS, inputs),
-        labels=rng.randint(0, CLASSES, BATCH),
-        weights=0.8 * rng.randn(inputs + hidden, hidden),
-        bias=0.1 * rng.randn(hidden),
-        output_weights=rng.randn(hidden, CLASSES),
-        output_bias=0.1 * rng.randn(CLASSES),
-    )
+    problem = references.rnn_problem(rng, BATCH, STEPS, inputs, hidden, CLASSES)
     lengths = np.array([4, 2, 3, 1])
     # Garbage in the padding: it must not matter.
     for n, length in enumerate(lengths):

@@ -31,14 +31,7 @@ NUM_STEPS, BATCH, INPUT_SIZE, HIDDEN, CLASSES = 3, 5, 2, 3, 3
 
 
 def _rnn_problem(rng):
-    return dict(
-        sequences=rng.rand(BATCH, NUM_STEPS, INPUT_SIZE),
-        labels=rng.randint(0, CLASSES, BATCH),
-        weights=0.8 * rng.randn(INPUT_SIZE + HIDDEN, HIDDEN),
-        bias=0.1 * rng.randn(HIDDEN),
-        output_weights=rng.randn(HIDDEN, CLASSES),
-        output_bias=0.1 * rng.randn(CLASSES),
-    )
+    return references.rnn_problem(rng, BATCH, NUM_STEPS, INPUT_SIZE, HIDDEN, CLASSES)
 
 
 def _build_rnn(problem, approx, link):
