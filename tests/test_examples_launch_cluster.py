@@ -43,7 +43,10 @@ def test_make_cluster_spec_rejects_empty_jobs(num_ps_tasks, num_worker_tasks):
 
 
 def test_cluster_trains_with_covariances_on_ps_and_leaves_no_process(tmp_path):
-    num_steps = 30
+    # The workers' interleaving decides which gradients are stale, so the
+    # losses differ from run to run: memorisation starts after 15-25 steps,
+    # and a single batch may spike later; 40 steps leave the last 10 near 0.
+    num_steps = 40
     checkpoint_dir = tmp_path / "ckpt"
     run = launch_cluster.run_cluster(
         num_ps_tasks=1,
@@ -74,9 +77,9 @@ def test_cluster_trains_with_covariances_on_ps_and_leaves_no_process(tmp_path):
         losses = chief["losses"]
         assert all(np.isfinite(losses)), losses
         # Random labels on 32 examples: the loss starts near ln(10) and K-FAC
-        # memorises them.
+        # memorises them (the median ignores a late single-batch spike).
         assert losses[0] == pytest.approx(np.log(10), abs=0.3)
-        assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
+        assert np.median(losses[-10:]) < losses[0] - 1.0, losses
         for report in run.reports:
             # 2 conv layers and 1 linear layer: input and output factor each.
             assert len(report["cov_devices"]) == 6, report["cov_devices"]
