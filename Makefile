@@ -7,7 +7,7 @@ VENV_LATEST := .venv-latest
 PYTEST_ARGS ?=
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast test-latest demo lint bench bench-quick bench-convnet bench-convnet-quick bench-sequences bench-sequences-quick data build-file clean
+.PHONY: test test-fast test-latest demo lint bench bench-quick bench-convnet bench-convnet-quick bench-residual bench-sequences bench-sequences-quick data build-file clean
 
 # TensorFlow 2.15.1 (primary target: tf.estimator and Keras 2 still exist).
 $(VENV)/.installed: setup.py constraints/tf2.15.txt
@@ -61,6 +61,10 @@ bench-convnet: $(VENV)/.installed data
 
 bench-convnet-quick: $(VENV)/.installed data
 	$(VENV)/bin/python -m bench.convnet --quick
+
+# The residual convnet's grid, test metrics at 30 s and 60 s (~17 min).
+bench-residual: $(VENV)/.installed data
+	$(VENV)/bin/python -m bench.convnet --architecture=residual --budgets=30,60 --max_seconds=60
 
 # KFAC-expand vs KFAC-reduce (and Adam, SGD) on the RNN example, full and
 # padded sequences (#17).

@@ -24,6 +24,9 @@ Run:
   python -m bench.convnet --quick --ekfac      # EKFAC against K-FAC (issue #16)
   python -m bench.convnet --quick --reduce     # KFAC-reduce against KFC (#14, #17)
   python -m bench.convnet --quick --amortized  # covariances every 5/10 steps (#14)
+  python -m bench.convnet --quick --schedule   # a halving learning rate (#14)
+  python -m bench.convnet --architecture=residual --budgets=30,60
+                                     # the residual convnet's grid (#14)
 """
 
 import dataclasses
@@ -38,6 +41,8 @@ import tensorflow.compat.v1 as tf
 from absl import app
 from absl import flags
 
+from bench import residual
+from kfac.examples import _cli
 from kfac.examples import comparison
 from kfac.examples import comparison_training
 from kfac.examples import mnist
@@ -65,6 +70,9 @@ class ConvnetSettings:
     max_seconds: Optional[float] = 45.0
     eval_every: int = 20
     seed: int = 0
+    architecture: str = "convnet"
+    # Seconds of training after which test loss and accuracy are recorded.
+    budgets: tuple = ()
 
 
 # ---------------------------------------------------------------- data
@@ -171,6 +179,13 @@ def _forward(params, packed, layer_collection):
     logits = tf.nn.bias_add(tf.matmul(flat, params[-1][0]), params[-1][1])
     if layer_collection is not None:
         layer_collection.register_fully_connected(params[-1], flat, logits)
+    return _loss_and_accuracy(logits, labels, layer_collection)
+
+
+def _loss_and_accuracy(logits, labels, layer_collection):
+    """Mean softmax cross-entropy and accuracy; registers the predictive
+    distribution with `layer_collection` (None: no registration)."""
+    if layer_collection is not None:
         layer_collection.register_categorical_predictive_distribution(logits)
     loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -198,16 +213,39 @@ def build_convnet(inputs: tf.Tensor, weights, layer_collection=None) -> Convnet:
     return Convnet(inputs, params, loss, accuracy, forward)
 
 
+def build_residual(inputs: tf.Tensor, weights, layer_collection=None) -> Convnet:
+    """`residual`'s network from numpy `weights` (`residual.initial_weights`)
+    on the packed `inputs`, and (with a collection) the registrations."""
+    params = residual.make_variables(weights)
+
+    def forward(packed, collection):
+        images, labels = unpack(packed)
+        return _loss_and_accuracy(
+            residual.logits(params, images, collection), labels, collection)
+
+    loss, accuracy = forward(inputs, layer_collection)
+    return Convnet(inputs, list(params.values()), loss, accuracy, forward)
+
+
+# architecture: (initial weights from a seed, model builder)
+ARCHITECTURES = {
+    "convnet": (initial_weights, build_convnet),
+    "residual": (residual.initial_weights, build_residual),
+}
+
+
 def build_training_graph(spec: OptimizerSpec, settings: ConvnetSettings,
                          input_size: int) -> TrainingGraph:
-    """The convnet (`initial_weights(settings.seed)`) and `spec`'s training op."""
+    """`settings.architecture`'s network (its initial weights of
+    `settings.seed`) and `spec`'s training op."""
     if input_size != IMAGE_PIXELS + 1:
         raise ValueError("Packed rows must have {} columns (pixels and label), got {}."
                          .format(IMAGE_PIXELS + 1, input_size))
-    weights = initial_weights(settings.seed)
+    make_weights, build = ARCHITECTURES[settings.architecture]
+    weights = make_weights(settings.seed)
     return comparison_training.build_training_graph(
         spec, settings, input_size,
-        lambda inputs, collection: build_convnet(inputs, weights, collection))
+        lambda inputs, collection: build(inputs, weights, collection))
 
 
 # ---------------------------------------------------------------- runs
@@ -238,10 +276,15 @@ def train_one(spec: OptimizerSpec, settings: ConvnetSettings, train, eval_rows, 
         final["ops"] = ops
         return ops
 
+    def test_metrics(sess):
+        test_loss, test_accuracy = evaluate_after(final["ops"], sess, test)
+        return {"test_loss": test_loss, "test_accuracy": test_accuracy}
+
     record = comparison_training.train_one(
         build, spec, settings, train, eval_rows, progress,
         after_training=lambda sess: final.update(
             test=evaluate_after(final["ops"], sess, test)),
+        budgets=settings.budgets, at_budget=test_metrics,
     )
     record["test_loss"], record["test_accuracy"] = final["test"]
     return record
@@ -274,6 +317,26 @@ def format_test_metrics(runs: Sequence[Dict]) -> str:
             run["name"], run["steps"], run["seconds"], run["test_loss"],
             run["test_accuracy"], 1000.0 * run["seconds"] / max(run["steps"], 1)))
     return "\n".join(lines)
+
+
+def format_budget_metrics(runs: Sequence[Dict]) -> str:
+    """A markdown table of every run's test accuracy and loss at each of its
+    budgets (`budgets` in the run records); "" when no run has any."""
+    budgets = sorted({entry["budget"] for run in runs
+                      for entry in run.get("budgets", ())})
+    if not budgets:
+        return ""
+    header = ["run"] + ["test acc / loss at {:g} s".format(budget)
+                        for budget in budgets]
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        at = {entry["budget"]: entry for entry in run.get("budgets", ())}
+        cells = [run["name"]] + [
+            "{:.4f} / {:.4f}".format(at[budget]["test_accuracy"],
+                                     at[budget]["test_loss"])
+            if budget in at else "—" for budget in budgets]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- specs
@@ -321,13 +384,69 @@ def kfac_specs():
     return runs
 
 
-def grid_specs():
-    """SGD with momentum 0.9 and Adam over their grids, then `kfac_specs()`."""
+# The learning-rate schedules tried against the noise floor K-FAC meets
+# after a few hundred steps: (label, decay_start, decay_half_life), steps.
+QMODEL_DECAYS = (("decay 300/300", 300, 300), ("decay 200/600", 200, 600))
+REGULAR_DECAY = ("decay 500/500", 500, 500)
+AMORTIZED = dict(inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
+                 spread_inverse_updates=True)
+
+
+def schedule_specs():
+    """SGD (the reference), then K-FAC with a halving learning rate: the
+    quadratic model (damping floor 1e-2; its chosen step scaled) with
+    amortised statistics (covariances every 5 steps, inverses every 20) and
+    every step's, and regular momentum with amortised statistics."""
+    qmodel = dict(QMODEL, min_damping=1e-2)
+    runs = [SGD_REFERENCE]
+    for label, start, half_life in QMODEL_DECAYS:
+        runs.append(OptimizerSpec(
+            "kfac_qmodel", label="kfac_qmodel cov every 5 inv every 20 " + label,
+            decay_start=start, decay_half_life=half_life, **AMORTIZED, **qmodel))
+    runs.append(OptimizerSpec(
+        "kfac_qmodel", label="kfac_qmodel decay 200/400", decay_start=200,
+        decay_half_life=400, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
+        **qmodel))
+    label, start, half_life = REGULAR_DECAY
+    runs.append(OptimizerSpec(
+        "kfac", label="kfac cov every 5 inv every 20 " + label, decay_start=start,
+        decay_half_life=half_life, **AMORTIZED, **REGULAR))
+    return runs
+
+
+def residual_kfac_specs():
+    """The K-FAC runs of the residual convnet's comparison: the quadratic
+    model (damping floor 1e-2) and regular momentum with statistics every
+    step (inverses every 10), each also with a halving learning rate, and the
+    quadratic model with amortised statistics."""
+    qmodel = dict(QMODEL, min_damping=1e-2)
+    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+    label, start, half_life = QMODEL_DECAYS[0]
+    reg_label, reg_start, reg_half_life = REGULAR_DECAY
+    return [
+        OptimizerSpec("kfac_qmodel", label="kfac_qmodel", **every_step, **qmodel),
+        OptimizerSpec("kfac_qmodel", label="kfac_qmodel " + label, decay_start=start,
+                      decay_half_life=half_life, **every_step, **qmodel),
+        OptimizerSpec("kfac_qmodel", label="kfac_qmodel cov every 5 inv every 20",
+                      **AMORTIZED, **qmodel),
+        OptimizerSpec("kfac", label="kfac", **every_step, **REGULAR),
+        OptimizerSpec("kfac", label="kfac " + reg_label, decay_start=reg_start,
+                      decay_half_life=reg_half_life, **every_step, **REGULAR),
+    ]
+
+
+# architecture: the K-FAC runs of its optimizer comparison
+KFAC_SPECS = {"convnet": kfac_specs, "residual": residual_kfac_specs}
+
+
+def grid_specs(architecture="convnet"):
+    """SGD with momentum 0.9 and Adam over their grids, then the
+    architecture's K-FAC runs (`KFAC_SPECS`)."""
     runs = [OptimizerSpec("sgd", lr, momentum=0.9, label="sgd lr={:g}".format(lr))
             for lr in SGD_LRS]
     runs += [OptimizerSpec("adam", lr, label="adam lr={:g}".format(lr))
              for lr in ADAM_LRS]
-    return runs + kfac_specs()
+    return runs + KFAC_SPECS[architecture]()
 
 
 def best_per_family(runs: Sequence[Dict]) -> Dict[str, Dict]:
@@ -426,10 +545,15 @@ def reduce_specs():
 FLAGS_TABLE = (
     ("string", "data_dir", None, "MNIST-format folder (default: Fashion-MNIST)."),
     ("bool", "use_fake_data", False, "Train on generated data instead."),
+    ("enum", "architecture", "convnet", "The example's convnet, or the residual "
+     "convnet of bench/residual.py.", tuple(ARCHITECTURES)),
+    ("list", "budgets", [], "Seconds of training at which each run's test loss "
+     "and accuracy are recorded (equal wall-clock comparisons), e.g. 60,180."),
     ("bool", "quick", False, "45 s per run instead of 120 s."),
     ("bool", "ekfac", False, "EKFAC against K-FAC (issue #16)."),
     ("bool", "reduce", False, "KFAC-reduce against KFC convolution blocks."),
     ("bool", "amortized", False, "K-FAC with covariances every 5/10 steps."),
+    ("bool", "schedule", False, "K-FAC with a halving learning rate."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -442,7 +566,7 @@ FLAGS_TABLE = (
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines FLAGS_TABLE in `flag_values`."""
-    comparison.define_flags(FLAGS_TABLE, flag_values)
+    _cli.define_flags(FLAGS_TABLE, flag_values)
 
 
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:
@@ -452,25 +576,30 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     max_seconds = flag_values.max_seconds
     if max_seconds is None:
         max_seconds = 45.0 if flag_values.quick else 120.0
+    budgets = tuple(sorted(float(budget) for budget in flag_values.budgets))
+    if budgets:
+        max_seconds = max(max_seconds, budgets[-1])
     settings = ConvnetSettings(
         batch_size=flag_values.batch_size, max_steps=flag_values.max_steps,
-        max_seconds=max_seconds, eval_every=flag_values.eval_every)
+        max_seconds=max_seconds, eval_every=flag_values.eval_every,
+        architecture=flag_values.architecture, budgets=budgets)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    paired = {"ekfac": ("convnet_ekfac", ekfac_specs, "EKFAC vs K-FAC"),
-              "reduce": ("convnet_reduce", reduce_specs, "KFAC-reduce vs KFC"),
-              "amortized": ("convnet_amortized", amortized_specs,
-                            "Amortised K-FAC statistics")}
+    paired = {"ekfac": (ekfac_specs, "EKFAC vs K-FAC"),
+              "reduce": (reduce_specs, "KFAC-reduce vs KFC"),
+              "amortized": (amortized_specs, "Amortised K-FAC statistics"),
+              "schedule": (schedule_specs, "K-FAC with a halving learning rate")}
     mode = next((mode for mode in paired if getattr(flag_values, mode)), None)
+    architecture = settings.architecture
     if mode is not None:
-        name, make_specs, title = paired[mode]
-        specs = make_specs()
+        make_specs, title = paired[mode]
+        name, specs = architecture + "_" + mode, make_specs()
         references = (comparison.REFERENCE,)
     else:
-        name, references = "convnet", ("sgd", "adam")
-        specs = grid_specs()
+        name, references = architecture, ("sgd", "adam")
+        specs = grid_specs(architecture)
         if flag_values.kfac_only:
-            specs = [SGD_REFERENCE] + kfac_specs()
+            specs = [SGD_REFERENCE] + KFAC_SPECS[architecture]()
     path = os.path.join(flag_values.output_dir, name + ".json")
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
@@ -484,11 +613,11 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         raise SystemExit("The SGD reference run has no finite loss: no target.")
     best = "".join("Best {}: {}. ".format(family, run_name)
                    for family, run_name in record.get("best", {}).items())
-    text = "# {}, convnet, {} s per run ({})\n\n{}{}\n\n{}\n".format(
-        title, settings.max_seconds,
+    text = "# {}, {}, {} s per run ({})\n\n{}{}\n\n{}\n{}".format(
+        title, architecture, settings.max_seconds,
         data[3], best + "\n\n" if best else "",
         comparison.format_table(record["table"], record["target"], references),
-        format_test_metrics(record["runs"]))
+        format_test_metrics(record["runs"]), format_budget_metrics(record["runs"]))
     with open(os.path.join(flag_values.output_dir, name + ".md"), "w") as handle:
         handle.write(text)
     print(text)

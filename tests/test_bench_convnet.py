@@ -1,6 +1,7 @@
 """Tests of the convnet benchmark: packed rows, the model against a numpy
 forward pass, the test metrics, and a tiny smoke run of the whole program."""
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import convnet as bench  # noqa: E402
+from kfac.examples import comparison_training  # noqa: E402
 from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
 
 
@@ -261,3 +263,81 @@ def test_plot_grid_draws_the_best_run_per_family_on_a_log_axis(tmp_path, monkeyp
     pytest.importorskip("matplotlib")
     assert bench.plot_grid(record, str(tmp_path / "grid.png"))
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "kfac", "kfac_qmodel"])
+def test_decay_halves_the_learning_rate_after_its_start(kind):
+    spec = OptimizerSpec(kind, 0.4, damping=0.1, decay_start=100, decay_half_life=50)
+    graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
+    optimizer = graph_ops.optimizer
+    with graph_ops.graph.as_default(), tf.Session() as sess:
+        rate = (optimizer.learning_rate_tensor if kind.startswith("kfac")
+                else optimizer._lr if kind == "adam" else optimizer._learning_rate)
+        step = tf.train.get_global_step()
+        sess.run(tf.global_variables_initializer())
+        got = []
+        for value in (0, 100, 150, 250):
+            step.load(value, sess)
+            got.append(sess.run(rate))
+    np.testing.assert_allclose(got, [0.4, 0.4, 0.2, 0.05], rtol=1e-6)
+
+
+def test_no_decay_keeps_the_constant_learning_rate(graph):
+    spec = OptimizerSpec("sgd", 0.4)
+    assert comparison_training.learning_rate_of(
+        spec, tf.train.get_or_create_global_step()) == 0.4
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(decay_half_life=0.0), "decay_half_life must be > 0, got 0.0"),
+    (dict(decay_start=-1, decay_half_life=10), "decay_start must be >= 0, got -1"),
+])
+def test_bad_decay_settings_are_rejected(change, message):
+    with pytest.raises(ValueError, match=message):
+        OptimizerSpec("kfac", 0.1, **change)
+
+
+def test_budgets_record_the_test_metrics_when_the_clock_passes_them():
+    train, eval_rows, test, _ = bench.load_data(None, True, 16, 0)
+    # Budget 0 is passed by the first step (the last here); 1e6 never.
+    settings = bench.ConvnetSettings(batch_size=8, max_steps=1, max_seconds=None,
+                                     eval_every=1, budgets=(0.0, 1e6))
+    record = bench.train_one(OptimizerSpec("sgd", 0.1), settings, train, eval_rows,
+                             test)
+    assert len(record["budgets"]) == 1
+    entry = record["budgets"][0]
+    assert entry["budget"] == 0.0 and entry["step"] == 1
+    assert entry["seconds"] == record["seconds"]
+    # Taken after the same (only) step as the final test metrics.
+    assert entry["test_loss"] == pytest.approx(record["test_loss"], rel=1e-6)
+    assert entry["test_accuracy"] == record["test_accuracy"]
+    no_budgets = bench.train_one(
+        OptimizerSpec("sgd", 0.1), dataclasses.replace(settings, budgets=()), train,
+        eval_rows, test)
+    assert "budgets" not in no_budgets
+
+
+def test_format_budget_metrics_gives_each_run_its_budgets():
+    runs = [{"name": "sgd", "budgets": [
+                {"budget": 30.0, "test_accuracy": 0.81, "test_loss": 0.52},
+                {"budget": 60.0, "test_accuracy": 0.85, "test_loss": 0.41}]},
+            {"name": "kfac", "budgets": [
+                {"budget": 30.0, "test_accuracy": 0.8, "test_loss": 0.55}]}]
+    lines = bench.format_budget_metrics(runs).strip().splitlines()
+    assert lines[0] == "| run | test acc / loss at 30 s | test acc / loss at 60 s |"
+    assert lines[2] == "| sgd | 0.8100 / 0.5200 | 0.8500 / 0.4100 |"
+    assert lines[3] == "| kfac | 0.8000 / 0.5500 | — |"
+    assert bench.format_budget_metrics([{"name": "sgd"}]) == ""
+
+
+def test_schedule_and_residual_specs_decay_only_where_labelled():
+    for specs in (bench.schedule_specs(), bench.residual_kfac_specs()):
+        assert len({spec.name for spec in specs}) == len(specs)
+        for spec in specs:
+            assert ("decay" in spec.name) == (spec.decay_half_life is not None)
+    assert bench.schedule_specs()[0] == bench.SGD_REFERENCE
+    kinds = [spec.kind for spec in bench.grid_specs("residual")]
+    assert kinds.count("sgd") == len(bench.SGD_LRS)
+    assert kinds.count("adam") == len(bench.ADAM_LRS)
+    assert kinds[len(bench.SGD_LRS) + len(bench.ADAM_LRS):] == [
+        spec.kind for spec in bench.residual_kfac_specs()]

@@ -60,6 +60,10 @@ class OptimizerSpec:
     `sub_sample_patches` estimate every convolution's input factor from a
     random part of the examples / patches (`KfacConfig`'s fields).
     `min_damping` is the floor of the quadratic model's adapted damping.
+    With `decay_half_life` (steps), the learning rate is halved every that
+    many steps after the first `decay_start` steps (for the quadratic model:
+    its chosen step is scaled by it), a schedule for the noise-dominated
+    later phase of training.
     """
 
     kind: str
@@ -80,6 +84,8 @@ class OptimizerSpec:
     sub_sample_inputs: bool = False
     sub_sample_patches: bool = False
     min_damping: float = 1e-5
+    decay_start: int = 0
+    decay_half_life: Optional[float] = None
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -91,6 +97,14 @@ class OptimizerSpec:
                 raise ValueError(
                     "{} must be >= 1, got {}.".format(name, getattr(self, name))
                 )
+        if self.decay_half_life is not None and self.decay_half_life <= 0:
+            raise ValueError(
+                "decay_half_life must be > 0, got {}.".format(self.decay_half_life)
+            )
+        if self.decay_start < 0:
+            raise ValueError(
+                "decay_start must be >= 0, got {}.".format(self.decay_start)
+            )
 
     @property
     def name(self) -> str:
@@ -140,10 +154,21 @@ def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
     return layer_collection
 
 
+def learning_rate_of(spec: OptimizerSpec, global_step: tf.Tensor):
+    """`spec.learning_rate`, or with `decay_half_life` the tensor
+    `learning_rate · 0.5^(max(0, step − decay_start) / decay_half_life)`."""
+    if spec.decay_half_life is None:
+        return spec.learning_rate
+    decay_steps = tf.maximum(
+        tf.cast(global_step, tf.float32) - float(spec.decay_start), 0.0
+    )
+    return spec.learning_rate * tf.pow(0.5, decay_steps / float(spec.decay_half_life))
+
+
 def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
     """The K-FAC optimizer of `spec` (keyword arguments of `KfacOptimizer`)."""
     kwargs.update(
-        learning_rate=spec.learning_rate,
+        learning_rate=learning_rate_of(spec, tf.train.get_or_create_global_step()),
         cov_ema_decay=spec.cov_ema_decay,
         damping=spec.damping,
         layer_collection=layer_collection,
@@ -176,10 +201,11 @@ def make_train_ops(
     None unless K-FAC with `periodic=False`."""
     global_step = tf.train.get_or_create_global_step()
     if spec.kind in ("sgd", "adam"):
+        learning_rate = learning_rate_of(spec, global_step)
         if spec.kind == "sgd":
-            optimizer = tf.train.MomentumOptimizer(spec.learning_rate, spec.momentum)
+            optimizer = tf.train.MomentumOptimizer(learning_rate, spec.momentum)
         else:
-            optimizer = tf.train.AdamOptimizer(spec.learning_rate)
+            optimizer = tf.train.AdamOptimizer(learning_rate)
         train_op = optimizer.minimize(model.loss, global_step=global_step)
         return train_op, None, None, optimizer
     if spec.kind == "kfac":
@@ -304,6 +330,8 @@ def train_one(
     progress: Optional[comparison.Progress] = None,
     logdir: Optional[str] = None,
     after_training: Optional[Callable[[tf.Session], None]] = None,
+    budgets: Sequence[float] = (),
+    at_budget: Optional[Callable[[tf.Session], Dict]] = None,
 ) -> Dict:
     """Trains `spec` on `build_graph(spec, settings, input_size)`; returns its record.
 
@@ -320,6 +348,10 @@ def train_one(
     K-FAC's summaries) go to TensorBoard events in `<logdir>/<spec name>`.
     Evaluations, health and logs are off the clock. `after_training(sess)`
     runs once training has stopped, in the run's session (e.g. test metrics).
+    With `budgets` (seconds, increasing) and `at_budget(sess)` (a dict of
+    metrics), the record's `budgets` holds `{"budget", "step", "seconds",
+    **metrics}` taken after the first step that ends at or past each budget
+    (off the clock); budgets the run did not reach are left out.
     """
     record = {
         "name": spec.name,
@@ -382,6 +414,9 @@ def train_one(
             len(train_images), settings.batch_size, settings.seed + 1
         )
         seconds, step, prev_batch = 0.0, 0, None
+        pending_budgets = list(budgets) if at_budget is not None else []
+        if pending_budgets:
+            record["budgets"] = []
         log_eval(step, seconds)
         while (settings.max_steps is None or step < settings.max_steps) and (
             settings.max_seconds is None or seconds < settings.max_seconds
@@ -398,6 +433,15 @@ def train_one(
                 break
             if step % settings.eval_every == 0:
                 log_eval(step, seconds)
+            while pending_budgets and seconds >= pending_budgets[0]:
+                record["budgets"].append(
+                    {
+                        "budget": pending_budgets.pop(0),
+                        "step": step,
+                        "seconds": seconds,
+                        **at_budget(sess),
+                    }
+                )
         if record["evals"][-1]["step"] != step:
             log_eval(step, seconds)
         if after_training is not None:
