@@ -25,6 +25,10 @@ Run:
   python -m bench.convnet --quick --reduce     # KFAC-reduce against KFC (#14, #17)
   python -m bench.convnet --quick --amortized  # covariances every 5/10 steps (#14)
   python -m bench.convnet --quick --schedule   # a halving learning rate (#14)
+  python -m bench.convnet --architecture=residual --tune --max_seconds=60
+                                     # K-FAC's settings, one change each (#14)
+  python -m bench.convnet --architecture=residual --combine --max_seconds=60
+                                     # the changes that helped, combined (#14)
   python -m bench.convnet --architecture=residual --budgets=30,60
                                      # the residual convnet's grid (#14)
 """
@@ -435,6 +439,57 @@ def residual_kfac_specs():
     ]
 
 
+# The paired comparisons' reference on the residual convnet: its best SGD
+# learning rate (docs/benchmark/residual.md), named like SGD_REFERENCE.
+RESIDUAL_SGD_REFERENCE = OptimizerSpec("sgd", 0.1, momentum=0.9, label="sgd")
+
+
+def tuning_specs():
+    """SGD (lr 0.1, the residual convnet's best), then K-FAC's settings
+    around those of `residual_kfac_specs()`, one change each: regular momentum
+    with a 3x larger learning rate, 10x smaller or larger damping, 10x
+    tighter or looser norm constraint; the quadratic model with damping
+    floors 3e-2 and 1e-1 and with a slower covariance average (0.99)."""
+    runs = [RESIDUAL_SGD_REFERENCE]
+    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+    regular = (("lr=0.3", dict(learning_rate=0.3)),
+               ("damping=1e-3", dict(damping=1e-3)),
+               ("damping=0.1", dict(damping=0.1)),
+               ("nc=1e-3", dict(norm_constraint=1e-3)),
+               ("nc=0.1", dict(norm_constraint=0.1)))
+    for label, change in regular:
+        runs.append(OptimizerSpec("kfac", label="kfac " + label, **every_step,
+                                  **dict(REGULAR, **change)))
+    qmodel = (("min_damping=3e-2", dict(min_damping=3e-2), 0.95),
+              ("min_damping=1e-1", dict(min_damping=1e-1), 0.95),
+              ("cov_ema_decay=0.99", dict(min_damping=1e-2), 0.99))
+    for label, change, decay in qmodel:
+        runs.append(OptimizerSpec(
+            "kfac_qmodel", label="kfac_qmodel " + label,
+            inv_update_every=INVERSE_PERIOD, cov_ema_decay=decay,
+            **dict(QMODEL, **change)))
+    return runs
+
+
+def combined_specs():
+    """SGD (lr 0.1), then regular-momentum K-FAC with the two changes that
+    helped in `tuning_specs()` on the residual convnet (damping 0.1, norm
+    constraint 1e-3), together and with the halving learning rate."""
+    runs = [RESIDUAL_SGD_REFERENCE]
+    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+    tuned = dict(REGULAR, damping=0.1, norm_constraint=1e-3)
+    label, start, half_life = REGULAR_DECAY
+    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3",
+                              **every_step, **tuned))
+    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3 " + label,
+                              decay_start=start, decay_half_life=half_life,
+                              **every_step, **tuned))
+    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 " + label,
+                              decay_start=start, decay_half_life=half_life,
+                              **every_step, **dict(REGULAR, damping=0.1)))
+    return runs
+
+
 # architecture: the K-FAC runs of its optimizer comparison
 KFAC_SPECS = {"convnet": kfac_specs, "residual": residual_kfac_specs}
 # The residual network (batch norm) trains best at larger learning rates:
@@ -564,6 +619,8 @@ FLAGS_TABLE = (
     ("bool", "reduce", False, "KFAC-reduce against KFC convolution blocks."),
     ("bool", "amortized", False, "K-FAC with covariances every 5/10 steps."),
     ("bool", "schedule", False, "K-FAC with a halving learning rate."),
+    ("bool", "tune", False, "K-FAC's settings changed one at a time."),
+    ("bool", "combine", False, "The changes that helped in --tune, combined."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -598,7 +655,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     paired = {"ekfac": (ekfac_specs, "EKFAC vs K-FAC"),
               "reduce": (reduce_specs, "KFAC-reduce vs KFC"),
               "amortized": (amortized_specs, "Amortised K-FAC statistics"),
-              "schedule": (schedule_specs, "K-FAC with a halving learning rate")}
+              "schedule": (schedule_specs, "K-FAC with a halving learning rate"),
+              "tune": (tuning_specs, "K-FAC's settings, one change each"),
+              "combine": (combined_specs, "K-FAC's helpful changes combined")}
     mode = next((mode for mode in paired if getattr(flag_values, mode)), None)
     architecture = settings.architecture
     if mode is not None:
@@ -622,17 +681,25 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
                   architecture)
     if "target" not in record:
         raise SystemExit("The SGD reference run has no finite loss: no target.")
-    best = "".join("Best {}: {}. ".format(family, run_name)
-                   for family, run_name in record.get("best", {}).items())
-    text = "# {}, {}, {} s per run ({})\n\n{}{}\n\n{}\n{}".format(
-        title, architecture, settings.max_seconds,
-        data[3], best + "\n\n" if best else "",
-        comparison.format_table(record["table"], record["target"], references),
-        format_test_metrics(record["runs"]), format_budget_metrics(record["runs"]))
+    text = report_text(record, title, references)
     with open(os.path.join(flag_values.output_dir, name + ".md"), "w") as handle:
         handle.write(text)
     print(text)
     return record
+
+
+def report_text(record: Dict, title: str, references: Sequence[str]) -> str:
+    """The markdown report of a comparison's record (with its `target` and
+    `table`): the target table, every run's test metrics, and the test
+    metrics at the budgets."""
+    settings = record["settings"]
+    best = "".join("Best {}: {}. ".format(family, run_name)
+                   for family, run_name in record.get("best", {}).items())
+    return "# {}, {}, {} s per run ({})\n\n{}{}\n\n{}\n{}".format(
+        title, settings["architecture"], settings["max_seconds"],
+        record["data"], best + "\n\n" if best else "",
+        comparison.format_table(record["table"], record["target"], references),
+        format_test_metrics(record["runs"]), format_budget_metrics(record["runs"]))
 
 
 def main(argv):

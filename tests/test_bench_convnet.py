@@ -346,3 +346,44 @@ def test_schedule_and_residual_specs_decay_only_where_labelled():
                      "adam": list(bench.RESIDUAL_ADAM_LRS)}
     assert specs[len(rates["sgd"]) + len(rates["adam"]):] == \
         bench.residual_kfac_specs()
+
+
+def test_tuning_specs_change_one_setting_of_the_residual_runs_each():
+    specs = bench.tuning_specs()
+    assert specs[0].kind == "sgd" and specs[0].learning_rate == 0.1
+    bases = {spec.kind: spec for spec in bench.residual_kfac_specs()
+             if spec.name in ("kfac", "kfac_qmodel")}
+    for spec in specs[1:]:
+        base = dataclasses.asdict(bases[spec.kind])
+        changed = {name for name, value in dataclasses.asdict(spec).items()
+                   if name != "label" and value != base[name]}
+        assert len(changed) == 1, (spec.name, changed)
+        # The label names the change and its value.
+        (name,) = changed
+        short = {"learning_rate": "lr", "norm_constraint": "nc"}.get(name, name)
+        label_name, label_value = spec.name.split()[-1].split("=")
+        assert label_name == short
+        assert float(label_value) == pytest.approx(getattr(spec, name))
+    assert len({spec.name for spec in specs}) == len(specs)
+
+
+def test_combined_specs_join_the_helpful_changes():
+    specs = bench.combined_specs()
+    assert specs[0].kind == "sgd" and specs[0].learning_rate == 0.1
+    settings = [(s.damping, s.norm_constraint, s.decay_half_life) for s in specs[1:]]
+    assert settings == [(0.1, 1e-3, None), (0.1, 1e-3, 500), (0.1, 0.01, 500)]
+    assert all(s.kind == "kfac" and s.learning_rate == bench.REGULAR["learning_rate"]
+               for s in specs[1:])
+
+
+@pytest.mark.parametrize("make_specs", [
+    bench.ekfac_specs, bench.reduce_specs, bench.amortized_specs, bench.schedule_specs,
+    bench.tuning_specs, bench.combined_specs])
+def test_paired_comparisons_start_with_the_named_reference(make_specs):
+    # The target of a paired comparison is the best loss of the run named
+    # comparison.REFERENCE: without it there is no table.
+    from kfac.examples import comparison
+
+    names = [spec.name for spec in make_specs()]
+    assert names[0] == comparison.REFERENCE
+    assert names.count(comparison.REFERENCE) == 1
