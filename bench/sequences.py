@@ -96,6 +96,9 @@ class SequenceSettings:
     seed: int = 0
     hidden_size: int = rnn_mnist.HIDDEN_SIZE
     min_length: int = NUM_STEPS
+    # Seconds of training after which test metrics are recorded
+    # (`convnet.train_one`, which these runs go through; none by default).
+    budgets: tuple = ()
 
 
 # ---------------------------------------------------------------- data
