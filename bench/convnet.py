@@ -444,6 +444,10 @@ def residual_kfac_specs():
 RESIDUAL_SGD_REFERENCE = OptimizerSpec("sgd", 0.1, momentum=0.9, label="sgd")
 
 
+# architecture: the SGD reference of its paired comparisons
+SGD_REFERENCES = {"convnet": SGD_REFERENCE, "residual": RESIDUAL_SGD_REFERENCE}
+
+
 def tuning_specs():
     """SGD (lr 0.1, the residual convnet's best), then K-FAC's settings
     around those of `residual_kfac_specs()`, one change each: regular momentum
@@ -636,6 +640,32 @@ def define_flags(flag_values=flags.FLAGS):
     _cli.define_flags(FLAGS_TABLE, flag_values)
 
 
+# mode flag: (its specs, the report's title); the specs start with an SGD
+# reference, replaced by the architecture's (`SGD_REFERENCES`).
+PAIRED_MODES = {
+    "ekfac": (ekfac_specs, "EKFAC vs K-FAC"),
+    "reduce": (reduce_specs, "KFAC-reduce vs KFC"),
+    "amortized": (amortized_specs, "Amortised K-FAC statistics"),
+    "schedule": (schedule_specs, "K-FAC with a halving learning rate"),
+    "tune": (tuning_specs, "K-FAC's settings, one change each"),
+    "combine": (combined_specs, "K-FAC's helpful changes combined"),
+}
+
+
+def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False):
+    """`(name, specs, title, references)` of a comparison: a paired `mode`
+    (`PAIRED_MODES`) against the architecture's SGD reference, or (None) the
+    architecture's grid (`kfac_only`: its SGD reference and K-FAC runs)."""
+    if mode is not None:
+        make_specs, title = PAIRED_MODES[mode]
+        specs = [SGD_REFERENCES[architecture]] + make_specs()[1:]
+        return architecture + "_" + mode, specs, title, (comparison.REFERENCE,)
+    specs = grid_specs(architecture)
+    if kfac_only:
+        specs = [SGD_REFERENCES[architecture]] + KFAC_SPECS[architecture]()
+    return architecture, specs, "Optimizers", ("sgd", "adam")
+
+
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     """Runs the comparison the flags describe, writes `<name>.json` and
     `<name>.md` (and for the grid `<name>.png`) to `--output_dir`, prints
@@ -652,29 +682,15 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         architecture=flag_values.architecture, budgets=budgets)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    paired = {"ekfac": (ekfac_specs, "EKFAC vs K-FAC"),
-              "reduce": (reduce_specs, "KFAC-reduce vs KFC"),
-              "amortized": (amortized_specs, "Amortised K-FAC statistics"),
-              "schedule": (schedule_specs, "K-FAC with a halving learning rate"),
-              "tune": (tuning_specs, "K-FAC's settings, one change each"),
-              "combine": (combined_specs, "K-FAC's helpful changes combined")}
-    mode = next((mode for mode in paired if getattr(flag_values, mode)), None)
+    mode = next((mode for mode in PAIRED_MODES if getattr(flag_values, mode)), None)
     architecture = settings.architecture
-    if mode is not None:
-        make_specs, title = paired[mode]
-        name, specs = architecture + "_" + mode, make_specs()
-        references = (comparison.REFERENCE,)
-    else:
-        name, references = architecture, ("sgd", "adam")
-        specs = grid_specs(architecture)
-        if flag_values.kfac_only:
-            specs = [SGD_REFERENCE] + KFAC_SPECS[architecture]()
+    name, specs, title, references = comparison_specs(
+        mode, architecture, flag_values.kfac_only)
     path = os.path.join(flag_values.output_dir, name + ".json")
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
                                                  max_seconds=settings.max_seconds))
     if mode is None:
-        title = "Optimizers"
         summarize_grid(record)
         comparison.write_json(path, record)
         plot_grid(record, os.path.join(flag_values.output_dir, name + ".png"),

@@ -387,3 +387,19 @@ def test_paired_comparisons_start_with_the_named_reference(make_specs):
     names = [spec.name for spec in make_specs()]
     assert names[0] == comparison.REFERENCE
     assert names.count(comparison.REFERENCE) == 1
+
+
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_comparison_specs_use_the_architectures_sgd_reference(architecture):
+    reference = bench.SGD_REFERENCES[architecture]
+    assert reference.learning_rate == {"convnet": 0.03, "residual": 0.1}[architecture]
+    for mode, (make_specs, title) in bench.PAIRED_MODES.items():
+        name, specs, got_title, references = bench.comparison_specs(mode, architecture)
+        assert name == architecture + "_" + mode and got_title == title
+        assert specs == [reference] + make_specs()[1:]
+        assert references == ("sgd",)
+    name, specs, title, references = bench.comparison_specs(None, architecture)
+    assert (name, title, references) == (architecture, "Optimizers", ("sgd", "adam"))
+    assert specs == bench.grid_specs(architecture)
+    _, specs, _, _ = bench.comparison_specs(None, architecture, kfac_only=True)
+    assert specs == [reference] + bench.KFAC_SPECS[architecture]()
