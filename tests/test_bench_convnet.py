@@ -370,8 +370,10 @@ def test_tuning_specs_change_one_setting_of_the_residual_runs_each():
 def test_combined_specs_join_the_helpful_changes():
     specs = bench.combined_specs()
     assert specs[0].kind == "sgd" and specs[0].learning_rate == 0.1
-    settings = [(s.damping, s.norm_constraint, s.decay_half_life) for s in specs[1:]]
-    assert settings == [(0.1, 1e-3, None), (0.1, 1e-3, 500), (0.1, 0.01, 500)]
+    settings = [(s.damping, s.norm_constraint, s.decay_half_life, s.cov_update_every)
+                for s in specs[1:]]
+    assert settings == [(0.1, 1e-3, None, 1), (0.1, 1e-3, 500, 1), (0.1, 0.01, 500, 1),
+                        (0.1, 1e-3, None, 5)]
     assert all(s.kind == "kfac" and s.learning_rate == bench.REGULAR["learning_rate"]
                for s in specs[1:])
 
