@@ -169,7 +169,13 @@ def minimize_distributed(
         train_op = sync_optimizer.minimize(loss, global_step=global_step)
 
     is_chief = task_id == 0
-    hooks = [sync_optimizer.make_session_run_hook(is_chief)]
+    # The token queue starts with `replicas_to_aggregate` tokens by default,
+    # so a worker's step may return before its update is applied (by the
+    # chief's queue runner thread) and the next step races with it (reads
+    # old or new weights, velocities, inverses). A single worker gains
+    # nothing from the slack: it waits for its own update, deterministically.
+    num_tokens = 0 if num_worker_tasks == 1 else -1
+    hooks = [sync_optimizer.make_session_run_hook(is_chief, num_tokens=num_tokens)]
     if num_steps is not None:
         hooks.append(StopAtGlobalStepHook(last_step=num_steps))
     step_fetches, periodic_op = task_ops(
