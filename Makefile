@@ -62,7 +62,7 @@ bench-convnet: $(VENV)/.installed data
 bench-convnet-quick: $(VENV)/.installed data
 	$(VENV)/bin/python -m bench.convnet --quick
 
-# The residual convnet's grid, test metrics at 30 s and 60 s (~17 min).
+# The residual convnet's grid, test metrics at 30 s and 60 s (~22 min).
 bench-residual: $(VENV)/.installed data
 	$(VENV)/bin/python -m bench.convnet --architecture=residual --budgets=30,60 --max_seconds=60
 
