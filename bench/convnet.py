@@ -286,11 +286,10 @@ def train_one(spec: OptimizerSpec, settings: ConvnetSettings, train, eval_rows, 
 
     record = comparison_training.train_one(
         build, spec, settings, train, eval_rows, progress,
-        after_training=lambda sess: final.update(
-            test=evaluate_after(final["ops"], sess, test)),
+        after_training=lambda sess: final.update(test_metrics(sess)),
         budgets=settings.budgets, at_budget=test_metrics,
     )
-    record["test_loss"], record["test_accuracy"] = final["test"]
+    record.update(test_loss=final["test_loss"], test_accuracy=final["test_accuracy"])
     return record
 
 
@@ -394,6 +393,9 @@ QMODEL_DECAYS = (("decay 300/300", 300, 300), ("decay 200/600", 200, 600))
 REGULAR_DECAY = ("decay 500/500", 500, 500)
 AMORTIZED = dict(inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
                  spread_inverse_updates=True)
+EVERY_STEP = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+# The quadratic model with the damping floor that kept it stable (1e-2).
+QMODEL_FLOORED = dict(QMODEL, min_damping=1e-2)
 
 
 def schedule_specs():
@@ -401,7 +403,7 @@ def schedule_specs():
     quadratic model (damping floor 1e-2; its chosen step scaled) with
     amortised statistics (covariances every 5 steps, inverses every 20) and
     every step's, and regular momentum with amortised statistics."""
-    qmodel = dict(QMODEL, min_damping=1e-2)
+    qmodel = QMODEL_FLOORED
     runs = [SGD_REFERENCE]
     for label, start, half_life in QMODEL_DECAYS:
         runs.append(OptimizerSpec(
@@ -423,19 +425,18 @@ def residual_kfac_specs():
     model (damping floor 1e-2) and regular momentum with statistics every
     step (inverses every 10), each also with a halving learning rate, and the
     quadratic model with amortised statistics."""
-    qmodel = dict(QMODEL, min_damping=1e-2)
-    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+    qmodel = QMODEL_FLOORED
     label, start, half_life = QMODEL_DECAYS[0]
     reg_label, reg_start, reg_half_life = REGULAR_DECAY
     return [
-        OptimizerSpec("kfac_qmodel", label="kfac_qmodel", **every_step, **qmodel),
+        OptimizerSpec("kfac_qmodel", label="kfac_qmodel", **EVERY_STEP, **qmodel),
         OptimizerSpec("kfac_qmodel", label="kfac_qmodel " + label, decay_start=start,
-                      decay_half_life=half_life, **every_step, **qmodel),
+                      decay_half_life=half_life, **EVERY_STEP, **qmodel),
         OptimizerSpec("kfac_qmodel", label="kfac_qmodel cov every 5 inv every 20",
                       **AMORTIZED, **qmodel),
-        OptimizerSpec("kfac", label="kfac", **every_step, **REGULAR),
+        OptimizerSpec("kfac", label="kfac", **EVERY_STEP, **REGULAR),
         OptimizerSpec("kfac", label="kfac " + reg_label, decay_start=reg_start,
-                      decay_half_life=reg_half_life, **every_step, **REGULAR),
+                      decay_half_life=reg_half_life, **EVERY_STEP, **REGULAR),
     ]
 
 
@@ -455,14 +456,13 @@ def tuning_specs():
     tighter or looser norm constraint; the quadratic model with damping
     floors 3e-2 and 1e-1 and with a slower covariance average (0.99)."""
     runs = [RESIDUAL_SGD_REFERENCE]
-    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
     regular = (("lr=0.3", dict(learning_rate=0.3)),
                ("damping=1e-3", dict(damping=1e-3)),
                ("damping=0.1", dict(damping=0.1)),
                ("nc=1e-3", dict(norm_constraint=1e-3)),
                ("nc=0.1", dict(norm_constraint=0.1)))
     for label, change in regular:
-        runs.append(OptimizerSpec("kfac", label="kfac " + label, **every_step,
+        runs.append(OptimizerSpec("kfac", label="kfac " + label, **EVERY_STEP,
                                   **dict(REGULAR, **change)))
     qmodel = (("min_damping=3e-2", dict(min_damping=3e-2), 0.95),
               ("min_damping=1e-1", dict(min_damping=1e-1), 0.95),
@@ -481,17 +481,16 @@ def combined_specs():
     constraint 1e-3), together, with the halving learning rate, and together
     with amortised statistics (covariances every 5 steps, inverses every 20)."""
     runs = [RESIDUAL_SGD_REFERENCE]
-    every_step = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
     tuned = dict(REGULAR, damping=0.1, norm_constraint=1e-3)
     label, start, half_life = REGULAR_DECAY
     runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3",
-                              **every_step, **tuned))
+                              **EVERY_STEP, **tuned))
     runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3 " + label,
                               decay_start=start, decay_half_life=half_life,
-                              **every_step, **tuned))
+                              **EVERY_STEP, **tuned))
     runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 " + label,
                               decay_start=start, decay_half_life=half_life,
-                              **every_step, **dict(REGULAR, damping=0.1)))
+                              **EVERY_STEP, **dict(REGULAR, damping=0.1)))
     runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3 cov every 5 "
                               "inv every 20", **AMORTIZED, **tuned))
     return runs
@@ -590,7 +589,7 @@ def amortized_specs():
     50 (spread over the steps between), for the quadratic model (damping
     floor 1e-2) and regular momentum (norm constraint 0.01, and 0.1)."""
     runs = [SGD_REFERENCE]
-    qmodel = dict(QMODEL, min_damping=1e-2)
+    qmodel = QMODEL_FLOORED
     schedules = ((5, 20), (10, 50))
     for kind, optimizer in (("kfac_qmodel", qmodel), ("kfac", REGULAR)):
         for cov_every, inv_every in schedules:
@@ -611,7 +610,7 @@ def reduce_specs():
     (`paired_specs`); the quadratic model with the damping floor 1e-2 that
     kept it stable in the optimizer comparison."""
     return paired_specs((("kron", INVERSE_PERIOD), ("kron_reduce", INVERSE_PERIOD)),
-                        qmodel=dict(QMODEL, min_damping=1e-2))
+                        qmodel=QMODEL_FLOORED)
 
 
 FLAGS_TABLE = (
