@@ -13,6 +13,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from kfac.ops import utils
+from kfac.ops._utils import conv_patches
 
 
 def np_output_size_and_pad(size, k, s, d, padding):
@@ -291,3 +292,70 @@ def test_pointwise_patches_errors(input_shape, filter_shape, data_format, fragme
             utils.extract_pointwise_conv2d_patches(
                 inputs, filter_shape, data_format=data_format
             )
+
+
+def _patch_op_types(tensor):
+    return {op.type for op in tensor.graph.get_operations()}
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("mode", sorted(STRIDE_DILATION))
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_identity_filter_and_slices_give_the_numpy_patches(rank, mode, padding, rng,
+                                                           monkeypatch):
+    # Few channels take the identity-filter convolution, many the slices;
+    # forcing each threshold runs both on the same cases.
+    input_shape, filter_spatial, cout = CASES[rank]
+    stride, dilation = STRIDE_DILATION[mode]
+    strides, dilations = [stride] * rank, [dilation] * rank
+    x = rng.randn(*input_shape)
+    expected = np_patches(x, filter_spatial, padding, strides, dilations)
+    by_convolution = mode != "stride2_dilation2"  # tf.nn.convolution refuses both
+    for max_channels, convolves in ((0, False), (16, by_convolution)):
+        monkeypatch.setattr(conv_patches, "IDENTITY_FILTER_MAX_CHANNELS", max_channels)
+        with tf.Graph().as_default():
+            patches = utils.extract_convolution_patches(
+                tf.constant(x), filter_spatial + [input_shape[-1], cout], padding,
+                strides, dilations)
+            types = _patch_op_types(patches)
+            assert any(kind.startswith("Conv") for kind in types) == convolves
+            np.testing.assert_allclose(run(patches), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("mode", sorted(STRIDE_DILATION))
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_gathered_patches_are_the_rows_drawn(rank, mode, padding, rng):
+    input_shape, filter_spatial, cout = CASES[rank]
+    stride, dilation = STRIDE_DILATION[mode]
+    strides, dilations = [stride] * rank, [dilation] * rank
+    x = rng.randn(*input_shape)
+    rows = np_patches(x, filter_spatial, padding, strides, dilations).reshape(
+        -1, int(np.prod(filter_spatial)) * input_shape[-1])
+    indices = rng.permutation(len(rows))[:max(1, len(rows) // 3)]
+    indices = np.concatenate([indices, [0, len(rows) - 1]])  # both ends
+    arguments = dict(filter_shape=filter_spatial + [input_shape[-1], cout],
+                     padding=padding, strides=strides, dilation_rate=dilations)
+    with tf.Graph().as_default():
+        count = conv_patches.num_convolution_patches(tf.constant(x), **arguments)
+        assert count == len(rows)
+        gathered = conv_patches.gather_convolution_patches(
+            tf.constant(x), indices=tf.constant(indices, tf.int32), **arguments)
+        np.testing.assert_array_equal(run(gathered), rows[indices])
+
+
+def test_gathered_patches_with_unknown_batch_and_spatial_dims(rng):
+    x = rng.randn(3, 7, 6, 2)
+    arguments = dict(filter_shape=[3, 2, 2, 4], padding="SAME", strides=[2, 1],
+                     dilation_rate=[1, 2])
+    rows = np_patches(x, [3, 2], "SAME", [2, 1], [1, 2]).reshape(-1, 12)
+    indices = rng.permutation(len(rows))[:20]
+    with tf.Graph().as_default():
+        unknown = tf.placeholder(tf.float64, [None, None, None, 2])
+        count = conv_patches.num_convolution_patches(unknown, **arguments)
+        gathered = conv_patches.gather_convolution_patches(
+            unknown, indices=indices, **arguments)
+        assert gathered.shape.as_list() == [20, 12]
+        count, gathered = run([count, gathered], {unknown: x})
+    assert count == len(rows) == 3 * 4 * 6
+    np.testing.assert_array_equal(gathered, rows[indices])

@@ -19,16 +19,17 @@ X_SHAPE, FILTER = (4, 6, 6, 2), (3, 3, 2, 5)
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """The index tensors every `sample_rows` call drew, in call order."""
+    """The index tensors every `sample_indices` call drew (examples or
+    patches), in call order."""
     calls = []
-    original = sampling.sample_rows
+    original = sampling.sample_indices
 
-    def recording(rows, num_rows):
-        sampled, indices = original(rows, num_rows)
+    def recording(total, num_indices):
+        indices = original(total, num_indices)
         calls.append(indices)
-        return sampled, indices
+        return indices
 
-    monkeypatch.setattr(sampling, "sample_rows", recording)
+    monkeypatch.setattr(sampling, "sample_indices", recording)
     return calls
 
 
@@ -203,3 +204,41 @@ def test_registration_rejects_bad_switches(graph):
     y = tf.nn.convolution(x, kernel, "SAME")
     with pytest.raises(ValueError, match="sub_sample_patches must be None or a bool"):
         collection.register_convolution(kernel, x, y, "SAME", sub_sample_patches=1)
+
+
+def test_sampled_patches_are_gathered_without_the_full_patch_matrix(graph, rng):
+    # 8 images of 12x12x3, 5x5 filter: 1,152 patches of 75 entries; 76·3 = 228
+    # are drawn. No tensor of the update may hold all patches.
+    x = tf.constant(rng.randn(8, 12, 12, 3), tf.float32)
+    factor = ff.ConvInputKroneckerFactor((x,), (5, 5, 3, 4), "SAME", strides=(1, 1),
+                                         has_bias=True, sub_sample_patches=True)
+    before = set(graph.get_operations())
+    cov = factor._compute_new_cov(0, 0)
+    sizes = [tensor.shape.num_elements() or 0
+             for op in graph.get_operations() if op not in before
+             for tensor in op.outputs]
+    assert max(sizes) < 1152 * 75 / 4
+    assert "GatherNd" in {op.type for op in graph.get_operations()}
+    assert cov.shape.as_list() == [76, 76]
+
+
+@pytest.mark.parametrize("strides, rates, padding, channels", [
+    ((1, 1, 1, 1), (1, 1, 1, 1), "SAME", 1),
+    ((1, 2, 1, 1), (1, 1, 1, 1), "VALID", 3),
+    ((1, 1, 1, 1), (1, 2, 2, 1), "SAME", 2),
+    ((1, 2, 2, 1), (1, 1, 1, 1), "SAME", 7),
+])
+def test_image_patches_have_the_values_of_tensorflows_op(graph, rng, strides, rates,
+                                                         padding, channels):
+    # The original's `extract_image_patches` patches, computed faster.
+    from kfac.ops._factors import conv as conv_factors
+
+    x = tf.constant(rng.randn(3, 9, 8, channels), tf.float32)
+    ours = conv_factors._extract_image_patches(x, (3, 2, channels, 4), strides, rates,
+                                               padding)
+    theirs = tf.image.extract_patches(x, [1, 3, 2, 1], list(strides), list(rates),
+                                      padding)
+    assert ours.shape.as_list() == theirs.shape.as_list()
+    with tf.Session() as sess:
+        ours, theirs = sess.run([ours, theirs])
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())

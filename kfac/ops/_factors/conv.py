@@ -40,14 +40,18 @@ def _int_tuple(values):
 
 
 def _extract_image_patches(inputs, filter_shape, strides, rates, padding):
-    """2-D patches `[B, H', W', kh·kw·cin]` (the op `tf.extract_image_patches`)."""
-    return tf.image.extract_patches(
-        inputs,
-        sizes=[1, filter_shape[0], filter_shape[1], 1],
-        strides=list(strides),
-        rates=list(rates),
-        padding=padding,
+    """2-D patches `[B, H', W', kh·kw·cin]`, the values of the op
+    `tf.extract_image_patches` (4-entry `strides` and `rates`), computed by
+    `conv_patches.extract_convolution_patches`, which is 1.7-7x faster on a
+    CPU (see its `IDENTITY_FILTER_MAX_CHANNELS`)."""
+    patches = conv_patches.extract_convolution_patches(
+        inputs, filter_shape, padding, strides=list(strides[1:3]),
+        dilation_rate=list(rates[1:3]),
     )
+    dynamic = tf.shape(patches)
+    leading = [size if size is not None else dynamic[axis]
+               for axis, size in enumerate(patches.shape.as_list()[:3])]
+    return tf.reshape(patches, leading + [int(np.prod(filter_shape[:3]))])
 
 
 class ConvDiagonalFactor(layer_data.InputsAndGradients, diagonal.DiagonalFactor):
@@ -205,9 +209,10 @@ class ConvInputKroneckerFactor(
         extractor; 4 entries for `"extract_image_patches"`.
       data_format: None or a channels-last format.
       extract_patches_fn: None / `"extract_convolution_patches"` (N-D,
-        `conv_patches.extract_convolution_patches`), `"extract_image_patches"` (2-D,
-        `tf.extract_image_patches`) or `"extract_pointwise_conv2d_patches"`
-        (1×1 conv2d, `conv_patches.extract_pointwise_conv2d_patches`); any other value
+        `conv_patches.extract_convolution_patches`), `"extract_image_patches"`
+        (2-D, the values of `tf.extract_image_patches`, 4-entry strides) or
+        `"extract_pointwise_conv2d_patches"` (1×1 conv2d,
+        `conv_patches.extract_pointwise_conv2d_patches`); any other value
         raises NotImplementedError when the update op is built.
       has_bias: append a homogeneous coordinate to every patch.
       sub_sample_inputs, sub_sample_patches: (port additions) estimate `Ω̂`
@@ -293,24 +298,17 @@ class ConvInputKroneckerFactor(
         )
         return [size, size]
 
-    def extract_patches(self, inputs):
-        """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
+    def _spatial_geometry(self):
+        """`(strides, dilation_rate)`, spatial-only, of the N-D patch
+        extraction that `extract_patches_fn` stands for (None: pointwise)."""
         patches_fn = self._extract_patches_fn
         if patches_fn in (None, "extract_convolution_patches"):
-            return conv_patches.extract_convolution_patches(
-                inputs,
-                self._filter_shape,
-                padding=self._padding,
-                strides=self._strides,
-                dilation_rate=self._dilation_rate,
-                data_format=self._data_format,
-            )
+            return self._strides, self._dilation_rate
         if patches_fn == "extract_image_patches":
-            if inputs.shape.ndims != 4 or len(self._filter_shape) != 4:
+            if len(self._filter_shape) != 4:
                 raise ValueError(
                     "extract_image_patches needs 4-D inputs and a 4-entry "
-                    "filter_shape, got inputs of shape %s and filter_shape %s."
-                    % (inputs.shape, self._filter_shape)
+                    "filter_shape, got filter_shape %s." % (self._filter_shape,)
                 )
             if self._strides is None or len(self._strides) != 4:
                 raise ValueError(
@@ -325,9 +323,7 @@ class ConvInputKroneckerFactor(
                     "extract_image_patches needs dilation_rate None or "
                     "[1, r1, r2, 1], got %s." % (rates,)
                 )
-            return _extract_image_patches(
-                inputs, self._filter_shape, self._strides, rates, self._padding
-            )
+            return self._strides[1:3], rates[1:3]
         if patches_fn == "extract_pointwise_conv2d_patches":
             if self._strides not in (None, (1, 1, 1, 1)):
                 raise ValueError(
@@ -339,12 +335,34 @@ class ConvInputKroneckerFactor(
                     "extract_pointwise_conv2d_patches needs a 1x1 filter, got "
                     "filter_shape %s." % (self._filter_shape,)
                 )
-            return conv_patches.extract_pointwise_conv2d_patches(
-                inputs, self._filter_shape, data_format=None
-            )
+            return None
         raise NotImplementedError(
             "ConvInputKroneckerFactor: extract_patches_fn must be one of %s, got %r."
             % (_PATCH_FNS, patches_fn)
+        )
+
+    def extract_patches(self, inputs):
+        """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
+        geometry = self._spatial_geometry()
+        if geometry is None:
+            return conv_patches.extract_pointwise_conv2d_patches(
+                inputs, self._filter_shape, data_format=None
+            )
+        image_patches = self._extract_patches_fn == "extract_image_patches"
+        if image_patches and inputs.shape.ndims != 4:
+            raise ValueError(
+                "extract_image_patches needs 4-D inputs and a 4-entry "
+                "filter_shape, got inputs of shape %s and filter_shape %s."
+                % (inputs.shape, self._filter_shape)
+            )
+        strides, dilation_rate = geometry
+        return conv_patches.extract_convolution_patches(
+            inputs,
+            self._filter_shape,
+            padding=self._padding,
+            strides=strides,
+            dilation_rate=dilation_rate,
+            data_format=self._data_format,
         )
 
     @property
@@ -365,6 +383,20 @@ class ConvInputKroneckerFactor(
             inputs, _ = sampling.sample_examples(
                 inputs, self.config.inputs_to_extract_patches_factor
             )
+        geometry = self._spatial_geometry()
+        if self._sub_sample_patches and geometry is not None:
+            # Only the drawn patches are gathered from the input: the full
+            # patch matrix, ~K times the input's size, is never formed.
+            strides, dilation_rate = geometry
+            arguments = dict(
+                inputs=inputs, filter_shape=self._filter_shape, padding=self._padding,
+                strides=strides, dilation_rate=dilation_rate,
+                data_format=self._data_format,
+            )
+            indices = sampling.sample_indices(
+                conv_patches.num_convolution_patches(**arguments), self.max_num_patches
+            )
+            return conv_patches.gather_convolution_patches(indices=indices, **arguments)
         patches = self.extract_patches(inputs)
         rows = tf.reshape(patches, [-1, int(np.prod(self._filter_shape[:-1]))])
         if self._sub_sample_patches:

@@ -11,11 +11,17 @@ import math
 import tensorflow.compat.v1 as tf
 
 
+def sample_indices(total, num_indices):
+    """`min(num_indices, total)` distinct ints of `[0, total)`, drawn
+    uniformly at random (`total` a Python int or a scalar Tensor)."""
+    return tf.random.shuffle(tf.range(total))[:num_indices]
+
+
 def sample_rows(rows, num_rows):
     """`(rows[indices], indices)` for `min(num_rows, N)` distinct row indices
     drawn uniformly at random from the `N` rows of `rows` (axis 0)."""
     rows = tf.convert_to_tensor(rows)
-    indices = tf.random.shuffle(tf.range(tf.shape(rows)[0]))[:num_rows]
+    indices = sample_indices(tf.shape(rows)[0], num_rows)
     return tf.gather(rows, indices), indices
 
 
