@@ -45,6 +45,7 @@ import tensorflow.compat.v1 as tf
 from absl import app
 from absl import flags
 
+from bench import convnet_specs
 from bench import residual
 from kfac.examples import _cli
 from kfac.examples import comparison
@@ -59,10 +60,8 @@ NUM_LABELS = mnist.NUM_CLASSES
 # (kernel size, output channels) of the two convolutions, as in the example.
 CONV_LAYERS = ((5, 16), (5, 16))
 POOL_SIZE, POOL_STRIDE = 3, 2
-INVERSE_PERIOD = 10
 # The plot's y axis ends a little above the initial loss (log 10 = 2.30).
 PLOT_MAX_LOSS = 3.0
-LONG_PERIOD = 5 * INVERSE_PERIOD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,181 +341,9 @@ def format_budget_metrics(runs: Sequence[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- specs
+# ---------------------------------------------------------------- grids
 
-SGD_REFERENCE = OptimizerSpec("sgd", 0.03, momentum=0.9, label="sgd")
-# Initial damping 0.01 blows up within 3 steps (the first inverses come
-# from one batch; LM adaptation moves damping only every 5 steps).
-QMODEL = dict(learning_rate=1.0, damping=0.1, momentum=0.0)
-REGULAR = dict(learning_rate=0.1, damping=0.01, momentum=0.9, norm_constraint=0.01)
-
-
-# Learning-rate grids: 10x each way of the best value (SGD 0.03, Adam 1e-3
-# on this model and budget).
-SGD_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
-ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 FAMILIES = ("sgd", "adam", "kfac", "kfac_qmodel")
-
-
-def kfac_specs():
-    """Every K-FAC configuration of the optimizer comparison (#14), labelled
-    by what differs from the plain one: the conv input factors from sampled
-    patches (`sub_sample_patches`, at most 3 per patch coordinate) and
-    covariances every `cov_update_every` steps."""
-    runs = []
-    for kind, optimizer in (("kfac_qmodel", QMODEL), ("kfac", REGULAR)):
-        for sub_sample, cov_every in ((False, 1), (True, 1), (True, 2)):
-            label = kind + (" sampled patches" if sub_sample else "")
-            if cov_every > 1:
-                label += " cov every {}".format(cov_every)
-            runs.append(OptimizerSpec(
-                kind, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
-                sub_sample_patches=sub_sample, cov_update_every=cov_every,
-                label=label, **optimizer))
-    # The quadratic model's runs grow unstable after ~200 steps: the
-    # Levenberg-Marquardt rule drives the damping from 0.1 to its floor
-    # (1e-5) by then. A larger initial damping, and higher floors.
-    variants = (("damping=1", dict(damping=1.0)),
-                ("min_damping=1e-3", dict(min_damping=1e-3)),
-                ("min_damping=1e-2", dict(min_damping=1e-2)))
-    for name, change in variants:
-        runs.append(OptimizerSpec(
-            "kfac_qmodel", inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
-            sub_sample_patches=True, label="kfac_qmodel sampled patches " + name,
-            **dict(QMODEL, **change)))
-    return runs
-
-
-# The learning-rate schedules tried against the noise floor K-FAC meets
-# after a few hundred steps: (label, decay_start, decay_half_life), steps.
-QMODEL_DECAYS = (("decay 300/300", 300, 300), ("decay 200/600", 200, 600))
-REGULAR_DECAY = ("decay 500/500", 500, 500)
-AMORTIZED = dict(inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
-                 spread_inverse_updates=True)
-EVERY_STEP = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
-# The quadratic model with the damping floor that kept it stable (1e-2).
-QMODEL_FLOORED = dict(QMODEL, min_damping=1e-2)
-
-
-def schedule_specs():
-    """SGD (the reference), then K-FAC with a halving learning rate: the
-    quadratic model (damping floor 1e-2; its chosen step scaled) with
-    amortised statistics (covariances every 5 steps, inverses every 20) and
-    every step's, and regular momentum with amortised statistics."""
-    qmodel = QMODEL_FLOORED
-    runs = [SGD_REFERENCE]
-    for label, start, half_life in QMODEL_DECAYS:
-        runs.append(OptimizerSpec(
-            "kfac_qmodel", label="kfac_qmodel cov every 5 inv every 20 " + label,
-            decay_start=start, decay_half_life=half_life, **AMORTIZED, **qmodel))
-    runs.append(OptimizerSpec(
-        "kfac_qmodel", label="kfac_qmodel decay 200/400", decay_start=200,
-        decay_half_life=400, inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
-        **qmodel))
-    label, start, half_life = REGULAR_DECAY
-    runs.append(OptimizerSpec(
-        "kfac", label="kfac cov every 5 inv every 20 " + label, decay_start=start,
-        decay_half_life=half_life, **AMORTIZED, **REGULAR))
-    return runs
-
-
-def residual_kfac_specs():
-    """The K-FAC runs of the residual convnet's comparison: the quadratic
-    model (damping floor 1e-2) and regular momentum with statistics every
-    step (inverses every 10), each also with a halving learning rate, and the
-    quadratic model with amortised statistics."""
-    qmodel = QMODEL_FLOORED
-    label, start, half_life = QMODEL_DECAYS[0]
-    reg_label, reg_start, reg_half_life = REGULAR_DECAY
-    return [
-        OptimizerSpec("kfac_qmodel", label="kfac_qmodel", **EVERY_STEP, **qmodel),
-        OptimizerSpec("kfac_qmodel", label="kfac_qmodel " + label, decay_start=start,
-                      decay_half_life=half_life, **EVERY_STEP, **qmodel),
-        OptimizerSpec("kfac_qmodel", label="kfac_qmodel cov every 5 inv every 20",
-                      **AMORTIZED, **qmodel),
-        OptimizerSpec("kfac", label="kfac", **EVERY_STEP, **REGULAR),
-        OptimizerSpec("kfac", label="kfac " + reg_label, decay_start=reg_start,
-                      decay_half_life=reg_half_life, **EVERY_STEP, **REGULAR),
-    ]
-
-
-# The paired comparisons' reference on the residual convnet: its best SGD
-# learning rate (docs/benchmark/residual.md), named like SGD_REFERENCE.
-RESIDUAL_SGD_REFERENCE = OptimizerSpec("sgd", 0.1, momentum=0.9, label="sgd")
-
-
-# architecture: the SGD reference of its paired comparisons
-SGD_REFERENCES = {"convnet": SGD_REFERENCE, "residual": RESIDUAL_SGD_REFERENCE}
-
-
-def tuning_specs():
-    """SGD (lr 0.1, the residual convnet's best), then K-FAC's settings
-    around those of `residual_kfac_specs()`, one change each: regular momentum
-    with a 3x larger learning rate, 10x smaller or larger damping, 10x
-    tighter or looser norm constraint; the quadratic model with damping
-    floors 3e-2 and 1e-1 and with a slower covariance average (0.99)."""
-    runs = [RESIDUAL_SGD_REFERENCE]
-    regular = (("lr=0.3", dict(learning_rate=0.3)),
-               ("damping=1e-3", dict(damping=1e-3)),
-               ("damping=0.1", dict(damping=0.1)),
-               ("nc=1e-3", dict(norm_constraint=1e-3)),
-               ("nc=0.1", dict(norm_constraint=0.1)))
-    for label, change in regular:
-        runs.append(OptimizerSpec("kfac", label="kfac " + label, **EVERY_STEP,
-                                  **dict(REGULAR, **change)))
-    qmodel = (("min_damping=3e-2", dict(min_damping=3e-2), 0.95),
-              ("min_damping=1e-1", dict(min_damping=1e-1), 0.95),
-              ("cov_ema_decay=0.99", dict(min_damping=1e-2), 0.99))
-    for label, change, decay in qmodel:
-        runs.append(OptimizerSpec(
-            "kfac_qmodel", label="kfac_qmodel " + label,
-            inv_update_every=INVERSE_PERIOD, cov_ema_decay=decay,
-            **dict(QMODEL, **change)))
-    return runs
-
-
-def combined_specs():
-    """SGD (lr 0.1), then regular-momentum K-FAC with the two changes that
-    helped in `tuning_specs()` on the residual convnet (damping 0.1, norm
-    constraint 1e-3), together, with the halving learning rate, and together
-    with amortised statistics (covariances every 5 steps, inverses every 20)."""
-    runs = [RESIDUAL_SGD_REFERENCE]
-    tuned = dict(REGULAR, damping=0.1, norm_constraint=1e-3)
-    label, start, half_life = REGULAR_DECAY
-    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3",
-                              **EVERY_STEP, **tuned))
-    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3 " + label,
-                              decay_start=start, decay_half_life=half_life,
-                              **EVERY_STEP, **tuned))
-    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 " + label,
-                              decay_start=start, decay_half_life=half_life,
-                              **EVERY_STEP, **dict(REGULAR, damping=0.1)))
-    runs.append(OptimizerSpec("kfac", label="kfac damping=0.1 nc=1e-3 cov every 5 "
-                              "inv every 20", **AMORTIZED, **tuned))
-    return runs
-
-
-# architecture: the K-FAC runs of its optimizer comparison
-KFAC_SPECS = {"convnet": kfac_specs, "residual": residual_kfac_specs}
-# The residual network (batch norm) trains best at larger learning rates:
-# in a first grid like the convnet's, SGD's best was 0.3 and Adam's 1e-2,
-# each at the edge.
-RESIDUAL_SGD_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-RESIDUAL_ADAM_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-# architecture: (SGD learning rates, Adam learning rates)
-GRIDS = {"convnet": (SGD_LRS, ADAM_LRS),
-         "residual": (RESIDUAL_SGD_LRS, RESIDUAL_ADAM_LRS)}
-
-
-def grid_specs(architecture="convnet"):
-    """SGD with momentum 0.9 and Adam over their grids, then the
-    architecture's K-FAC runs (`KFAC_SPECS`)."""
-    sgd_lrs, adam_lrs = GRIDS[architecture]
-    runs = [OptimizerSpec("sgd", lr, momentum=0.9, label="sgd lr={:g}".format(lr))
-            for lr in sgd_lrs]
-    runs += [OptimizerSpec("adam", lr, label="adam lr={:g}".format(lr))
-             for lr in adam_lrs]
-    return runs + KFAC_SPECS[architecture]()
 
 
 def best_per_family(runs: Sequence[Dict]) -> Dict[str, Dict]:
@@ -562,57 +389,6 @@ def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
     record["table"] = comparison.target_table(rows, target, ("sgd", "adam"))
 
 
-def paired_specs(approximations_and_periods, qmodel=QMODEL):
-    """SGD (the reference), then for the quadratic model (`qmodel`'s settings)
-    and regular momentum with the norm constraint, one run per
-    `(approximation, inverse period)` at otherwise equal settings."""
-    runs = [SGD_REFERENCE]
-    for kind, optimizer in (("kfac_qmodel", qmodel), ("kfac", REGULAR)):
-        for approximation, period in approximations_and_periods:
-            runs.append(OptimizerSpec(
-                kind, inv_update_every=period, cov_ema_decay=0.95,
-                approximation=None if approximation == "kron" else approximation,
-                label="{} {} inv={}".format(kind, approximation, period), **optimizer))
-    return runs
-
-
-def ekfac_specs():
-    """K-FAC and EKFAC pairs of equal settings at equal inverse periods, and
-    EKFAC with a 5x longer eigenbasis period (`paired_specs`)."""
-    return paired_specs((("kron", INVERSE_PERIOD), ("ekfac", INVERSE_PERIOD),
-                         ("ekfac", LONG_PERIOD)))
-
-
-def amortized_specs():
-    """SGD (the reference), then K-FAC with its statistics amortised over
-    several steps: covariances every 5 or 10 steps and inverses every 20 or
-    50 (spread over the steps between), for the quadratic model (damping
-    floor 1e-2) and regular momentum (norm constraint 0.01, and 0.1)."""
-    runs = [SGD_REFERENCE]
-    qmodel = QMODEL_FLOORED
-    schedules = ((5, 20), (10, 50))
-    for kind, optimizer in (("kfac_qmodel", qmodel), ("kfac", REGULAR)):
-        for cov_every, inv_every in schedules:
-            runs.append(OptimizerSpec(
-                kind, inv_update_every=inv_every, cov_update_every=cov_every,
-                cov_ema_decay=0.95, spread_inverse_updates=True,
-                label="{} cov every {} inv every {}".format(kind, cov_every, inv_every),
-                **optimizer))
-    runs.append(OptimizerSpec(
-        "kfac", inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
-        spread_inverse_updates=True, label="kfac cov every 5 inv every 20 nc=0.1",
-        **dict(REGULAR, norm_constraint=0.1)))
-    return runs
-
-
-def reduce_specs():
-    """KFC (KFAC-expand) and KFAC-reduce convolution blocks at equal settings
-    (`paired_specs`); the quadratic model with the damping floor 1e-2 that
-    kept it stable in the optimizer comparison."""
-    return paired_specs((("kron", INVERSE_PERIOD), ("kron_reduce", INVERSE_PERIOD)),
-                        qmodel=QMODEL_FLOORED)
-
-
 FLAGS_TABLE = (
     ("string", "data_dir", None, "MNIST-format folder (default: Fashion-MNIST)."),
     ("bool", "use_fake_data", False, "Train on generated data instead."),
@@ -627,6 +403,7 @@ FLAGS_TABLE = (
     ("bool", "schedule", False, "K-FAC with a halving learning rate."),
     ("bool", "tune", False, "K-FAC's settings changed one at a time."),
     ("bool", "combine", False, "The changes that helped in --tune, combined."),
+    ("bool", "sampled", False, "Tuned K-FAC with sampled conv patches."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -640,32 +417,6 @@ FLAGS_TABLE = (
 def define_flags(flag_values=flags.FLAGS):
     """Defines FLAGS_TABLE in `flag_values`."""
     _cli.define_flags(FLAGS_TABLE, flag_values)
-
-
-# mode flag: (its specs, the report's title); the specs start with an SGD
-# reference, replaced by the architecture's (`SGD_REFERENCES`).
-PAIRED_MODES = {
-    "ekfac": (ekfac_specs, "EKFAC vs K-FAC"),
-    "reduce": (reduce_specs, "KFAC-reduce vs KFC"),
-    "amortized": (amortized_specs, "Amortised K-FAC statistics"),
-    "schedule": (schedule_specs, "K-FAC with a halving learning rate"),
-    "tune": (tuning_specs, "K-FAC's settings, one change each"),
-    "combine": (combined_specs, "K-FAC's helpful changes combined"),
-}
-
-
-def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False):
-    """`(name, specs, title, references)` of a comparison: a paired `mode`
-    (`PAIRED_MODES`) against the architecture's SGD reference, or (None) the
-    architecture's grid (`kfac_only`: its SGD reference and K-FAC runs)."""
-    if mode is not None:
-        make_specs, title = PAIRED_MODES[mode]
-        specs = [SGD_REFERENCES[architecture]] + make_specs()[1:]
-        return architecture + "_" + mode, specs, title, (comparison.REFERENCE,)
-    specs = grid_specs(architecture)
-    if kfac_only:
-        specs = [SGD_REFERENCES[architecture]] + KFAC_SPECS[architecture]()
-    return architecture, specs, "Optimizers", ("sgd", "adam")
 
 
 def run_from_flags(flag_values=flags.FLAGS) -> Dict:
@@ -684,9 +435,10 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         architecture=flag_values.architecture, budgets=budgets)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    mode = next((mode for mode in PAIRED_MODES if getattr(flag_values, mode)), None)
+    mode = next((mode for mode in convnet_specs.PAIRED_MODES
+                 if getattr(flag_values, mode)), None)
     architecture = settings.architecture
-    name, specs, title, references = comparison_specs(
+    name, specs, title, references = convnet_specs.comparison_specs(
         mode, architecture, flag_values.kfac_only)
     path = os.path.join(flag_values.output_dir, name + ".json")
     record = compare(specs, settings, data, path,

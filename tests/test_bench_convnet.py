@@ -16,6 +16,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import convnet as bench  # noqa: E402
+from bench import convnet_specs  # noqa: E402
 from kfac.examples import comparison_training  # noqa: E402
 from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
 
@@ -144,8 +145,8 @@ def test_training_graph_rejects_rows_of_the_wrong_width():
 
 
 def test_amortized_specs_update_statistics_less_often():
-    specs = bench.amortized_specs()
-    assert specs[0] == bench.SGD_REFERENCE
+    specs = convnet_specs.amortized_specs()
+    assert specs[0] == convnet_specs.SGD_REFERENCE
     schedules = {(s.kind, s.cov_update_every, s.inv_update_every) for s in specs[1:]}
     assert schedules == {(kind, cov, inv) for kind in ("kfac", "kfac_qmodel")
                          for cov, inv in ((5, 20), (10, 50))}
@@ -154,10 +155,11 @@ def test_amortized_specs_update_statistics_less_often():
 
 
 @pytest.mark.parametrize("make_specs, pairs", [
-    (bench.ekfac_specs, [(None, bench.INVERSE_PERIOD), ("ekfac", bench.INVERSE_PERIOD),
-                         ("ekfac", 5 * bench.INVERSE_PERIOD)]),
-    (bench.reduce_specs, [(None, bench.INVERSE_PERIOD),
-                          ("kron_reduce", bench.INVERSE_PERIOD)]),
+    (convnet_specs.ekfac_specs, [(None, convnet_specs.INVERSE_PERIOD),
+                                 ("ekfac", convnet_specs.INVERSE_PERIOD),
+                                 ("ekfac", 5 * convnet_specs.INVERSE_PERIOD)]),
+    (convnet_specs.reduce_specs, [(None, convnet_specs.INVERSE_PERIOD),
+                          ("kron_reduce", convnet_specs.INVERSE_PERIOD)]),
 ], ids=["ekfac", "reduce"])
 def test_paired_specs_differ_only_in_the_approximation(make_specs, pairs):
     specs = make_specs()
@@ -184,7 +186,7 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
     record = bench.run_from_flags(flag_values)
     with open(os.path.join(output_dir, "convnet_ekfac.json")) as handle:
         saved = json.load(handle)
-    names = [spec.name for spec in bench.ekfac_specs()]
+    names = [spec.name for spec in convnet_specs.ekfac_specs()]
     assert [run["name"] for run in saved["runs"]] == names
     assert all(run["steps"] == 2 for run in saved["runs"])
     for run in saved["runs"]:
@@ -213,15 +215,16 @@ def _run(name, kind, learning_rate, losses, seconds_per_eval=1.0):
 def test_grids_span_ten_times_each_way_of_their_best_values():
     # The best values measured: convnet (docs/benchmark/convnet.md), then the
     # residual convnet (docs/benchmark/residual.md).
-    for grid, best in ((bench.SGD_LRS, 0.03), (bench.ADAM_LRS, 1e-3),
-                       (bench.RESIDUAL_SGD_LRS, 0.1), (bench.RESIDUAL_ADAM_LRS, 1e-2)):
+    for grid, best in ((convnet_specs.SGD_LRS, 0.03), (convnet_specs.ADAM_LRS, 1e-3),
+                       (convnet_specs.RESIDUAL_SGD_LRS, 0.1),
+                       (convnet_specs.RESIDUAL_ADAM_LRS, 1e-2)):
         assert len(grid) >= 4 and best in grid
         assert min(grid) <= best / 10 * 1.0001 and max(grid) >= best * 10 / 1.0001
-    specs = bench.grid_specs()
+    specs = convnet_specs.grid_specs()
     assert [s.kind for s in specs[:10]] == ["sgd"] * 5 + ["adam"] * 5
-    assert specs[10:] == bench.kfac_specs()
+    assert specs[10:] == convnet_specs.kfac_specs()
     assert len({spec.name for spec in specs}) == len(specs)
-    sampled = [s for s in bench.kfac_specs() if s.sub_sample_patches]
+    sampled = [s for s in convnet_specs.kfac_specs() if s.sub_sample_patches]
     assert sampled and {s.kind for s in sampled} == {"kfac", "kfac_qmodel"}
 
 
@@ -334,24 +337,24 @@ def test_format_budget_metrics_gives_each_run_its_budgets():
 
 
 def test_schedule_and_residual_specs_decay_only_where_labelled():
-    for specs in (bench.schedule_specs(), bench.residual_kfac_specs()):
+    for specs in (convnet_specs.schedule_specs(), convnet_specs.residual_kfac_specs()):
         assert len({spec.name for spec in specs}) == len(specs)
         for spec in specs:
             assert ("decay" in spec.name) == (spec.decay_half_life is not None)
-    assert bench.schedule_specs()[0] == bench.SGD_REFERENCE
-    specs = bench.grid_specs("residual")
+    assert convnet_specs.schedule_specs()[0] == convnet_specs.SGD_REFERENCE
+    specs = convnet_specs.grid_specs("residual")
     rates = {kind: [spec.learning_rate for spec in specs if spec.kind == kind]
              for kind in ("sgd", "adam")}
-    assert rates == {"sgd": list(bench.RESIDUAL_SGD_LRS),
-                     "adam": list(bench.RESIDUAL_ADAM_LRS)}
+    assert rates == {"sgd": list(convnet_specs.RESIDUAL_SGD_LRS),
+                     "adam": list(convnet_specs.RESIDUAL_ADAM_LRS)}
     assert specs[len(rates["sgd"]) + len(rates["adam"]):] == \
-        bench.residual_kfac_specs()
+        convnet_specs.residual_kfac_specs()
 
 
 def test_tuning_specs_change_one_setting_of_the_residual_runs_each():
-    specs = bench.tuning_specs()
+    specs = convnet_specs.tuning_specs()
     assert specs[0].kind == "sgd" and specs[0].learning_rate == 0.1
-    bases = {spec.kind: spec for spec in bench.residual_kfac_specs()
+    bases = {spec.kind: spec for spec in convnet_specs.residual_kfac_specs()
              if spec.name in ("kfac", "kfac_qmodel")}
     for spec in specs[1:]:
         base = dataclasses.asdict(bases[spec.kind])
@@ -368,19 +371,20 @@ def test_tuning_specs_change_one_setting_of_the_residual_runs_each():
 
 
 def test_combined_specs_join_the_helpful_changes():
-    specs = bench.combined_specs()
+    specs = convnet_specs.combined_specs()
     assert specs[0].kind == "sgd" and specs[0].learning_rate == 0.1
     settings = [(s.damping, s.norm_constraint, s.decay_half_life, s.cov_update_every)
                 for s in specs[1:]]
     assert settings == [(0.1, 1e-3, None, 1), (0.1, 1e-3, 500, 1), (0.1, 0.01, 500, 1),
                         (0.1, 1e-3, None, 5)]
-    assert all(s.kind == "kfac" and s.learning_rate == bench.REGULAR["learning_rate"]
-               for s in specs[1:])
+    learning_rate = convnet_specs.REGULAR["learning_rate"]
+    assert all(s.kind == "kfac" and s.learning_rate == learning_rate for s in specs[1:])
 
 
 @pytest.mark.parametrize("make_specs", [
-    bench.ekfac_specs, bench.reduce_specs, bench.amortized_specs, bench.schedule_specs,
-    bench.tuning_specs, bench.combined_specs])
+    convnet_specs.ekfac_specs, convnet_specs.reduce_specs,
+    convnet_specs.amortized_specs, convnet_specs.schedule_specs,
+    convnet_specs.tuning_specs, convnet_specs.combined_specs])
 def test_paired_comparisons_start_with_the_named_reference(make_specs):
     # The target of a paired comparison is the best loss of the run named
     # comparison.REFERENCE: without it there is no table.
@@ -393,15 +397,16 @@ def test_paired_comparisons_start_with_the_named_reference(make_specs):
 
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_comparison_specs_use_the_architectures_sgd_reference(architecture):
-    reference = bench.SGD_REFERENCES[architecture]
+    reference = convnet_specs.SGD_REFERENCES[architecture]
     assert reference.learning_rate == {"convnet": 0.03, "residual": 0.1}[architecture]
-    for mode, (make_specs, title) in bench.PAIRED_MODES.items():
-        name, specs, got_title, references = bench.comparison_specs(mode, architecture)
+    for mode, (make_specs, title) in convnet_specs.PAIRED_MODES.items():
+        name, specs, got_title, references = convnet_specs.comparison_specs(
+            mode, architecture)
         assert name == architecture + "_" + mode and got_title == title
         assert specs == [reference] + make_specs()[1:]
         assert references == ("sgd",)
-    name, specs, title, references = bench.comparison_specs(None, architecture)
+    name, specs, title, references = convnet_specs.comparison_specs(None, architecture)
     assert (name, title, references) == (architecture, "Optimizers", ("sgd", "adam"))
-    assert specs == bench.grid_specs(architecture)
-    _, specs, _, _ = bench.comparison_specs(None, architecture, kfac_only=True)
-    assert specs == [reference] + bench.KFAC_SPECS[architecture]()
+    assert specs == convnet_specs.grid_specs(architecture)
+    _, specs, _, _ = convnet_specs.comparison_specs(None, architecture, kfac_only=True)
+    assert specs == [reference] + convnet_specs.KFAC_SPECS[architecture]()

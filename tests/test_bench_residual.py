@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import convnet as bench  # noqa: E402
+from bench import convnet_specs  # noqa: E402
 from bench import residual  # noqa: E402
 from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
 from kfac.ops import fisher_blocks  # noqa: E402
@@ -128,8 +129,8 @@ def test_benchmark_graph_evaluates_the_residual_network(rng):
 @pytest.mark.parametrize("kind", ["kfac_qmodel", "kfac"])
 def test_kfac_fits_a_batch_of_the_residual_network(rng, kind):
     settings = bench.ConvnetSettings(architecture="residual")
-    optimizer = dict(bench.QMODEL, min_damping=1e-2) if kind == "kfac_qmodel" \
-        else bench.REGULAR
+    optimizer = dict(convnet_specs.QMODEL, min_damping=1e-2) if kind == "kfac_qmodel" \
+        else convnet_specs.REGULAR
     spec = OptimizerSpec(kind, inv_update_every=2, **optimizer)
     graph_ops = bench.build_training_graph(spec, settings, 785)
     batch = bench.pack(rng.rand(32, 28, 28, 1).astype(np.float32),
