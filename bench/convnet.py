@@ -404,6 +404,7 @@ FLAGS_TABLE = (
     ("bool", "tune", False, "K-FAC's settings changed one at a time."),
     ("bool", "combine", False, "The changes that helped in --tune, combined."),
     ("bool", "sampled", False, "Tuned K-FAC with sampled conv patches."),
+    ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
@@ -435,8 +436,8 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         architecture=flag_values.architecture, budgets=budgets)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    mode = next((mode for mode in convnet_specs.PAIRED_MODES
-                 if getattr(flag_values, mode)), None)
+    modes = tuple(convnet_specs.PAIRED_MODES) + ("best",)
+    mode = next((mode for mode in modes if getattr(flag_values, mode)), None)
     architecture = settings.architecture
     name, specs, title, references = convnet_specs.comparison_specs(
         mode, architecture, flag_values.kfac_only)
@@ -444,7 +445,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
                                                  max_seconds=settings.max_seconds))
-    if mode is None:
+    if mode in (None, "best"):
         summarize_grid(record)
         comparison.write_json(path, record)
         plot_grid(record, os.path.join(flag_values.output_dir, name + ".png"),

@@ -195,6 +195,31 @@ def sampled_specs():
     return runs
 
 
+
+# architecture: the best Adam run of its grid (docs/benchmark/convnet.md,
+# residual.md), named like the SGD references' "sgd".
+ADAM_REFERENCES = {"convnet": OptimizerSpec("adam", 3e-3, label="adam"),
+                   "residual": OptimizerSpec("adam", 1e-2, label="adam")}
+# architecture: K-FAC's best configuration measured on it (`sampled_specs`).
+KFAC_REFERENCES = {
+    "convnet": OptimizerSpec("kfac", label="kfac", sub_sample_patches=True,
+                             **dict(EVERY_STEP, cov_update_every=2,
+                                    spread_inverse_updates=True),
+                             **TUNED_REGULAR),
+    "residual": OptimizerSpec("kfac", label="kfac", sub_sample_patches=True,
+                              **dict(EVERY_STEP, cov_update_every=2,
+                                     spread_inverse_updates=True),
+                              **TUNED_REGULAR),
+}
+
+
+def best_specs(architecture):
+    """The best configuration of each optimizer on `architecture`: SGD, Adam
+    and K-FAC, for long runs (`--budgets` of minutes)."""
+    return [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
+            KFAC_REFERENCES[architecture]]
+
+
 # architecture: the K-FAC runs of its optimizer comparison
 KFAC_SPECS = {"convnet": kfac_specs, "residual": residual_kfac_specs}
 # The residual network (batch norm) trains best at larger learning rates:
@@ -284,8 +309,12 @@ PAIRED_MODES = {
 
 def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
-    (`PAIRED_MODES`) against the architecture's SGD reference, or (None) the
-    architecture's grid (`kfac_only`: its SGD reference and K-FAC runs)."""
+    (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
+    (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
+    reference and K-FAC runs)."""
+    if mode == "best":
+        return (architecture + "_best", best_specs(architecture),
+                "The best run of each optimizer", ("sgd", "adam"))
     if mode is not None:
         make_specs, title = PAIRED_MODES[mode]
         specs = [SGD_REFERENCES[architecture]] + make_specs()[1:]

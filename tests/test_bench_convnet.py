@@ -381,10 +381,25 @@ def test_combined_specs_join_the_helpful_changes():
     assert all(s.kind == "kfac" and s.learning_rate == learning_rate for s in specs[1:])
 
 
+def test_sampled_specs_say_their_schedule_and_sampling():
+    specs = convnet_specs.sampled_specs()
+    settings = [(s.sub_sample_patches, s.cov_update_every, s.inv_update_every,
+                 s.learning_rate) for s in specs[1:]]
+    assert settings == [(True, 1, 10, 0.1), (True, 2, 10, 0.1), (True, 5, 20, 0.1),
+                        (False, 5, 20, 0.1), (True, 5, 20, 0.3)]
+    for spec in specs[1:]:
+        assert (spec.kind, spec.damping, spec.norm_constraint) == ("kfac", 0.1, 1e-3)
+        assert ("sampled" in spec.name) == spec.sub_sample_patches
+        assert ("cov every {}".format(spec.cov_update_every) in spec.name) == (
+            spec.cov_update_every > 1)
+    assert len({spec.name for spec in specs}) == len(specs)
+
+
 @pytest.mark.parametrize("make_specs", [
     convnet_specs.ekfac_specs, convnet_specs.reduce_specs,
     convnet_specs.amortized_specs, convnet_specs.schedule_specs,
-    convnet_specs.tuning_specs, convnet_specs.combined_specs])
+    convnet_specs.tuning_specs, convnet_specs.combined_specs,
+    convnet_specs.sampled_specs])
 def test_paired_comparisons_start_with_the_named_reference(make_specs):
     # The target of a paired comparison is the best loss of the run named
     # comparison.REFERENCE: without it there is no table.
@@ -410,3 +425,15 @@ def test_comparison_specs_use_the_architectures_sgd_reference(architecture):
     assert specs == convnet_specs.grid_specs(architecture)
     _, specs, _, _ = convnet_specs.comparison_specs(None, architecture, kfac_only=True)
     assert specs == [reference] + convnet_specs.KFAC_SPECS[architecture]()
+
+
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_best_specs_are_the_grids_best_and_kfacs_best(architecture):
+    sgd_lrs, adam_lrs = convnet_specs.GRIDS[architecture]
+    name, specs, _, references = convnet_specs.comparison_specs("best", architecture)
+    assert name == architecture + "_best" and references == ("sgd", "adam")
+    assert [spec.name for spec in specs] == ["sgd", "adam", "kfac"]
+    sgd, adam, kfac = specs
+    assert sgd == convnet_specs.SGD_REFERENCES[architecture]
+    assert sgd.learning_rate in sgd_lrs and adam.learning_rate in adam_lrs
+    assert kfac.kind == "kfac" and kfac.sub_sample_patches
