@@ -171,7 +171,8 @@ def num_conv_output_locations(
 # by `tf.image.extract_patches`; with 3 channels 2.8 / 4.6 / 18.5 ms; with
 # 16 channels the filter's `(k·k·cin)²` weights make it the slowest (15.6 /
 # 3.5 / 6.0 ms), so wider inputs are sliced. The results are equal: every
-# output is one input times 1 plus zeros.
+# output is one input times 1 plus zeros (on a GPU with TF32 convolutions
+# they are rounded to TF32, as the covariance's matmul then rounds them).
 IDENTITY_FILTER_MAX_CHANNELS = 3
 
 
