@@ -404,8 +404,10 @@ FLAGS_TABLE = (
     ("bool", "tune", False, "K-FAC's settings changed one at a time."),
     ("bool", "combine", False, "The changes that helped in --tune, combined."),
     ("bool", "sampled", False, "Tuned K-FAC with sampled conv patches."),
+    ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
+    ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
     ("integer", "eval_every", ConvnetSettings.eval_every, "Steps between evaluations."),
@@ -440,7 +442,9 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     mode = next((mode for mode in modes if getattr(flag_values, mode)), None)
     architecture = settings.architecture
     name, specs, title, references = convnet_specs.comparison_specs(
-        mode, architecture, flag_values.kfac_only)
+        mode, architecture, flag_values.kfac_only, flag_values.tuned_kfac)
+    if settings.batch_size != ConvnetSettings.batch_size:
+        name += "_b{}".format(settings.batch_size)
     path = os.path.join(flag_values.output_dir, name + ".json")
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,

@@ -9,6 +9,7 @@ with an SGD reference that `comparison_specs` replaces by the
 architecture's (`SGD_REFERENCES`).
 """
 
+import dataclasses
 from typing import Optional
 
 from kfac.examples import comparison
@@ -220,6 +221,24 @@ def best_specs(architecture):
             KFAC_REFERENCES[architecture]]
 
 
+
+def sampled_tuning_specs():
+    """SGD (the reference), then the convnet's best K-FAC configuration
+    (`KFAC_REFERENCES`) and its settings changed one at a time: damping 0.03
+    and 0.3, norm constraint 1e-2 and 1e-4, learning rate 0.3, covariance
+    decay 0.9."""
+    base = KFAC_REFERENCES["convnet"]
+    runs = [SGD_REFERENCE, dataclasses.replace(base, label="kfac tuned")]
+    changes = (("damping=0.03", dict(damping=0.03)), ("damping=0.3", dict(damping=0.3)),
+               ("nc=1e-2", dict(norm_constraint=1e-2)),
+               ("nc=1e-4", dict(norm_constraint=1e-4)),
+               ("lr=0.3", dict(learning_rate=0.3)),
+               ("cov_ema_decay=0.9", dict(cov_ema_decay=0.9)))
+    for label, change in changes:
+        runs.append(dataclasses.replace(base, label="kfac tuned " + label, **change))
+    return runs
+
+
 # architecture: the K-FAC runs of its optimizer comparison
 KFAC_SPECS = {"convnet": kfac_specs, "residual": residual_kfac_specs}
 # The residual network (batch norm) trains best at larger learning rates:
@@ -232,14 +251,17 @@ GRIDS = {"convnet": (SGD_LRS, ADAM_LRS),
          "residual": (RESIDUAL_SGD_LRS, RESIDUAL_ADAM_LRS)}
 
 
-def grid_specs(architecture="convnet"):
+def grid_specs(architecture="convnet", tuned_kfac=False):
     """SGD with momentum 0.9 and Adam over their grids, then the
-    architecture's K-FAC runs (`KFAC_SPECS`)."""
+    architecture's K-FAC runs (`KFAC_SPECS`; `tuned_kfac`: its best
+    configuration, `KFAC_REFERENCES`, alone)."""
     sgd_lrs, adam_lrs = GRIDS[architecture]
     runs = [OptimizerSpec("sgd", lr, momentum=0.9, label="sgd lr={:g}".format(lr))
             for lr in sgd_lrs]
     runs += [OptimizerSpec("adam", lr, label="adam lr={:g}".format(lr))
              for lr in adam_lrs]
+    if tuned_kfac:
+        return runs + [KFAC_REFERENCES[architecture]]
     return runs + KFAC_SPECS[architecture]()
 
 
@@ -304,14 +326,17 @@ PAIRED_MODES = {
     "tune": (tuning_specs, "K-FAC's settings, one change each"),
     "combine": (combined_specs, "K-FAC's helpful changes combined"),
     "sampled": (sampled_specs, "Tuned K-FAC with sampled patches"),
+    "tune_sampled": (sampled_tuning_specs, "K-FAC's best settings, one change each"),
 }
 
 
-def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False):
+def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False,
+                     tuned_kfac: bool = False):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
     (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
-    reference and K-FAC runs)."""
+    reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
+    configuration, named `<architecture>_tuned`)."""
     if mode == "best":
         return (architecture + "_best", best_specs(architecture),
                 "The best run of each optimizer", ("sgd", "adam"))
@@ -319,6 +344,9 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
         make_specs, title = PAIRED_MODES[mode]
         specs = [SGD_REFERENCES[architecture]] + make_specs()[1:]
         return architecture + "_" + mode, specs, title, (comparison.REFERENCE,)
+    if tuned_kfac:
+        return (architecture + "_tuned", grid_specs(architecture, tuned_kfac=True),
+                "Optimizers", ("sgd", "adam"))
     specs = grid_specs(architecture)
     if kfac_only:
         specs = [SGD_REFERENCES[architecture]] + KFAC_SPECS[architecture]()

@@ -399,7 +399,7 @@ def test_sampled_specs_say_their_schedule_and_sampling():
     convnet_specs.ekfac_specs, convnet_specs.reduce_specs,
     convnet_specs.amortized_specs, convnet_specs.schedule_specs,
     convnet_specs.tuning_specs, convnet_specs.combined_specs,
-    convnet_specs.sampled_specs])
+    convnet_specs.sampled_specs, convnet_specs.sampled_tuning_specs])
 def test_paired_comparisons_start_with_the_named_reference(make_specs):
     # The target of a paired comparison is the best loss of the run named
     # comparison.REFERENCE: without it there is no table.
@@ -437,3 +437,52 @@ def test_best_specs_are_the_grids_best_and_kfacs_best(architecture):
     assert sgd == convnet_specs.SGD_REFERENCES[architecture]
     assert sgd.learning_rate in sgd_lrs and adam.learning_rate in adam_lrs
     assert kfac.kind == "kfac" and kfac.sub_sample_patches
+
+
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_tuned_kfac_grid_is_the_grids_and_kfacs_best(architecture):
+    name, specs, _, references = convnet_specs.comparison_specs(
+        None, architecture, tuned_kfac=True)
+    assert name == architecture + "_tuned" and references == ("sgd", "adam")
+    sgd_lrs, adam_lrs = convnet_specs.GRIDS[architecture]
+    assert specs[:-1] == convnet_specs.grid_specs(architecture)[:len(sgd_lrs)
+                                                                + len(adam_lrs)]
+    assert specs[-1] == convnet_specs.KFAC_REFERENCES[architecture]
+
+
+@pytest.mark.slow
+def test_best_mode_reports_like_the_grid_and_names_the_batch(tmp_path):
+    output_dir = str(tmp_path / "bench")
+    flag_values = flags.FlagValues()
+    bench.define_flags(flag_values)
+    flag_values(["convnet", "--use_fake_data", "--best", "--eval_size=40",
+                 "--batch_size=8", "--max_steps=2", "--eval_every=1",
+                 "--output_dir=" + output_dir])
+    record = bench.run_from_flags(flag_values)
+    with open(os.path.join(output_dir, "convnet_best_b8.json")) as handle:
+        saved = json.load(handle)
+    assert [run["name"] for run in saved["runs"]] == ["sgd", "adam", "kfac"]
+    assert saved["best"] == {"sgd": "sgd", "adam": "adam", "kfac": "kfac"}
+    # The grid's target: the final loss of the best SGD run.
+    assert record["target"] == saved["runs"][0]["final_loss"]
+    assert os.path.exists(os.path.join(output_dir, "convnet_best_b8.md"))
+
+
+def test_sampled_tuning_changes_one_setting_of_the_best_kfac_each():
+    specs = convnet_specs.sampled_tuning_specs()
+    base = convnet_specs.KFAC_REFERENCES["convnet"]
+    assert specs[0] == convnet_specs.SGD_REFERENCE
+    assert dataclasses.replace(specs[1], label=base.label) == base
+    fields = ("damping", "norm_constraint", "learning_rate", "cov_ema_decay")
+    for spec in specs[2:]:
+        changed = [name for name in fields
+                   if getattr(spec, name) != getattr(base, name)]
+        assert len(changed) == 1
+        short = {"learning_rate": "lr", "norm_constraint": "nc"}.get(changed[0],
+                                                                      changed[0])
+        label_name, label_value = spec.name.split()[-1].split("=")
+        assert label_name == short
+        assert float(label_value) == pytest.approx(getattr(spec, changed[0]))
+        assert dataclasses.replace(spec, label=base.label,
+                                   **{changed[0]: getattr(base, changed[0])}) == base
+    assert len({spec.name for spec in specs}) == len(specs)

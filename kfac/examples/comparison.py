@@ -267,7 +267,7 @@ def plot_records(
     for axis, xlabel in zip(axes, ("steps", "training seconds")):
         if target is not None:
             axis.axhline(
-                target, color="grey", linestyle=":", label="target %.1f" % target
+                target, color="grey", linestyle=":", label="target %.4g" % target
             )
         if log_x:
             axis.set_xscale("log")
