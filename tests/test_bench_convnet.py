@@ -184,7 +184,7 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
                  "--batch_size=8", "--max_steps=2", "--eval_every=1",
                  "--output_dir=" + output_dir])
     record = bench.run_from_flags(flag_values)
-    with open(os.path.join(output_dir, "convnet_ekfac.json")) as handle:
+    with open(os.path.join(output_dir, "convnet_ekfac_b8.json")) as handle:
         saved = json.load(handle)
     names = [spec.name for spec in convnet_specs.ekfac_specs()]
     assert [run["name"] for run in saved["runs"]] == names
@@ -199,7 +199,7 @@ def test_smoke_run_writes_json_and_markdown(tmp_path):
                                        eval_rows[:, 784].astype(int))
     np.testing.assert_allclose(saved["runs"][0]["evals"][0]["loss"], want, rtol=1e-5)
     assert saved["target"] == record["target"]
-    with open(os.path.join(output_dir, "convnet_ekfac.md")) as handle:
+    with open(os.path.join(output_dir, "convnet_ekfac_b8.md")) as handle:
         text = handle.read()
     assert "| kfac ekfac inv=50 | 2 |" in text
 
