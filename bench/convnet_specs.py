@@ -67,6 +67,8 @@ REGULAR_DECAY = ("decay 500/500", 500, 500)
 AMORTIZED = dict(inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
                  spread_inverse_updates=True)
 EVERY_STEP = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+# Covariances every second step, the inverses spread over their period.
+EVERY_OTHER_STEP = dict(EVERY_STEP, cov_update_every=2, spread_inverse_updates=True)
 # The quadratic model with the damping floor that kept it stable (1e-2).
 QMODEL_FLOORED = dict(QMODEL, min_damping=1e-2)
 
@@ -182,10 +184,9 @@ def sampled_specs():
     (covariances every 2, inverses every 10, spread); the amortised run also
     without sampling, and with a 3x larger learning rate."""
     runs = [SGD_REFERENCE]
-    every_other = dict(EVERY_STEP, cov_update_every=2, spread_inverse_updates=True)
     for label, schedule, sampled, change in (
             ("sampled", EVERY_STEP, True, {}),
-            ("sampled cov every 2", every_other, True, {}),
+            ("sampled cov every 2", EVERY_OTHER_STEP, True, {}),
             ("sampled cov every 5 inv every 20", AMORTIZED, True, {}),
             ("cov every 5 inv every 20", AMORTIZED, False, {}),
             ("sampled cov every 5 inv every 20 lr=0.3", AMORTIZED, True,
@@ -196,22 +197,16 @@ def sampled_specs():
     return runs
 
 
-
 # architecture: the best Adam run of its grid (docs/benchmark/convnet.md,
 # residual.md), named like the SGD references' "sgd".
 ADAM_REFERENCES = {"convnet": OptimizerSpec("adam", 3e-3, label="adam"),
                    "residual": OptimizerSpec("adam", 1e-2, label="adam")}
-# architecture: K-FAC's best configuration measured on it (`sampled_specs`).
-KFAC_REFERENCES = {
-    "convnet": OptimizerSpec("kfac", label="kfac", sub_sample_patches=True,
-                             **dict(EVERY_STEP, cov_update_every=2,
-                                    spread_inverse_updates=True),
-                             **TUNED_REGULAR),
-    "residual": OptimizerSpec("kfac", label="kfac", sub_sample_patches=True,
-                              **dict(EVERY_STEP, cov_update_every=2,
-                                     spread_inverse_updates=True),
-                              **TUNED_REGULAR),
-}
+# architecture: K-FAC's best configuration measured on it (`sampled_specs`:
+# the same on both).
+_SAMPLED_EVERY_OTHER_STEP = OptimizerSpec(
+    "kfac", label="kfac", sub_sample_patches=True, **EVERY_OTHER_STEP, **TUNED_REGULAR)
+KFAC_REFERENCES = {"convnet": _SAMPLED_EVERY_OTHER_STEP,
+                   "residual": _SAMPLED_EVERY_OTHER_STEP}
 
 
 def best_specs(architecture):
@@ -219,7 +214,6 @@ def best_specs(architecture):
     and K-FAC, for long runs (`--budgets` of minutes)."""
     return [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
             KFAC_REFERENCES[architecture]]
-
 
 
 def sampled_tuning_specs():

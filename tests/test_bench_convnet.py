@@ -175,15 +175,21 @@ def test_paired_specs_differ_only_in_the_approximation(make_specs, pairs):
     assert len({spec.name for spec in specs}) == len(specs)
 
 
-@pytest.mark.slow
-def test_smoke_run_writes_json_and_markdown(tmp_path):
+def _smoke_run(tmp_path, mode_flag):
+    """`(output_dir, record)` of `run_from_flags` with `mode_flag` on 40
+    generated evaluation images, batch 8, 2 steps per run."""
     output_dir = str(tmp_path / "bench")
     flag_values = flags.FlagValues()
     bench.define_flags(flag_values)
-    flag_values(["convnet", "--use_fake_data", "--ekfac", "--eval_size=40",
+    flag_values(["convnet", "--use_fake_data", mode_flag, "--eval_size=40",
                  "--batch_size=8", "--max_steps=2", "--eval_every=1",
                  "--output_dir=" + output_dir])
-    record = bench.run_from_flags(flag_values)
+    return output_dir, bench.run_from_flags(flag_values)
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_and_markdown(tmp_path):
+    output_dir, record = _smoke_run(tmp_path, "--ekfac")
     with open(os.path.join(output_dir, "convnet_ekfac_b8.json")) as handle:
         saved = json.load(handle)
     names = [spec.name for spec in convnet_specs.ekfac_specs()]
@@ -452,13 +458,7 @@ def test_tuned_kfac_grid_is_the_grids_and_kfacs_best(architecture):
 
 @pytest.mark.slow
 def test_best_mode_reports_like_the_grid_and_names_the_batch(tmp_path):
-    output_dir = str(tmp_path / "bench")
-    flag_values = flags.FlagValues()
-    bench.define_flags(flag_values)
-    flag_values(["convnet", "--use_fake_data", "--best", "--eval_size=40",
-                 "--batch_size=8", "--max_steps=2", "--eval_every=1",
-                 "--output_dir=" + output_dir])
-    record = bench.run_from_flags(flag_values)
+    output_dir, record = _smoke_run(tmp_path, "--best")
     with open(os.path.join(output_dir, "convnet_best_b8.json")) as handle:
         saved = json.load(handle)
     assert [run["name"] for run in saved["runs"]] == ["sgd", "adam", "kfac"]

@@ -65,13 +65,19 @@ STRIDE_DILATION = {
 }
 
 
+def _case(rank, mode):
+    """`(input_shape, filter_spatial, cout, strides, dilations)` of a
+    `CASES` rank under a `STRIDE_DILATION` mode."""
+    input_shape, filter_spatial, cout = CASES[rank]
+    stride, dilation = STRIDE_DILATION[mode]
+    return input_shape, filter_spatial, cout, [stride] * rank, [dilation] * rank
+
+
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("mode", sorted(STRIDE_DILATION))
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_patches_match_numpy_loops(rank, mode, padding, rng):
-    input_shape, filter_spatial, cout = CASES[rank]
-    stride, dilation = STRIDE_DILATION[mode]
-    strides, dilations = [stride] * rank, [dilation] * rank
+    input_shape, filter_spatial, cout, strides, dilations = _case(rank, mode)
     x = rng.randn(*input_shape)
     with tf.Graph().as_default():
         patches = utils.extract_convolution_patches(
@@ -305,9 +311,7 @@ def test_identity_filter_and_slices_give_the_numpy_patches(rank, mode, padding, 
                                                            monkeypatch):
     # Few channels take the identity-filter convolution, many the slices;
     # forcing each threshold runs both on the same cases.
-    input_shape, filter_spatial, cout = CASES[rank]
-    stride, dilation = STRIDE_DILATION[mode]
-    strides, dilations = [stride] * rank, [dilation] * rank
+    input_shape, filter_spatial, cout, strides, dilations = _case(rank, mode)
     x = rng.randn(*input_shape)
     expected = np_patches(x, filter_spatial, padding, strides, dilations)
     by_convolution = mode != "stride2_dilation2"  # tf.nn.convolution refuses both
@@ -326,9 +330,7 @@ def test_identity_filter_and_slices_give_the_numpy_patches(rank, mode, padding, 
 @pytest.mark.parametrize("mode", sorted(STRIDE_DILATION))
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_gathered_patches_are_the_rows_drawn(rank, mode, padding, rng):
-    input_shape, filter_spatial, cout = CASES[rank]
-    stride, dilation = STRIDE_DILATION[mode]
-    strides, dilations = [stride] * rank, [dilation] * rank
+    input_shape, filter_spatial, cout, strides, dilations = _case(rank, mode)
     x = rng.randn(*input_shape)
     rows = np_patches(x, filter_spatial, padding, strides, dilations).reshape(
         -1, int(np.prod(filter_spatial)) * input_shape[-1])

@@ -242,3 +242,14 @@ def test_image_patches_have_the_values_of_tensorflows_op(graph, rng, strides, ra
     with tf.Session() as sess:
         ours, theirs = sess.run([ours, theirs])
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_image_patches_of_inputs_not_4d_raise_naming_them(graph, rng, sampled):
+    # One check serves extraction and the sampled gather alike.
+    x = tf.constant(rng.randn(4, 6, 2), tf.float32)
+    factor = ff.ConvInputKroneckerFactor(
+        (x,), (3, 2, 4), "SAME", strides=(1, 1, 1, 1),
+        extract_patches_fn="extract_image_patches", sub_sample_patches=sampled)
+    with pytest.raises(ValueError, match="extract_image_patches needs 4-D inputs"):
+        factor.patch_rows(x)

@@ -298,17 +298,19 @@ class ConvInputKroneckerFactor(
         )
         return [size, size]
 
-    def _spatial_geometry(self):
+    def _spatial_geometry(self, inputs):
         """`(strides, dilation_rate)`, spatial-only, of the N-D patch
-        extraction that `extract_patches_fn` stands for (None: pointwise)."""
+        extraction that `extract_patches_fn` stands for on `inputs` (None:
+        pointwise)."""
         patches_fn = self._extract_patches_fn
         if patches_fn in (None, "extract_convolution_patches"):
             return self._strides, self._dilation_rate
         if patches_fn == "extract_image_patches":
-            if len(self._filter_shape) != 4:
+            if inputs.shape.ndims != 4 or len(self._filter_shape) != 4:
                 raise ValueError(
                     "extract_image_patches needs 4-D inputs and a 4-entry "
-                    "filter_shape, got filter_shape %s." % (self._filter_shape,)
+                    "filter_shape, got inputs of shape %s and filter_shape %s."
+                    % (inputs.shape, self._filter_shape)
                 )
             if self._strides is None or len(self._strides) != 4:
                 raise ValueError(
@@ -343,17 +345,10 @@ class ConvInputKroneckerFactor(
 
     def extract_patches(self, inputs):
         """Patches `[B, *spatial_out, …]` whose last axes flatten to `p`."""
-        geometry = self._spatial_geometry()
+        geometry = self._spatial_geometry(inputs)
         if geometry is None:
             return conv_patches.extract_pointwise_conv2d_patches(
                 inputs, self._filter_shape, data_format=None
-            )
-        image_patches = self._extract_patches_fn == "extract_image_patches"
-        if image_patches and inputs.shape.ndims != 4:
-            raise ValueError(
-                "extract_image_patches needs 4-D inputs and a 4-entry "
-                "filter_shape, got inputs of shape %s and filter_shape %s."
-                % (inputs.shape, self._filter_shape)
             )
         strides, dilation_rate = geometry
         return conv_patches.extract_convolution_patches(
@@ -383,7 +378,7 @@ class ConvInputKroneckerFactor(
             inputs, _ = sampling.sample_examples(
                 inputs, self.config.inputs_to_extract_patches_factor
             )
-        geometry = self._spatial_geometry()
+        geometry = self._spatial_geometry(inputs)
         if self._sub_sample_patches and geometry is not None:
             # Only the drawn patches are gathered from the input: the full
             # patch matrix, ~K times the input's size, is never formed.

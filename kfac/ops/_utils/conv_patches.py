@@ -245,10 +245,22 @@ class _Geometry(object):
             self.output_sizes.append(output_size)
             paddings.append([before, after])
         paddings.append([0, 0])
-        self.padded = inputs if padding == "VALID" else tf.pad(inputs, paddings)
+        self._inputs = inputs
+        self._paddings = None if padding == "VALID" else paddings
+        self._padded = None
         self.batch_size = static_shape[0]
         if self.batch_size is None:
             self.batch_size = dynamic_shape[0]
+
+    @property
+    def padded(self):
+        """The input padded by TensorFlow's rule, made on first use (counting
+        patches needs only the sizes)."""
+        if self._padded is None:
+            self._padded = self._inputs
+            if self._paddings is not None:
+                self._padded = tf.pad(self._inputs, self._paddings)
+        return self._padded
 
     @property
     def patch_size(self) -> int:
@@ -292,7 +304,7 @@ class _Geometry(object):
         dilations (which `tf.nn.convolution` refuses)."""
         return (
             self.in_channels <= IDENTITY_FILTER_MAX_CHANNELS
-            and self.padded.dtype in (tf.float32, tf.float64)
+            and self._inputs.dtype in (tf.float32, tf.float64)
             and len(self.spatial_filter) <= 3
             and (max(self.strides) == 1 or max(self.dilations) == 1)
         )
