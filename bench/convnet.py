@@ -405,6 +405,7 @@ FLAGS_TABLE = (
     ("bool", "combine", False, "The changes that helped in --tune, combined."),
     ("bool", "sampled", False, "Tuned K-FAC with sampled conv patches."),
     ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
+    ("bool", "stats_batch", False, "K-FAC's statistics from part of each batch."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),

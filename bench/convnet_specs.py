@@ -66,7 +66,8 @@ QMODEL_DECAYS = (("decay 300/300", 300, 300), ("decay 200/600", 200, 600))
 REGULAR_DECAY = ("decay 500/500", 500, 500)
 AMORTIZED = dict(inv_update_every=20, cov_update_every=5, cov_ema_decay=0.95,
                  spread_inverse_updates=True)
-EVERY_STEP = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95)
+EVERY_STEP = dict(inv_update_every=INVERSE_PERIOD, cov_ema_decay=0.95,
+                  cov_update_every=1, spread_inverse_updates=False)
 # Covariances every second step, the inverses spread over their period.
 EVERY_OTHER_STEP = dict(EVERY_STEP, cov_update_every=2, spread_inverse_updates=True)
 # The quadratic model with the damping floor that kept it stable (1e-2).
@@ -310,6 +311,23 @@ def reduce_specs():
                         qmodel=QMODEL_FLOORED)
 
 
+def stats_batch_specs():
+    """SGD (the reference), K-FAC's best configuration (`KFAC_REFERENCES`:
+    statistics of the whole batch every second step), then its statistics
+    from a second forward pass on part of each batch
+    (`stats_batch_fraction`): a quarter every second step and every step, a
+    half every step."""
+    base = KFAC_REFERENCES["convnet"]
+    runs = [SGD_REFERENCE, base]
+    for fraction, schedule in ((0.25, EVERY_OTHER_STEP), (0.25, EVERY_STEP),
+                               (0.5, EVERY_STEP)):
+        label = "kfac stats {:g} of the batch cov every {}".format(
+            fraction, schedule["cov_update_every"])
+        runs.append(dataclasses.replace(base, label=label, stats_batch_fraction=fraction,
+                                        **schedule))
+    return runs
+
+
 # mode flag: (its specs, the report's title); the specs start with an SGD
 # reference, replaced by the architecture's (`SGD_REFERENCES`).
 PAIRED_MODES = {
@@ -321,6 +339,7 @@ PAIRED_MODES = {
     "combine": (combined_specs, "K-FAC's helpful changes combined"),
     "sampled": (sampled_specs, "Tuned K-FAC with sampled patches"),
     "tune_sampled": (sampled_tuning_specs, "K-FAC's best settings, one change each"),
+    "stats_batch": (stats_batch_specs, "K-FAC's statistics from part of the batch"),
 }
 
 

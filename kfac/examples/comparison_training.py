@@ -63,7 +63,11 @@ class OptimizerSpec:
     With `decay_half_life` (steps), the learning rate is halved every that
     many steps after the first `decay_start` steps (for the quadratic model:
     its chosen step is scaled by it), a schedule for the noise-dominated
-    later phase of training.
+    later phase of training. With `stats_batch_fraction`, K-FAC's curvature
+    statistics come from a second forward pass (same variables) on the first
+    `ceil(fraction · batch_size)` examples of each batch: only that pass is
+    registered, the loss and its gradient still use the whole batch
+    (`build_training_graph`).
     """
 
     kind: str
@@ -86,6 +90,7 @@ class OptimizerSpec:
     min_damping: float = 1e-5
     decay_start: int = 0
     decay_half_life: Optional[float] = None
+    stats_batch_fraction: Optional[float] = None
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -105,6 +110,17 @@ class OptimizerSpec:
             raise ValueError(
                 "decay_start must be >= 0, got {}.".format(self.decay_start)
             )
+        if self.stats_batch_fraction is not None:
+            if not self.kind.startswith("kfac"):
+                raise ValueError(
+                    "stats_batch_fraction is a K-FAC setting; {!r} has no "
+                    "curvature statistics.".format(self.kind)
+                )
+            if not 0.0 < self.stats_batch_fraction <= 1.0:
+                raise ValueError(
+                    "stats_batch_fraction must be in (0, 1], got {}.".format(
+                        self.stats_batch_fraction)
+                )
 
     @property
     def name(self) -> str:
@@ -174,6 +190,10 @@ def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwa
         layer_collection=layer_collection,
         norm_constraint=spec.norm_constraint,
     )
+    if spec.stats_batch_fraction is not None:
+        # The registered pass is not the training loss's, by design: the
+        # registration linter would warn that the loss does not use it.
+        kwargs.update(lint=None)
     _training.log_registration(layer_collection)
     if not periodic:
         return kfac.KfacOptimizer(**kwargs)
@@ -256,6 +276,10 @@ def build_training_graph(
     layer_collection)` gets the float32 `[None, input_size]` input
     placeholder and `spec`'s collection (None for SGD and Adam), and returns
     the model (`inputs`, `loss`, `loss_fn`). `periodic` as `make_train_ops`.
+    With `spec.stats_batch_fraction` it is called twice: on `inputs` without
+    a collection (the model returned), then, reusing the variables (made with
+    `tf.get_variable`), on the statistics batch with the collection; the
+    quadratic model then normalises its Fisher products by that batch's size.
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -263,11 +287,38 @@ def build_training_graph(
         inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
         prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
         layer_collection = layer_collection_for(spec)
-        model = build_model(inputs, layer_collection)
+        if spec.stats_batch_fraction is None:
+            model = build_model(inputs, layer_collection)
+        else:
+            model = build_model(inputs, None)
+            _register_on_stats_batch(
+                build_model, inputs, layer_collection,
+                stats_batch_size(spec, settings.batch_size))
         ops = make_train_ops(
-            spec, model, layer_collection, prev_inputs, settings.batch_size, periodic
+            spec, model, layer_collection, prev_inputs,
+            stats_batch_size(spec, settings.batch_size), periodic
         )
     return TrainingGraph(graph, model, prev_inputs, *ops)
+
+
+def stats_batch_size(spec: OptimizerSpec, batch_size: int) -> int:
+    """How many examples of a `batch_size` batch `spec`'s curvature statistics
+    see: `ceil(stats_batch_fraction · batch_size)` (all without a fraction)."""
+    if spec.stats_batch_fraction is None:
+        return batch_size
+    return max(1, int(math.ceil(spec.stats_batch_fraction * batch_size - 1e-9)))
+
+
+def _register_on_stats_batch(build_model: Callable, inputs, layer_collection, size: int):
+    """Builds the model a second time, on the first `size` rows of `inputs`,
+    reusing the variables of the first build, and registers that pass with
+    `layer_collection`: the statistics batch of `stats_batch_fraction`.
+    (`tf.AUTO_REUSE`, not `reuse=True`: under the latter each registration
+    would look for a block to add to, as a registration in a reused scope
+    does.)"""
+    with tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
+        with tf.name_scope("stats_batch"):
+            build_model(inputs[:size], layer_collection)
 
 
 class Trainer:
