@@ -323,8 +323,8 @@ def stats_batch_specs():
                                (0.5, EVERY_STEP)):
         label = "kfac stats {:g} of the batch cov every {}".format(
             fraction, schedule["cov_update_every"])
-        runs.append(dataclasses.replace(base, label=label, stats_batch_fraction=fraction,
-                                        **schedule))
+        runs.append(dataclasses.replace(
+            base, label=label, stats_batch_fraction=fraction, **schedule))
     return runs
 
 

@@ -309,7 +309,8 @@ def stats_batch_size(spec: OptimizerSpec, batch_size: int) -> int:
     return max(1, int(math.ceil(spec.stats_batch_fraction * batch_size - 1e-9)))
 
 
-def _register_on_stats_batch(build_model: Callable, inputs, layer_collection, size: int):
+def _register_on_stats_batch(build_model: Callable, inputs, layer_collection,
+                             size: int):
     """Builds the model a second time, on the first `size` rows of `inputs`,
     reusing the variables of the first build, and registers that pass with
     `layer_collection`: the statistics batch of `stats_batch_fraction`.
