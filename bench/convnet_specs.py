@@ -202,12 +202,17 @@ def sampled_specs():
 # residual.md), named like the SGD references' "sgd".
 ADAM_REFERENCES = {"convnet": OptimizerSpec("adam", 3e-3, label="adam"),
                    "residual": OptimizerSpec("adam", 1e-2, label="adam")}
-# architecture: K-FAC's best configuration measured on it (`sampled_specs`:
-# the same on both).
-_SAMPLED_EVERY_OTHER_STEP = OptimizerSpec(
+# K-FAC's best configuration from `sampled_specs` (both architectures, batch
+# 128): sampled patches, covariances every second step.
+SAMPLED_EVERY_OTHER_STEP = OptimizerSpec(
     "kfac", label="kfac", sub_sample_patches=True, **EVERY_OTHER_STEP, **TUNED_REGULAR)
-KFAC_REFERENCES = {"convnet": _SAMPLED_EVERY_OTHER_STEP,
-                   "residual": _SAMPLED_EVERY_OTHER_STEP}
+# ... and from `stats_batch_specs` (both, batch 256): those statistics from a
+# quarter of each batch, every step.
+STATS_QUARTER_EVERY_STEP = dataclasses.replace(
+    SAMPLED_EVERY_OTHER_STEP, stats_batch_fraction=0.25, **EVERY_STEP)
+# architecture: K-FAC's best configuration measured on it (the same on both).
+KFAC_REFERENCES = {"convnet": STATS_QUARTER_EVERY_STEP,
+                   "residual": STATS_QUARTER_EVERY_STEP}
 
 
 def best_specs(architecture):
@@ -218,11 +223,12 @@ def best_specs(architecture):
 
 
 def sampled_tuning_specs():
-    """SGD (the reference), then the convnet's best K-FAC configuration
-    (`KFAC_REFERENCES`) and its settings changed one at a time: damping 0.03
+    """SGD (the reference), then the convnet's best K-FAC configuration at the
+    time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a
+    time: damping 0.03
     and 0.3, norm constraint 1e-2 and 1e-4, learning rate 0.3, covariance
     decay 0.9."""
-    base = KFAC_REFERENCES["convnet"]
+    base = SAMPLED_EVERY_OTHER_STEP
     runs = [SGD_REFERENCE, dataclasses.replace(base, label="kfac tuned")]
     changes = (("damping=0.03", dict(damping=0.03)), ("damping=0.3", dict(damping=0.3)),
                ("nc=1e-2", dict(norm_constraint=1e-2)),
@@ -312,12 +318,13 @@ def reduce_specs():
 
 
 def stats_batch_specs():
-    """SGD (the reference), K-FAC's best configuration (`KFAC_REFERENCES`:
-    statistics of the whole batch every second step), then its statistics
+    """SGD (the reference), K-FAC's best configuration at batch 128
+    (`SAMPLED_EVERY_OTHER_STEP`: statistics of the whole batch every second
+    step), then its statistics
     from a second forward pass on part of each batch
     (`stats_batch_fraction`): a quarter every second step and every step, a
     half every step."""
-    base = KFAC_REFERENCES["convnet"]
+    base = SAMPLED_EVERY_OTHER_STEP
     runs = [SGD_REFERENCE, base]
     for fraction, schedule in ((0.25, EVERY_OTHER_STEP), (0.25, EVERY_STEP),
                                (0.5, EVERY_STEP)):

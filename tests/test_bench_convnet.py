@@ -443,6 +443,7 @@ def test_best_specs_are_the_grids_best_and_kfacs_best(architecture):
     assert sgd == convnet_specs.SGD_REFERENCES[architecture]
     assert sgd.learning_rate in sgd_lrs and adam.learning_rate in adam_lrs
     assert kfac.kind == "kfac" and kfac.sub_sample_patches
+    assert (kfac.stats_batch_fraction, kfac.cov_update_every) == (0.25, 1)
 
 
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
@@ -470,7 +471,7 @@ def test_best_mode_reports_like_the_grid_and_names_the_batch(tmp_path):
 
 def test_sampled_tuning_changes_one_setting_of_the_best_kfac_each():
     specs = convnet_specs.sampled_tuning_specs()
-    base = convnet_specs.KFAC_REFERENCES["convnet"]
+    base = convnet_specs.SAMPLED_EVERY_OTHER_STEP
     assert specs[0] == convnet_specs.SGD_REFERENCE
     assert dataclasses.replace(specs[1], label=base.label) == base
     fields = ("damping", "norm_constraint", "learning_rate", "cov_ema_decay")

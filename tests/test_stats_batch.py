@@ -2,6 +2,7 @@
 (`OptimizerSpec.stats_batch_fraction`): the factors see exactly the first
 rows of the batch, the loss and its gradient the whole batch."""
 
+import dataclasses
 import os
 import sys
 
@@ -119,7 +120,7 @@ def test_bad_fractions_are_rejected(change, message):
 
 def test_stats_batch_specs_differ_from_the_reference_only_in_their_statistics():
     specs = convnet_specs.stats_batch_specs()
-    reference = convnet_specs.KFAC_REFERENCES["convnet"]
+    reference = convnet_specs.SAMPLED_EVERY_OTHER_STEP
     assert specs[:2] == [convnet_specs.SGD_REFERENCE, reference]
     assert [(s.stats_batch_fraction, s.cov_update_every) for s in specs[2:]] == [
         (0.25, 2), (0.25, 1), (0.5, 1)]
@@ -140,3 +141,11 @@ def test_no_registration_warning_for_the_separate_statistics_pass(recwarn):
     assert ops.optimizer._lint is None
     # Only there: a plain K-FAC run keeps the linter's default.
     assert _build(OptimizerSpec("kfac", 0.1, damping=0.1), []).optimizer._lint == "warn"
+
+
+def test_kfac_reference_is_the_fastest_stats_batch_run():
+    # docs/benchmark/*_stats_batch_b256.md: a quarter of the batch, every step.
+    fastest = convnet_specs.stats_batch_specs()[3]
+    for architecture in ("convnet", "residual"):
+        assert convnet_specs.KFAC_REFERENCES[architecture] == dataclasses.replace(
+            fastest, label="kfac")
