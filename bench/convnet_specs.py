@@ -224,10 +224,9 @@ def best_specs(architecture):
 
 def sampled_tuning_specs():
     """SGD (the reference), then the convnet's best K-FAC configuration at the
-    time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a
-    time: damping 0.03
-    and 0.3, norm constraint 1e-2 and 1e-4, learning rate 0.3, covariance
-    decay 0.9."""
+    time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a time:
+    damping 0.03 and 0.3, norm constraint 1e-2 and 1e-4, learning rate 0.3,
+    covariance decay 0.9."""
     base = SAMPLED_EVERY_OTHER_STEP
     runs = [SGD_REFERENCE, dataclasses.replace(base, label="kfac tuned")]
     changes = (("damping=0.03", dict(damping=0.03)), ("damping=0.3", dict(damping=0.3)),
@@ -320,10 +319,9 @@ def reduce_specs():
 def stats_batch_specs():
     """SGD (the reference), K-FAC's best configuration at batch 128
     (`SAMPLED_EVERY_OTHER_STEP`: statistics of the whole batch every second
-    step), then its statistics
-    from a second forward pass on part of each batch
-    (`stats_batch_fraction`): a quarter every second step and every step, a
-    half every step."""
+    step), then with its statistics from a second forward pass on part of
+    each batch (`stats_batch_fraction`): a quarter every second step and
+    every step, a half every step."""
     base = SAMPLED_EVERY_OTHER_STEP
     runs = [SGD_REFERENCE, base]
     for fraction, schedule in ((0.25, EVERY_OTHER_STEP), (0.25, EVERY_STEP),
