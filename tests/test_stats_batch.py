@@ -132,9 +132,8 @@ def test_stats_batch_specs_differ_from_the_reference_only_in_their_statistics():
     assert len({spec.name for spec in specs}) == len(specs)
 
 
-
 def test_no_registration_warning_for_the_separate_statistics_pass(recwarn):
-    from kfac.ops._registration.shapes import RegistrationWarning
+    from kfac.ops.layer_collection import RegistrationWarning
 
     ops = _build(OptimizerSpec("kfac", 0.1, damping=0.1, stats_batch_fraction=0.5), [])
     assert not [w for w in recwarn if issubclass(w.category, RegistrationWarning)]

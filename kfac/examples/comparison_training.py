@@ -287,16 +287,14 @@ def build_training_graph(
         inputs = tf.placeholder(tf.float32, [None, input_size], name="inputs")
         prev_inputs = tf.placeholder(tf.float32, [None, input_size], name="prev_inputs")
         layer_collection = layer_collection_for(spec)
+        stats_size = stats_batch_size(spec, settings.batch_size)
         if spec.stats_batch_fraction is None:
             model = build_model(inputs, layer_collection)
         else:
             model = build_model(inputs, None)
-            _register_on_stats_batch(
-                build_model, inputs, layer_collection,
-                stats_batch_size(spec, settings.batch_size))
+            _register_on_stats_batch(build_model, inputs, layer_collection, stats_size)
         ops = make_train_ops(
-            spec, model, layer_collection, prev_inputs,
-            stats_batch_size(spec, settings.batch_size), periodic
+            spec, model, layer_collection, prev_inputs, stats_size, periodic
         )
     return TrainingGraph(graph, model, prev_inputs, *ops)
 
