@@ -1,10 +1,14 @@
 """Tests for kfac/examples/convnet.py: distributed training (roles, stop hook, runs)."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 from example_helpers import build_toy_regression
 
+import kfac
+from kfac.examples import _distributed
 from kfac.examples import convnet
 
 # When a SyncReplicasOptimizer session closes, the chief's token queue runner
@@ -155,3 +159,86 @@ def test_train_mnist_distributed_single_worker_on_fake_data():
     assert len(history) == 8
     assert 0.0 <= accuracy <= 1.0
     assert all(np.isfinite([stats.loss for stats in history]))
+
+
+def _fake_data_losses(train_fn):
+    """Losses of 8 steps on fake data, inverses refreshed every 2nd step."""
+    history = []
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        train_fn(
+            data_dir=None,
+            num_epochs=2,
+            use_fake_data=True,
+            batch_size=8,
+            history=history,
+            invert_every=2,
+            log_every=0,
+            learning_rate=0.3,
+        )
+    return np.array([stats.loss for stats in history], np.float64)
+
+
+def test_one_worker_trains_exactly_like_a_single_machine(tf_behavior):
+    """One worker task runs the same steps as `train_mnist_single_machine`.
+
+    The chief refreshes the inverses between two steps; the update of the next
+    step, applied by `SyncReplicasOptimizer`'s thread, must use them. Under
+    resource variables that thread's run used to read the inverses as soon as
+    it started, before the refresh (or after it, as the threads happened to
+    run): the losses then differed from the third step on (by 2e-4) and
+    between two identical runs.
+    """
+    single = _fake_data_losses(convnet.train_mnist_single_machine)
+    distributed = _fake_data_losses(
+        functools.partial(convnet.train_mnist_distributed, 0, 1, 0, "")
+    )
+    assert len(single) == 8
+    assert np.max(np.abs(np.diff(single))) > 1e-3  # the weights changed
+    np.testing.assert_allclose(distributed, single, rtol=1e-6, atol=0)
+
+
+def test_update_reads_inverses_only_after_the_gradients_arrive():
+    """Every read of a K-FAC variable in the chief's update waits for a gradient."""
+    with tf.Graph().as_default():
+        w = tf.get_variable("w", initializer=tf.ones([3, 2]))
+        x = tf.constant(np.arange(12.0, dtype=np.float32).reshape(4, 3))
+        logits = tf.matmul(x, w)
+        layers = kfac.LayerCollection()
+        layers.register_fully_connected(w, x, logits)
+        layers.register_categorical_predictive_distribution(logits)
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.zeros([4], tf.int32), logits=logits
+            )
+        )
+        optimizer = kfac.KfacOptimizer(0.1, 0.95, 0.1, layers, momentum=0.9)
+        optimizer.make_ops_and_vars()
+        sync = tf.train.SyncReplicasOptimizer(
+            _distributed.PreconditionOnceGradientsArrive(optimizer),
+            replicas_to_aggregate=1,
+        )
+        sync.minimize(loss, global_step=tf.train.get_or_create_global_step())
+        update = sync.get_chief_queue_runner().enqueue_ops
+        reads = [
+            op
+            for op in _ancestors(update)
+            if op.type == "ReadVariableOp" and op.inputs[0].op.name.startswith("KFAC")
+        ]
+        assert reads  # the inverses (and velocities) are read
+        for read in reads:
+            assert any(
+                "TakeGradient" in op.type for op in _ancestors([read])
+            ), read.name
+
+
+def _ancestors(ops):
+    """Every op `ops` depend on (data and control inputs), themselves included."""
+    seen, stack = set(), list(ops)
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(tensor.op for tensor in op.inputs)
+            stack.extend(op.control_inputs)
+    return seen

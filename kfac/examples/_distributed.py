@@ -25,6 +25,42 @@ from kfac.examples import _training
 GRADIENT_TASK_FRACTION = 0.6
 
 
+class PreconditionOnceGradientsArrive(tf.train.Optimizer):
+    """`optimizer`, whose update reads K-FAC's inverses only once the gradients exist.
+
+    `tf.train.SyncReplicasOptimizer` applies the aggregated gradients in a
+    thread of the chief that starts its next session run as soon as the last
+    update is done. A resource variable is read by an op of its own, with no
+    inputs, so the run would read the inverses at once: before or after the
+    chief refreshes them between two steps, as the threads happen to run (the
+    refreshed inverses then took effect a step late, or not). Here every op
+    of the update waits for the gradients, as the original's reads of ref
+    variables did. Everything else is `optimizer`'s.
+    """
+
+    def __init__(self, optimizer: tf.train.Optimizer):
+        super().__init__(use_locking=False, name=optimizer.get_name())
+        self._optimizer = optimizer
+
+    def compute_gradients(self, *args, **kwargs):
+        return self._optimizer.compute_gradients(*args, **kwargs)
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        grads_and_vars = list(grads_and_vars)
+        arrived = [grad.op for grad, _ in grads_and_vars if grad is not None]
+        with tf.control_dependencies(arrived):
+            return self._optimizer.apply_gradients(grads_and_vars, global_step, name)
+
+    def get_slot(self, var, name):
+        return self._optimizer.get_slot(var, name)
+
+    def get_slot_names(self):
+        return self._optimizer.get_slot_names()
+
+    def variables(self):
+        return self._optimizer.variables()
+
+
 def is_gradient_task(task_id: int, num_tasks: int) -> bool:
     """True if this task computes gradients and updates the weights."""
     if num_tasks < 3:
@@ -164,7 +200,8 @@ def minimize_distributed(
         )
         inv_update_queue = kfac.op_queue.OpQueue(inv_update_ops)
         sync_optimizer = tf.train.SyncReplicasOptimizer(
-            opt=optimizer, replicas_to_aggregate=num_gradient_tasks(num_worker_tasks)
+            opt=PreconditionOnceGradientsArrive(optimizer),
+            replicas_to_aggregate=num_gradient_tasks(num_worker_tasks),
         )
         train_op = sync_optimizer.minimize(loss, global_step=global_step)
 
