@@ -31,6 +31,9 @@ Run:
                                      # the changes that helped, combined (#14)
   python -m bench.convnet --architecture=residual --budgets=30,60
                                      # the residual convnet's grid (#14)
+  python -m bench.convnet --best --annealed --batch_size=256 --budgets=60,180
+                                     # the best runs, learning rates halved
+                                     # in the second half of the budget (#14)
 """
 
 import dataclasses
@@ -407,6 +410,8 @@ FLAGS_TABLE = (
     ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
     ("bool", "stats_batch", False, "K-FAC's statistics from part of each batch."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
+    ("bool", "annealed", False, "With --best: every learning rate halves every "
+     "tenth of the time budget after its first half."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
@@ -443,7 +448,8 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     mode = next((mode for mode in modes if getattr(flag_values, mode)), None)
     architecture = settings.architecture
     name, specs, title, references = convnet_specs.comparison_specs(
-        mode, architecture, flag_values.kfac_only, flag_values.tuned_kfac)
+        mode, architecture, flag_values.kfac_only, flag_values.tuned_kfac,
+        flag_values.annealed)
     if settings.batch_size != ConvnetSettings.batch_size:
         name += "_b{}".format(settings.batch_size)
     path = os.path.join(flag_values.output_dir, name + ".json")

@@ -215,11 +215,21 @@ KFAC_REFERENCES = {"convnet": STATS_QUARTER_EVERY_STEP,
                    "residual": STATS_QUARTER_EVERY_STEP}
 
 
-def best_specs(architecture):
+# A schedule for the second half of a run, on the budget's clock: the
+# learning rate halves every tenth of the time budget after its first half
+# (1/32 of it at the end), at the same seconds for every optimizer.
+ANNEALED = dict(decay_clock="budget", decay_start=0.5, decay_half_life=0.1)
+
+
+def best_specs(architecture, annealed=False):
     """The best configuration of each optimizer on `architecture`: SGD, Adam
-    and K-FAC, for long runs (`--budgets` of minutes)."""
-    return [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
+    and K-FAC, for long runs (`--budgets` of minutes); `annealed`: each with
+    the `ANNEALED` schedule."""
+    runs = [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
             KFAC_REFERENCES[architecture]]
+    if annealed:
+        runs = [dataclasses.replace(run, **ANNEALED) for run in runs]
+    return runs
 
 
 def sampled_tuning_specs():
@@ -349,13 +359,20 @@ PAIRED_MODES = {
 
 
 def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False,
-                     tuned_kfac: bool = False):
+                     tuned_kfac: bool = False, annealed: bool = False):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
-    (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
-    reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
-    configuration, named `<architecture>_tuned`)."""
+    (`best_specs`; `annealed`: with the `ANNEALED` schedule, named
+    `<architecture>_best_annealed`), or (None) the architecture's grid
+    (`kfac_only`: its SGD reference and K-FAC runs; `tuned_kfac`: the grids
+    and K-FAC's best configuration, named `<architecture>_tuned`)."""
+    if annealed and mode != "best":
+        raise ValueError("annealed applies to the best runs (--best) only.")
     if mode == "best":
+        if annealed:
+            return (architecture + "_best_annealed", best_specs(architecture, True),
+                    "The best run of each optimizer, annealed in the second half",
+                    ("sgd", "adam"))
         return (architecture + "_best", best_specs(architecture),
                 "The best run of each optimizer", ("sgd", "adam"))
     if mode is not None:

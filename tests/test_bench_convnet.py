@@ -294,6 +294,57 @@ def test_decay_halves_the_learning_rate_after_its_start(kind):
     np.testing.assert_allclose(got, [0.4, 0.4, 0.2, 0.05], rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["sgd", "adam", "kfac", "kfac_qmodel"])
+def test_budget_decay_halves_the_learning_rate_by_the_budget_spent(kind):
+    spec = OptimizerSpec(kind, 0.4, damping=0.1, decay_clock="budget",
+                         decay_start=0.5, decay_half_life=0.1)
+    graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
+    optimizer = graph_ops.optimizer
+    with graph_ops.graph.as_default(), tf.Session() as sess:
+        rate = (optimizer.learning_rate_tensor if kind.startswith("kfac")
+                else optimizer._lr if kind == "adam" else optimizer._learning_rate)
+        (spent,) = tf.get_collection(comparison_training.BUDGET_SPENT)
+        sess.run(tf.global_variables_initializer())
+        # The step count plays no part.
+        tf.train.get_global_step().load(10 ** 6, sess)
+        got = [sess.run(rate, {spent: value}) for value in (0.0, 0.5, 0.6, 0.8, 1.0)]
+        unfed = sess.run(rate)
+    np.testing.assert_allclose(got, [0.4, 0.4, 0.2, 0.05, 0.0125], rtol=1e-6)
+    assert unfed == pytest.approx(0.4, rel=1e-6)
+
+
+def test_trainer_steps_with_the_learning_rate_of_the_budget_spent():
+    """SGD without momentum: the step is `-rate·gradient`, the rate that of the
+    fraction of the budget `Trainer.step` was given (0.7: 0.4·0.5²)."""
+    spec = OptimizerSpec("sgd", 0.4, momentum=0.0, decay_clock="budget",
+                         decay_start=0.5, decay_half_life=0.1)
+    train, _, _, _ = bench.load_data(None, True, 16, 0)
+    batch = train[:8]
+    graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
+    with graph_ops.graph.as_default(), tf.Session() as sess:
+        variables = tf.trainable_variables()
+        gradients = tf.gradients(graph_ops.model.loss, variables)
+        sess.run(tf.global_variables_initializer())
+        before, grads = sess.run(
+            [variables, gradients], {graph_ops.model.inputs: batch})
+        trainer = comparison_training.Trainer(sess, spec, graph_ops)
+        trainer.step(0, batch, batch, budget_spent=0.7)
+        after = sess.run(variables)
+    for old, grad, new in zip(before, grads, after):
+        # float32: rounding of the weights and of the two runs' gradients.
+        tolerance = 1e-3 * np.max(np.abs(0.1 * grad)) + 1e-6 * np.max(np.abs(old))
+        np.testing.assert_allclose(new - old, -0.1 * grad, rtol=0, atol=tolerance)
+
+
+def test_a_budget_decay_needs_a_time_budget():
+    train, eval_rows, test, _ = bench.load_data(None, True, 16, 0)
+    settings = bench.ConvnetSettings(batch_size=8, max_steps=1, max_seconds=None)
+    spec = OptimizerSpec("sgd", 0.1, decay_clock="budget", decay_half_life=0.1)
+    with pytest.raises(ValueError, match="sgd: a learning-rate decay on the "
+                       "budget's clock needs max_seconds"):
+        bench.train_one(spec, settings, train, eval_rows, test)
+
+
 def test_no_decay_keeps_the_constant_learning_rate(graph):
     spec = OptimizerSpec("sgd", 0.4)
     assert comparison_training.learning_rate_of(
@@ -303,6 +354,7 @@ def test_no_decay_keeps_the_constant_learning_rate(graph):
 @pytest.mark.parametrize("change, message", [
     (dict(decay_half_life=0.0), "decay_half_life must be > 0, got 0.0"),
     (dict(decay_start=-1, decay_half_life=10), "decay_start must be >= 0, got -1"),
+    (dict(decay_clock="epochs"), "decay_clock must be one of .*'epochs'"),
 ])
 def test_bad_decay_settings_are_rejected(change, message):
     with pytest.raises(ValueError, match=message):
@@ -444,6 +496,27 @@ def test_best_specs_are_the_grids_best_and_kfacs_best(architecture):
     assert sgd.learning_rate in sgd_lrs and adam.learning_rate in adam_lrs
     assert kfac.kind == "kfac" and kfac.sub_sample_patches
     assert (kfac.stats_batch_fraction, kfac.cov_update_every) == (0.25, 1)
+
+
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_annealed_best_specs_are_the_best_halving_in_the_budgets_second_half(
+        architecture):
+    name, specs, title, references = convnet_specs.comparison_specs(
+        "best", architecture, annealed=True)
+    assert name == architecture + "_best_annealed" and references == ("sgd", "adam")
+    assert "annealed" in title
+    best = convnet_specs.best_specs(architecture)
+    assert [spec.name for spec in specs] == ["sgd", "adam", "kfac"]
+    for spec, plain in zip(specs, best):
+        assert (spec.decay_clock, spec.decay_start, spec.decay_half_life) == (
+            "budget", 0.5, 0.1)
+        assert dataclasses.replace(spec, decay_clock="steps", decay_start=0,
+                                   decay_half_life=None) == plain
+
+
+def test_annealed_needs_the_best_runs():
+    with pytest.raises(ValueError, match="annealed applies to the best runs"):
+        convnet_specs.comparison_specs(None, "convnet", annealed=True)
 
 
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])

@@ -31,6 +31,11 @@ from kfac.examples import _training
 from kfac.examples import comparison
 
 OPTIMIZER_KINDS = ("sgd", "adam", "kfac", "kfac_qmodel")
+# What a learning-rate decay counts: steps, or fractions of the time budget.
+DECAY_CLOCKS = ("steps", "budget")
+# Graph collection of the scalar placeholder that `Trainer` feeds with the
+# fraction of the time budget spent before each step (`decay_clock="budget"`).
+BUDGET_SPENT = "budget_spent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +68,11 @@ class OptimizerSpec:
     With `decay_half_life` (steps), the learning rate is halved every that
     many steps after the first `decay_start` steps (for the quadratic model:
     its chosen step is scaled by it), a schedule for the noise-dominated
-    later phase of training. With `stats_batch_fraction`, K-FAC's curvature
-    statistics come from a second forward pass (same variables) on the first
+    later phase of training. With `decay_clock="budget"` both are instead
+    fractions of the run's time budget (`max_seconds`): every optimizer then
+    anneals at the same seconds, whatever its cost per step. With
+    `stats_batch_fraction`, K-FAC's curvature statistics come from a second
+    forward pass (same variables) on the first
     `ceil(fraction · batch_size)` examples of each batch: only that pass is
     registered, the loss and its gradient still use the whole batch
     (`build_training_graph`).
@@ -88,8 +96,9 @@ class OptimizerSpec:
     sub_sample_inputs: bool = False
     sub_sample_patches: bool = False
     min_damping: float = 1e-5
-    decay_start: int = 0
+    decay_start: float = 0
     decay_half_life: Optional[float] = None
+    decay_clock: str = "steps"
     stats_batch_fraction: Optional[float] = None
 
     def __post_init__(self):
@@ -109,6 +118,11 @@ class OptimizerSpec:
         if self.decay_start < 0:
             raise ValueError(
                 "decay_start must be >= 0, got {}.".format(self.decay_start)
+            )
+        if self.decay_clock not in DECAY_CLOCKS:
+            raise ValueError(
+                "decay_clock must be one of {}, got {!r}.".format(
+                    DECAY_CLOCKS, self.decay_clock)
             )
         if self.stats_batch_fraction is not None:
             if not self.kind.startswith("kfac"):
@@ -172,13 +186,28 @@ def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
 
 def learning_rate_of(spec: OptimizerSpec, global_step: tf.Tensor):
     """`spec.learning_rate`, or with `decay_half_life` the tensor
-    `learning_rate · 0.5^(max(0, step − decay_start) / decay_half_life)`."""
+    `learning_rate · 0.5^(max(0, t − decay_start) / decay_half_life)`, `t`
+    the global step or (`decay_clock="budget"`) the fraction of the time
+    budget spent, fed to the placeholder of `budget_spent()`."""
     if spec.decay_half_life is None:
         return spec.learning_rate
-    decay_steps = tf.maximum(
-        tf.cast(global_step, tf.float32) - float(spec.decay_start), 0.0
-    )
-    return spec.learning_rate * tf.pow(0.5, decay_steps / float(spec.decay_half_life))
+    if spec.decay_clock == "budget":
+        clock = budget_spent()
+    else:
+        clock = tf.cast(global_step, tf.float32)
+    decayed = tf.maximum(clock - float(spec.decay_start), 0.0)
+    return spec.learning_rate * tf.pow(0.5, decayed / float(spec.decay_half_life))
+
+
+def budget_spent() -> tf.Tensor:
+    """The default graph's scalar placeholder for the fraction of the time
+    budget spent (0 unless fed), made on first use (`BUDGET_SPENT`)."""
+    made = tf.get_collection(BUDGET_SPENT)
+    if made:
+        return made[0]
+    spent = tf.placeholder_with_default(0.0, [], name="budget_spent")
+    tf.add_to_collection(BUDGET_SPENT, spent)
+    return spent
 
 
 def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
@@ -331,7 +360,11 @@ class Trainer:
     """
 
     def __init__(self, sess: tf.Session, spec: OptimizerSpec, ops: TrainingGraph):
+        # With a decay on the budget's clock, every run also feeds the
+        # fraction of the budget spent (`step`'s `budget_spent`).
         feeds = [ops.model.inputs, ops.prev_inputs]
+        feeds += ops.graph.get_collection(BUDGET_SPENT)
+        self._feeds_budget = len(feeds) == 3
         self._inv_update_every = spec.inv_update_every
         self._train = sess.make_callable([ops.model.loss, ops.train_op], feeds)
         self._inv = None
@@ -347,27 +380,32 @@ class Trainer:
             self._cov = sess.make_callable(ops.cov_update_op, feeds)
             self._inv = sess.make_callable(ops.inv_update_op)
 
-    def step(self, step: int, batch: np.ndarray, prev_batch: np.ndarray) -> float:
+    def step(self, step: int, batch: np.ndarray, prev_batch: np.ndarray,
+             budget_spent: float = 0.0) -> float:
+        """Trains on `batch`; returns its loss. `budget_spent`: the fraction of
+        the time budget spent so far (read only by a decay on that clock)."""
+        feeds = (batch, prev_batch) + ((budget_spent,) if self._feeds_budget else ())
         if self._inv is None:
-            return float(self._train(batch, prev_batch)[0])
+            return float(self._train(*feeds)[0])
         if step % self._inv_update_every == 0:
             # Fold this batch into the covariances and invert before the
             # step, so that it uses fresh inverses.
-            self._cov(batch, prev_batch)
+            self._cov(*feeds)
             self._inv()
-            return float(self._train(batch, prev_batch)[0])
-        return float(self._train_and_cov(batch, prev_batch)[0])
+            return float(self._train(*feeds)[0])
+        return float(self._train_and_cov(*feeds)[0])
 
     def warm_up(self, batch: np.ndarray):
         """Runs every callable (TensorFlow finishes setting them up on first use).
 
         This changes the variables: re-run their initializer afterwards.
         """
+        feeds = (batch, batch) + ((0.0,) if self._feeds_budget else ())
         for _ in range(self._warm_up_steps):
-            self._train(batch, batch)
+            self._train(*feeds)
         if self._inv is not None:
-            self._train_and_cov(batch, batch)
-            self._cov(batch, batch)
+            self._train_and_cov(*feeds)
+            self._cov(*feeds)
             self._inv()
 
 
@@ -412,6 +450,11 @@ def train_one(
         "evals": [],
         "diverged": False,
     }
+    if spec.decay_clock == "budget" and settings.max_seconds is None:
+        raise ValueError(
+            "{}: a learning-rate decay on the budget's clock needs max_seconds."
+            .format(spec.name)
+        )
     ops = build_graph(spec, settings, train_images.shape[1])
     is_kfac = isinstance(ops.optimizer, kfac.KfacOptimizer)
     with ops.graph.as_default(), tf.Session(graph=ops.graph) as sess:
@@ -474,7 +517,12 @@ def train_one(
             start = time.perf_counter()
             batch = train_images[next(batches)]
             batch_loss = trainer.step(
-                step, batch, batch if prev_batch is None else prev_batch
+                step,
+                batch,
+                batch if prev_batch is None else prev_batch,
+                budget_spent=seconds / settings.max_seconds
+                if settings.max_seconds
+                else 0.0,
             )
             seconds += time.perf_counter() - start
             step, prev_batch = step + 1, batch
