@@ -34,6 +34,8 @@ Run:
   python -m bench.convnet --best --annealed --batch_size=256 --budgets=60,180
                                      # the best runs, learning rates halved
                                      # in the second half of the budget (#14)
+  python -m bench.convnet --tuned_kfac --annealed --batch_size=256
+                                     # the same for the SGD and Adam grids
 """
 
 import dataclasses
@@ -410,8 +412,8 @@ FLAGS_TABLE = (
     ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
     ("bool", "stats_batch", False, "K-FAC's statistics from part of each batch."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
-    ("bool", "annealed", False, "With --best: every learning rate halves every "
-     "tenth of the time budget after its first half."),
+    ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
+     "halves every tenth of the time budget after its first half."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),

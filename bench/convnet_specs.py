@@ -221,15 +221,11 @@ KFAC_REFERENCES = {"convnet": STATS_QUARTER_EVERY_STEP,
 ANNEALED = dict(decay_clock="budget", decay_start=0.5, decay_half_life=0.1)
 
 
-def best_specs(architecture, annealed=False):
+def best_specs(architecture):
     """The best configuration of each optimizer on `architecture`: SGD, Adam
-    and K-FAC, for long runs (`--budgets` of minutes); `annealed`: each with
-    the `ANNEALED` schedule."""
-    runs = [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
+    and K-FAC, for long runs (`--budgets` of minutes)."""
+    return [SGD_REFERENCES[architecture], ADAM_REFERENCES[architecture],
             KFAC_REFERENCES[architecture]]
-    if annealed:
-        runs = [dataclasses.replace(run, **ANNEALED) for run in runs]
-    return runs
 
 
 def sampled_tuning_specs():
@@ -362,17 +358,21 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
                      tuned_kfac: bool = False, annealed: bool = False):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
-    (`best_specs`; `annealed`: with the `ANNEALED` schedule, named
-    `<architecture>_best_annealed`), or (None) the architecture's grid
-    (`kfac_only`: its SGD reference and K-FAC runs; `tuned_kfac`: the grids
-    and K-FAC's best configuration, named `<architecture>_tuned`)."""
-    if annealed and mode != "best":
-        raise ValueError("annealed applies to the best runs (--best) only.")
+    (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
+    reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
+    configuration, named `<architecture>_tuned`). `annealed` (the best runs
+    or the tuned grid only): every run with the `ANNEALED` schedule, the
+    name ending in `_annealed`."""
+    if annealed:
+        if mode != "best" and not (mode is None and tuned_kfac):
+            raise ValueError("annealed applies to the best runs (--best) and the "
+                             "tuned grid (--tuned_kfac) only.")
+        name, specs, title, references = comparison_specs(
+            mode, architecture, tuned_kfac=tuned_kfac)
+        return (name + "_annealed", [dataclasses.replace(run, **ANNEALED)
+                                     for run in specs],
+                title + ", annealed in the second half", references)
     if mode == "best":
-        if annealed:
-            return (architecture + "_best_annealed", best_specs(architecture, True),
-                    "The best run of each optimizer, annealed in the second half",
-                    ("sgd", "adam"))
         return (architecture + "_best", best_specs(architecture),
                 "The best run of each optimizer", ("sgd", "adam"))
     if mode is not None:

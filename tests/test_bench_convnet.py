@@ -505,18 +505,35 @@ def test_annealed_best_specs_are_the_best_halving_in_the_budgets_second_half(
         "best", architecture, annealed=True)
     assert name == architecture + "_best_annealed" and references == ("sgd", "adam")
     assert "annealed" in title
-    best = convnet_specs.best_specs(architecture)
+    _assert_annealed(specs, convnet_specs.best_specs(architecture))
     assert [spec.name for spec in specs] == ["sgd", "adam", "kfac"]
-    for spec, plain in zip(specs, best):
+
+
+def test_annealed_tuned_grid_is_the_tuned_grid_halving_in_the_second_half():
+    name, specs, title, references = convnet_specs.comparison_specs(
+        None, "residual", tuned_kfac=True, annealed=True)
+    assert name == "residual_tuned_annealed" and references == ("sgd", "adam")
+    assert title == "Optimizers, annealed in the second half"
+    _assert_annealed(specs, convnet_specs.grid_specs("residual", tuned_kfac=True))
+
+
+def _assert_annealed(specs, plain_specs):
+    """`specs` are `plain_specs` (without a decay) with `ANNEALED`'s decay."""
+    assert len(specs) == len(plain_specs)
+    for spec, plain in zip(specs, plain_specs):
+        assert plain.decay_half_life is None
         assert (spec.decay_clock, spec.decay_start, spec.decay_half_life) == (
             "budget", 0.5, 0.1)
         assert dataclasses.replace(spec, decay_clock="steps", decay_start=0,
                                    decay_half_life=None) == plain
 
 
-def test_annealed_needs_the_best_runs():
+@pytest.mark.parametrize("mode, tuned_kfac", [(None, False), ("sampled", False),
+                                              ("sampled", True)])
+def test_annealed_needs_the_best_runs_or_the_tuned_grid(mode, tuned_kfac):
     with pytest.raises(ValueError, match="annealed applies to the best runs"):
-        convnet_specs.comparison_specs(None, "convnet", annealed=True)
+        convnet_specs.comparison_specs(mode, "convnet", tuned_kfac=tuned_kfac,
+                                       annealed=True)
 
 
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
