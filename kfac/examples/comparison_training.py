@@ -450,7 +450,8 @@ def train_one(
         "evals": [],
         "diverged": False,
     }
-    if spec.decay_clock == "budget" and settings.max_seconds is None:
+    budget_decay = spec.decay_half_life is not None and spec.decay_clock == "budget"
+    if budget_decay and settings.max_seconds is None:
         raise ValueError(
             "{}: a learning-rate decay on the budget's clock needs max_seconds."
             .format(spec.name)
