@@ -38,6 +38,23 @@ def build_toy_regression(num_steps=30):
     return loss, layer_collection
 
 
+def queue_fed_losses(train_fn, **kwargs):
+    """Step losses of an MLP/ConvNet `train_*` call on 2 epochs of fake data in
+    batches of 8 (graph seed 0); `kwargs` go to `train_fn`."""
+    history = []
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        train_fn(
+            data_dir=None,
+            num_epochs=2,
+            use_fake_data=True,
+            batch_size=8,
+            history=history,
+            **kwargs,
+        )
+    return [stats.loss for stats in history]
+
+
 def parse_flags(example, argv):
     """Fresh `FlagValues` with `example.define_flags`, parsed from `argv`
     (with `--logdir=` unless `argv` sets it: tests write no TensorBoard logs

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 from example_helpers import parse_flags
+from example_helpers import queue_fed_losses
 
 import kfac
 from kfac.examples import _cli
@@ -40,23 +41,6 @@ def assert_same_history(hand, auto, num_steps):
     assert np.all(np.isfinite(hand))
     assert np.max(np.abs(np.diff(hand))) > 1e-3  # the weights changed
     np.testing.assert_allclose(auto, hand, rtol=RTOL, atol=0)
-
-
-def queue_fed_losses(train_fn, auto_register, **kwargs):
-    """Step losses of an MLP/ConvNet `train_*` call on fake data (graph seed 0)."""
-    history = []
-    with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        train_fn(
-            data_dir=None,
-            num_epochs=2,
-            use_fake_data=True,
-            batch_size=8,
-            history=history,
-            auto_register=auto_register,
-            **kwargs,
-        )
-    return [stats.loss for stats in history]
 
 
 QUEUE_FED = {
@@ -83,8 +67,8 @@ QUEUE_FED = {
 @pytest.mark.parametrize("example", sorted(QUEUE_FED))
 def test_queue_fed_examples_train_the_same(example):
     train_fn, kwargs = QUEUE_FED[example]
-    hand = queue_fed_losses(train_fn, False, **kwargs)
-    auto = queue_fed_losses(train_fn, True, **kwargs)
+    hand = queue_fed_losses(train_fn, auto_register=False, **kwargs)
+    auto = queue_fed_losses(train_fn, auto_register=True, **kwargs)
     assert_same_history(hand, auto, num_steps=8)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 from example_helpers import build_toy_regression
+from example_helpers import queue_fed_losses
 
 import kfac
 from kfac.examples import _distributed
@@ -163,20 +164,8 @@ def test_train_mnist_distributed_single_worker_on_fake_data():
 
 def _fake_data_losses(train_fn):
     """Losses of 8 steps on fake data, inverses refreshed every 2nd step."""
-    history = []
-    with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        train_fn(
-            data_dir=None,
-            num_epochs=2,
-            use_fake_data=True,
-            batch_size=8,
-            history=history,
-            invert_every=2,
-            log_every=0,
-            learning_rate=0.3,
-        )
-    return np.array([stats.loss for stats in history], np.float64)
+    losses = queue_fed_losses(train_fn, invert_every=2, log_every=0, learning_rate=0.3)
+    return np.array(losses, np.float64)
 
 
 def test_one_worker_trains_exactly_like_a_single_machine(tf_behavior):

@@ -362,9 +362,9 @@ class Trainer:
     def __init__(self, sess: tf.Session, spec: OptimizerSpec, ops: TrainingGraph):
         # With a decay on the budget's clock, every run also feeds the
         # fraction of the budget spent (`step`'s `budget_spent`).
-        feeds = [ops.model.inputs, ops.prev_inputs]
-        feeds += ops.graph.get_collection(BUDGET_SPENT)
-        self._feeds_budget = len(feeds) == 3
+        budget = ops.graph.get_collection(BUDGET_SPENT)
+        self._feeds_budget = bool(budget)
+        feeds = [ops.model.inputs, ops.prev_inputs] + budget
         self._inv_update_every = spec.inv_update_every
         self._train = sess.make_callable([ops.model.loss, ops.train_op], feeds)
         self._inv = None
@@ -384,7 +384,7 @@ class Trainer:
              budget_spent: float = 0.0) -> float:
         """Trains on `batch`; returns its loss. `budget_spent`: the fraction of
         the time budget spent so far (read only by a decay on that clock)."""
-        feeds = (batch, prev_batch) + ((budget_spent,) if self._feeds_budget else ())
+        feeds = self._feed_values(batch, prev_batch, budget_spent)
         if self._inv is None:
             return float(self._train(*feeds)[0])
         if step % self._inv_update_every == 0:
@@ -395,12 +395,16 @@ class Trainer:
             return float(self._train(*feeds)[0])
         return float(self._train_and_cov(*feeds)[0])
 
+    def _feed_values(self, batch, prev_batch, budget_spent):
+        """The values of the callables' feeds, in their order."""
+        return (batch, prev_batch) + ((budget_spent,) if self._feeds_budget else ())
+
     def warm_up(self, batch: np.ndarray):
         """Runs every callable (TensorFlow finishes setting them up on first use).
 
         This changes the variables: re-run their initializer afterwards.
         """
-        feeds = (batch, batch) + ((0.0,) if self._feeds_budget else ())
+        feeds = self._feed_values(batch, batch, 0.0)
         for _ in range(self._warm_up_steps):
             self._train(*feeds)
         if self._inv is not None:
