@@ -36,6 +36,8 @@ Run:
                                      # in the second half of the budget (#14)
   python -m bench.convnet --tuned_kfac --annealed --batch_size=256
                                      # the same for the SGD and Adam grids
+  python -m bench.convnet --best --annealed --weight_decays=0,3e-5,1e-4,3e-4 \
+      --batch_size=256 --budgets=60,180  # the best runs with weight decay
 """
 
 import dataclasses
@@ -346,6 +348,30 @@ def format_budget_metrics(runs: Sequence[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_best_at_budgets(runs: Sequence[Dict]) -> str:
+    """A markdown table: at each budget, each optimizer family's best test
+    accuracy and the run that had it (a grid's runs chosen on the test split,
+    alike for every family); "" without budgets or with one run per family
+    (the budget table says it all then)."""
+    families = [family for family in FAMILIES
+                if any(run["config"]["optimizer"]["kind"] == family for run in runs)]
+    budgets = sorted({entry["budget"] for run in runs
+                      for entry in run.get("budgets", ())})
+    if not budgets or len(runs) == len(families):
+        return ""
+    lines = ["", "| best test accuracy at | " + " | ".join(families) + " |",
+             "|" + "---|" * (len(families) + 1)]
+    for budget in budgets:
+        cells = ["{:g} s".format(budget)]
+        for family in families:
+            scored = [(entry["test_accuracy"], run["name"])
+                      for run in runs if run["config"]["optimizer"]["kind"] == family
+                      for entry in run.get("budgets", ()) if entry["budget"] == budget]
+            cells.append("{:.4f} ({})".format(*max(scored)) if scored else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- grids
 
 FAMILIES = ("sgd", "adam", "kfac", "kfac_qmodel")
@@ -414,6 +440,8 @@ FLAGS_TABLE = (
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
+    ("list", "weight_decays", [], "With --best: each run once per decoupled weight "
+     "decay (per step, scaled by the learning-rate schedule), e.g. 0,1e-4,3e-4."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
@@ -451,7 +479,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     architecture = settings.architecture
     name, specs, title, references = convnet_specs.comparison_specs(
         mode, architecture, flag_values.kfac_only, flag_values.tuned_kfac,
-        flag_values.annealed)
+        flag_values.annealed, [float(decay) for decay in flag_values.weight_decays])
     if settings.batch_size != ConvnetSettings.batch_size:
         name += "_b{}".format(settings.batch_size)
     path = os.path.join(flag_values.output_dir, name + ".json")
@@ -479,11 +507,12 @@ def report_text(record: Dict, title: str, references: Sequence[str]) -> str:
     settings = record["settings"]
     best = "".join("Best {}: {}. ".format(family, run_name)
                    for family, run_name in record.get("best", {}).items())
-    return "# {}, {}, {} s per run ({})\n\n{}{}\n\n{}\n{}".format(
+    return "# {}, {}, {} s per run ({})\n\n{}{}\n\n{}\n{}{}".format(
         title, settings["architecture"], settings["max_seconds"],
         record["data"], best + "\n\n" if best else "",
         comparison.format_table(record["table"], record["target"], references),
-        format_test_metrics(record["runs"]), format_budget_metrics(record["runs"]))
+        format_test_metrics(record["runs"]), format_budget_metrics(record["runs"]),
+        format_best_at_budgets(record["runs"]))
 
 
 def main(argv):

@@ -11,6 +11,7 @@ architecture's (`SGD_REFERENCES`).
 
 import dataclasses
 from typing import Optional
+from typing import Sequence
 
 from kfac.examples import comparison
 from kfac.examples.comparison_training import OptimizerSpec
@@ -221,6 +222,14 @@ KFAC_REFERENCES = {"convnet": STATS_QUARTER_EVERY_STEP,
 ANNEALED = dict(decay_clock="budget", decay_start=0.5, decay_half_life=0.1)
 
 
+def weight_decay_specs(specs, weight_decays):
+    """Every spec with each decoupled weight decay (`OptimizerSpec.weight_decay`),
+    decay by decay, labelled `"<name> wd=<decay>"`."""
+    return [dataclasses.replace(spec, weight_decay=float(decay),
+                                label="{} wd={:g}".format(spec.name, float(decay)))
+            for decay in weight_decays for spec in specs]
+
+
 def best_specs(architecture):
     """The best configuration of each optimizer on `architecture`: SGD, Adam
     and K-FAC, for long runs (`--budgets` of minutes)."""
@@ -355,14 +364,24 @@ PAIRED_MODES = {
 
 
 def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False,
-                     tuned_kfac: bool = False, annealed: bool = False):
+                     tuned_kfac: bool = False, annealed: bool = False,
+                     weight_decays: Sequence[float] = ()):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
     (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
     reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
     configuration, named `<architecture>_tuned`). `annealed` (the best runs
     or the tuned grid only): every run with the `ANNEALED` schedule, the
-    name ending in `_annealed`."""
+    name ending in `_annealed`. `weight_decays` (the best runs only): each
+    best run once per decay (`weight_decay_specs`), the name ending in
+    `_wd`."""
+    if weight_decays:
+        if mode != "best":
+            raise ValueError("weight_decays apply to the best runs (--best) only.")
+        name, specs, title, references = comparison_specs(
+            mode, architecture, annealed=annealed)
+        return (name + "_wd", weight_decay_specs(specs, weight_decays),
+                title + ", with weight decay", references)
     if annealed:
         if mode != "best" and not (mode is None and tuned_kfac):
             raise ValueError("annealed applies to the best runs (--best) and the "

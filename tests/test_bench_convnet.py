@@ -536,6 +536,46 @@ def test_annealed_needs_the_best_runs_or_the_tuned_grid(mode, tuned_kfac):
                                        annealed=True)
 
 
+@pytest.mark.parametrize("annealed", [False, True])
+def test_weight_decay_specs_repeat_the_best_runs_once_per_decay(annealed):
+    name, specs, title, references = convnet_specs.comparison_specs(
+        "best", "residual", annealed=annealed, weight_decays=(0, 1e-4))
+    plain_name, plain, plain_title, _ = convnet_specs.comparison_specs(
+        "best", "residual", annealed=annealed)
+    assert name == plain_name + "_wd" and title == plain_title + ", with weight decay"
+    assert references == ("sgd", "adam")
+    assert [spec.name for spec in specs] == [
+        "sgd wd=0", "adam wd=0", "kfac wd=0",
+        "sgd wd=0.0001", "adam wd=0.0001", "kfac wd=0.0001"]
+    for spec, decay, base in zip(specs, (0.0,) * 3 + (1e-4,) * 3, plain * 2):
+        assert spec.weight_decay == decay
+        assert dataclasses.replace(spec, weight_decay=0.0, label=base.label) == base
+
+
+def test_weight_decays_need_the_best_runs():
+    with pytest.raises(ValueError, match="weight_decays apply to the best runs"):
+        convnet_specs.comparison_specs(None, "convnet", tuned_kfac=True,
+                                       weight_decays=(1e-4,))
+
+
+def test_format_best_at_budgets_gives_each_familys_best_test_accuracy():
+    def run(name, kind, *accuracies):
+        return {"name": name, "config": {"optimizer": {"kind": kind}},
+                "budgets": [{"budget": budget, "test_accuracy": accuracy,
+                             "test_loss": 1.0}
+                            for budget, accuracy in zip((60.0, 180.0), accuracies)]}
+    runs = [run("sgd wd=0", "sgd", 0.90, 0.91), run("sgd wd=1e-4", "sgd", 0.89, 0.92),
+            run("kfac wd=0", "kfac", 0.93), run("kfac wd=1e-4", "kfac", 0.91, 0.90)]
+    lines = bench.format_best_at_budgets(runs).strip().splitlines()
+    assert lines[0] == "| best test accuracy at | sgd | kfac |"
+    assert lines[2] == "| 60 s | 0.9000 (sgd wd=0) | 0.9300 (kfac wd=0) |"
+    assert lines[3] == "| 180 s | 0.9200 (sgd wd=1e-4) | 0.9000 (kfac wd=1e-4) |"
+    # One run per family: the budget table says it all.
+    assert bench.format_best_at_budgets(runs[1:3]) == ""
+    assert bench.format_best_at_budgets(
+        [dict(entry, budgets=[]) for entry in runs]) == ""
+
+
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_tuned_kfac_grid_is_the_grids_and_kfacs_best(architecture):
     name, specs, _, references = convnet_specs.comparison_specs(

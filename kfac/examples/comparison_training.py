@@ -76,6 +76,13 @@ class OptimizerSpec:
     `ceil(fraction · batch_size)` examples of each batch: only that pass is
     registered, the loss and its gradient still use the whole batch
     (`build_training_graph`).
+    With `weight_decay` (decoupled weight decay, Loshchilov & Hutter 2019;
+    for K-FAC Zhang et al. 2019), every step ends by multiplying each
+    trainable weight of rank >= 2 (kernels; biases and batch-norm scales and
+    offsets are not decayed) by `1 − weight_decay · s`, `s` the learning
+    rate's schedule factor at that step (1 without a decay): the same
+    shrinkage per step for every optimizer, whatever the scale of its
+    learning rate.
     """
 
     kind: str
@@ -100,6 +107,7 @@ class OptimizerSpec:
     decay_half_life: Optional[float] = None
     decay_clock: str = "steps"
     stats_batch_fraction: Optional[float] = None
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
@@ -123,6 +131,10 @@ class OptimizerSpec:
             raise ValueError(
                 "decay_clock must be one of {}, got {!r}.".format(
                     DECAY_CLOCKS, self.decay_clock)
+            )
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(
+                "weight_decay must be in [0, 1), got {}.".format(self.weight_decay)
             )
         if self.stats_batch_fraction is not None:
             if not self.kind.startswith("kfac"):
@@ -247,7 +259,32 @@ def make_train_ops(
     periodic: bool = True,
 ):
     """`(train_op, cov_update_op, inv_update_op, optimizer)`; the middle two
-    None unless K-FAC with `periodic=False`."""
+    None unless K-FAC with `periodic=False`. With `spec.weight_decay` the
+    training op ends with the decay (`with_weight_decay`)."""
+    train_op, *others = _optimizer_ops(
+        spec, model, layer_collection, prev_inputs, batch_size, periodic)
+    return (with_weight_decay(spec, train_op),) + tuple(others)
+
+
+def with_weight_decay(spec: OptimizerSpec, train_op: tf.Operation) -> tf.Operation:
+    """`train_op`, or with `spec.weight_decay` an op that runs it and then
+    multiplies every trainable variable of rank >= 2 by
+    `1 − weight_decay · s`, `s` the learning-rate schedule's factor
+    (`learning_rate_of / learning_rate`) at the step just taken."""
+    if not spec.weight_decay:
+        return train_op
+    weights = [var for var in tf.trainable_variables() if var.shape.ndims >= 2]
+    with tf.control_dependencies([train_op]):
+        # The training op has counted its step: the one taken is one less.
+        step_taken = tf.train.get_global_step().read_value() - 1
+        factor = learning_rate_of(spec, step_taken) / spec.learning_rate
+        keep = 1.0 - spec.weight_decay * factor
+        decays = [var.assign(var.read_value() * keep) for var in weights]
+    return tf.group(*decays, name="train_with_weight_decay")
+
+
+def _optimizer_ops(spec, model, layer_collection, prev_inputs, batch_size, periodic):
+    """`make_train_ops` without the weight decay."""
     global_step = tf.train.get_or_create_global_step()
     if spec.kind in ("sgd", "adam"):
         learning_rate = learning_rate_of(spec, global_step)
