@@ -225,8 +225,8 @@ ANNEALED = dict(decay_clock="budget", decay_start=0.5, decay_half_life=0.1)
 def weight_decay_specs(specs, weight_decays):
     """Every spec with each decoupled weight decay (`OptimizerSpec.weight_decay`),
     decay by decay, labelled `"<name> wd=<decay>"`."""
-    return [dataclasses.replace(spec, weight_decay=float(decay),
-                                label="{} wd={:g}".format(spec.name, float(decay)))
+    return [dataclasses.replace(spec, weight_decay=decay,
+                                label="{} wd={:g}".format(spec.name, decay))
             for decay in weight_decays for spec in specs]
 
 

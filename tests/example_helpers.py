@@ -5,6 +5,7 @@ import tensorflow.compat.v1 as tf
 from absl import flags
 
 import kfac
+from kfac.examples import comparison_training
 
 
 def assert_loss_falls(history, margin):
@@ -66,3 +67,36 @@ def parse_flags(example, argv):
         argv = argv + ["--logdir="]
     flag_values([example.__name__] + argv)
     return flag_values
+
+
+def one_step(graph_ops, spec, batch, step=0, budget_spent=0.0, fetch_gradients=False):
+    """`(loss, variables' names, before, gradients, after)` of one
+    `comparison_training.Trainer.step` of `spec` in the comparison graph
+    `graph_ops` on `batch` (the global step first set to `step`; gradients at
+    the initial weights when asked for, else None)."""
+    with graph_ops.graph.as_default(), tf.Session() as sess:
+        variables = tf.trainable_variables()
+        sess.run(tf.global_variables_initializer())
+        tf.train.get_global_step().load(step, sess)
+        feed = {graph_ops.model.inputs: batch}
+        before = sess.run(variables)
+        gradients = (sess.run(tf.gradients(graph_ops.model.loss, variables), feed)
+                     if fetch_gradients else None)
+        trainer = comparison_training.Trainer(sess, spec, graph_ops)
+        loss = trainer.step(step, batch, batch, budget_spent=budget_spent)
+        after = sess.run(variables)
+    return loss, [var.op.name for var in variables], before, gradients, after
+
+
+def assert_first_sgd_step(graph_ops, spec, batch, rate, keep=1.0, step=0,
+                          budget_spent=0.0):
+    """SGD's first step from rest (with or without momentum) is
+    `-rate·gradient`; kernels are then scaled by `keep` (a weight decay),
+    biases not."""
+    _, names, before, grads, after = one_step(graph_ops, spec, batch, step,
+                                              budget_spent, fetch_gradients=True)
+    for name, old, grad, new in zip(names, before, grads, after):
+        want = (old - rate * grad) * (keep if old.ndim >= 2 else 1.0)
+        # float32: rounding of the weights and of the two runs' gradients.
+        tolerance = 1e-3 * np.max(np.abs(rate * grad)) + 1e-6 * np.max(np.abs(old))
+        np.testing.assert_allclose(new, want, rtol=0, atol=tolerance, err_msg=name)

@@ -15,6 +15,8 @@ from absl import flags
 # `bench` is a top-level folder of the repository, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from example_helpers import assert_first_sgd_step  # noqa: E402
+
 from bench import convnet as bench  # noqa: E402
 from bench import convnet_specs  # noqa: E402
 from kfac.examples import comparison_training  # noqa: E402
@@ -319,21 +321,8 @@ def test_trainer_steps_with_the_learning_rate_of_the_budget_spent():
     spec = OptimizerSpec("sgd", 0.4, momentum=0.0, decay_clock="budget",
                          decay_start=0.5, decay_half_life=0.1)
     train, _, _, _ = bench.load_data(None, True, 16, 0)
-    batch = train[:8]
     graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
-    with graph_ops.graph.as_default(), tf.Session() as sess:
-        variables = tf.trainable_variables()
-        gradients = tf.gradients(graph_ops.model.loss, variables)
-        sess.run(tf.global_variables_initializer())
-        before, grads = sess.run(
-            [variables, gradients], {graph_ops.model.inputs: batch})
-        trainer = comparison_training.Trainer(sess, spec, graph_ops)
-        trainer.step(0, batch, batch, budget_spent=0.7)
-        after = sess.run(variables)
-    for old, grad, new in zip(before, grads, after):
-        # float32: rounding of the weights and of the two runs' gradients.
-        tolerance = 1e-3 * np.max(np.abs(0.1 * grad)) + 1e-6 * np.max(np.abs(old))
-        np.testing.assert_allclose(new - old, -0.1 * grad, rtol=0, atol=tolerance)
+    assert_first_sgd_step(graph_ops, spec, train[:8], rate=0.1, budget_spent=0.7)
 
 
 def test_a_budget_decay_needs_a_time_budget():

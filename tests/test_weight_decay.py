@@ -13,6 +13,9 @@ import tensorflow.compat.v1 as tf
 # `bench` is a top-level folder of the repository, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from example_helpers import assert_first_sgd_step  # noqa: E402
+from example_helpers import one_step  # noqa: E402
+
 from bench import convnet as bench  # noqa: E402
 from kfac.examples import comparison_training  # noqa: E402
 from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
@@ -23,36 +26,17 @@ def _batch(size=8):
     return train[:size]
 
 
-def _one_step(spec, batch, step=0, budget_spent=0.0, fetch_gradients=False):
-    """`(loss, variables' names, before, gradients, after)` of one
-    `Trainer.step` of `spec` on the convnet (the global step first set to
-    `step`; gradients at the initial weights when asked for)."""
-    graph_ops = bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
-    with graph_ops.graph.as_default(), tf.Session() as sess:
-        variables = tf.trainable_variables()
-        sess.run(tf.global_variables_initializer())
-        tf.train.get_global_step().load(step, sess)
-        feed = {graph_ops.model.inputs: batch}
-        before = sess.run(variables)
-        gradients = (sess.run(tf.gradients(graph_ops.model.loss, variables), feed)
-                     if fetch_gradients else None)
-        trainer = comparison_training.Trainer(sess, spec, graph_ops)
-        loss = trainer.step(step, batch, batch, budget_spent=budget_spent)
-        after = sess.run(variables)
-    return loss, [var.op.name for var in variables], before, gradients, after
+def _one_step(spec, batch, **kwargs):
+    """`example_helpers.one_step` of `spec` in a new convnet comparison graph."""
+    return one_step(_graph(spec), spec, batch, **kwargs)
 
 
-def _assert_sgd_step(spec, rate, keep, step=0, budget_spent=0.0):
-    """Momentum SGD's first step from rest is `-rate·gradient`; kernels are
-    then scaled by `keep`, biases not."""
-    batch = _batch()
-    _, names, before, grads, after = _one_step(spec, batch, step, budget_spent,
-                                               fetch_gradients=True)
-    for name, old, grad, new in zip(names, before, grads, after):
-        want = (old - rate * grad) * (keep if old.ndim >= 2 else 1.0)
-        # float32: rounding of the weights and of the two runs' gradients.
-        tolerance = 1e-3 * np.max(np.abs(rate * grad)) + 1e-6 * np.max(np.abs(old))
-        np.testing.assert_allclose(new, want, rtol=0, atol=tolerance, err_msg=name)
+def _graph(spec):
+    return bench.build_training_graph(spec, bench.ConvnetSettings(), 785)
+
+
+def _assert_sgd_step(spec, rate, keep, **kwargs):
+    assert_first_sgd_step(_graph(spec), spec, _batch(), rate, keep, **kwargs)
 
 
 def test_sgd_decays_the_kernels_after_its_step(tf_behavior):
