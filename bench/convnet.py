@@ -420,6 +420,10 @@ def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
     record["table"] = comparison.target_table(rows, target, ("sgd", "adam"))
 
 
+# The modes reported like the grid (`summarize_grid`, `plot_grid`).
+GRID_MODES = ("best", "regularized")
+
+
 FLAGS_TABLE = (
     ("string", "data_dir", None, "MNIST-format folder (default: Fashion-MNIST)."),
     ("bool", "use_fake_data", False, "Train on generated data instead."),
@@ -438,6 +442,8 @@ FLAGS_TABLE = (
     ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
     ("bool", "stats_batch", False, "K-FAC's statistics from part of each batch."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
+    ("bool", "regularized", False, "The best runs with their best weight decays, "
+     "annealed, and K-FAC's with its damping or norm constraint changed."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "
@@ -474,7 +480,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         architecture=flag_values.architecture, budgets=budgets)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
-    modes = tuple(convnet_specs.PAIRED_MODES) + ("best",)
+    modes = tuple(convnet_specs.PAIRED_MODES) + GRID_MODES
     mode = next((mode for mode in modes if getattr(flag_values, mode)), None)
     architecture = settings.architecture
     name, specs, title, references = convnet_specs.comparison_specs(
@@ -486,7 +492,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,
                                                  max_seconds=settings.max_seconds))
-    if mode in (None, "best"):
+    if mode is None or mode in GRID_MODES:
         summarize_grid(record)
         comparison.write_json(path, record)
         plot_grid(record, os.path.join(flag_values.output_dir, name + ".png"),

@@ -237,6 +237,32 @@ def best_specs(architecture):
             KFAC_REFERENCES[architecture]]
 
 
+# optimizer name: the weight decay of its best test accuracy after 180 s,
+# annealed (docs/benchmark/<architecture>_best_annealed_wd_b256.md).
+BEST_WEIGHT_DECAYS = {"convnet": {"sgd": 1e-4, "adam": 3e-4, "kfac": 3e-3},
+                      "residual": {"sgd": 3e-3, "adam": 3e-4, "kfac": 3e-3}}
+# K-FAC's settings were tuned for training loss; for test accuracy under
+# weight decay, each changed once: (label, change).
+REGULARIZED_CHANGES = (("damping=0.3", dict(damping=0.3)),
+                       ("damping=1", dict(damping=1.0)),
+                       ("nc=1e-4", dict(norm_constraint=1e-4)),
+                       ("nc=1e-2", dict(norm_constraint=1e-2)))
+
+
+def regularized_specs(architecture):
+    """The best run of each optimizer with its best weight decay
+    (`BEST_WEIGHT_DECAYS`, labels as in `weight_decay_specs`), then K-FAC's
+    with one of `REGULARIZED_CHANGES` each; all annealed (`ANNEALED`)."""
+    decays = BEST_WEIGHT_DECAYS[architecture]
+    best = [dataclasses.replace(spec, weight_decay=decays[spec.name],
+                                label="{} wd={:g}".format(spec.name, decays[spec.name]),
+                                **ANNEALED)
+            for spec in best_specs(architecture)]
+    kfac = best[-1]
+    return best + [dataclasses.replace(kfac, label=kfac.label + " " + label, **change)
+                   for label, change in REGULARIZED_CHANGES]
+
+
 def sampled_tuning_specs():
     """SGD (the reference), then the convnet's best K-FAC configuration at the
     time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a time:
@@ -368,7 +394,8 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
                      weight_decays: Sequence[float] = ()):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
-    (`best_specs`), or (None) the architecture's grid (`kfac_only`: its SGD
+    (`best_specs`), `"regularized"` (`regularized_specs`), or (None) the
+    architecture's grid (`kfac_only`: its SGD
     reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
     configuration, named `<architecture>_tuned`). `annealed` (the best runs
     or the tuned grid only): every run with the `ANNEALED` schedule, the
@@ -394,6 +421,10 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
     if mode == "best":
         return (architecture + "_best", best_specs(architecture),
                 "The best run of each optimizer", ("sgd", "adam"))
+    if mode == "regularized":
+        return (architecture + "_regularized", regularized_specs(architecture),
+                "The best runs with weight decay, K-FAC's retuned for it, annealed",
+                ("sgd", "adam"))
     if mode is not None:
         make_specs, title = PAIRED_MODES[mode]
         specs = [SGD_REFERENCES[architecture]] + make_specs()[1:]

@@ -541,6 +541,34 @@ def test_weight_decay_specs_repeat_the_best_runs_once_per_decay(annealed):
         assert dataclasses.replace(spec, weight_decay=0.0, label=base.label) == base
 
 
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_regularized_specs_are_the_best_with_their_decays_and_kfac_changed_once(
+        architecture):
+    name, specs, _, references = convnet_specs.comparison_specs(
+        "regularized", architecture)
+    assert name == architecture + "_regularized" and references == ("sgd", "adam")
+    decays = convnet_specs.BEST_WEIGHT_DECAYS[architecture]
+    best = convnet_specs.best_specs(architecture)
+    assert [spec.name for spec in specs[:3]] == [
+        "{} wd={:g}".format(spec.kind, decays[spec.kind]) for spec in best]
+    _assert_annealed([dataclasses.replace(spec, weight_decay=0.0, label=plain.label)
+                      for spec, plain in zip(specs[:3], best)], best)
+    kfac = specs[2]
+    assert kfac.weight_decay == decays["kfac"] == 3e-3
+    fields = ("damping", "norm_constraint")
+    changed = [[(name, getattr(spec, name)) for name in fields
+                if getattr(spec, name) != getattr(kfac, name)] for spec in specs[3:]]
+    assert changed == [[("damping", 0.3)], [("damping", 1.0)],
+                       [("norm_constraint", 1e-4)], [("norm_constraint", 1e-2)]]
+    for spec in specs[3:]:
+        assert spec.name.startswith("kfac wd=0.003 ")
+        assert dataclasses.replace(spec, damping=kfac.damping, label=kfac.label,
+                                   norm_constraint=kfac.norm_constraint) == kfac
+    with pytest.raises(ValueError, match="weight_decays apply to the best runs"):
+        convnet_specs.comparison_specs("regularized", architecture,
+                                       weight_decays=(1e-4,))
+
+
 def test_weight_decays_need_the_best_runs():
     with pytest.raises(ValueError, match="weight_decays apply to the best runs"):
         convnet_specs.comparison_specs(None, "convnet", tuned_kfac=True,
