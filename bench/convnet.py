@@ -421,7 +421,7 @@ def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
 
 
 # The modes reported like the grid (`summarize_grid`, `plot_grid`).
-GRID_MODES = ("best", "regularized")
+GRID_MODES = ("best", "best_wd", "regularized")
 
 
 FLAGS_TABLE = (
@@ -442,6 +442,8 @@ FLAGS_TABLE = (
     ("bool", "tune_sampled", False, "K-FAC's best configuration, one change each."),
     ("bool", "stats_batch", False, "K-FAC's statistics from part of each batch."),
     ("bool", "best", False, "The best SGD, Adam and K-FAC runs (long budgets)."),
+    ("bool", "best_wd", False, "The best runs with their best weight decays, "
+     "annealed (repeat them with --seed)."),
     ("bool", "regularized", False, "The best runs with their best weight decays, "
      "annealed, and K-FAC's with its damping or norm constraint changed."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
@@ -450,6 +452,8 @@ FLAGS_TABLE = (
      "decay (per step, scaled by the learning-rate schedule), e.g. 0,1e-4,3e-4."),
     ("bool", "kfac_only", False, "SGD lr 0.03 and the K-FAC runs, no grids."),
     ("bool", "tuned_kfac", False, "The grids with K-FAC's best configuration only."),
+    ("integer", "seed", ConvnetSettings.seed, "Initial weights, batch order and "
+     "evaluation subset; outputs named `_seed<N>` unless 0."),
     ("integer", "eval_size", 2000, "Training images in the evaluation subset."),
     ("integer", "batch_size", ConvnetSettings.batch_size, "Images per step."),
     ("integer", "eval_every", ConvnetSettings.eval_every, "Steps between evaluations."),
@@ -477,7 +481,7 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
     settings = ConvnetSettings(
         batch_size=flag_values.batch_size, max_steps=flag_values.max_steps,
         max_seconds=max_seconds, eval_every=flag_values.eval_every,
-        architecture=flag_values.architecture, budgets=budgets)
+        architecture=flag_values.architecture, budgets=budgets, seed=flag_values.seed)
     data = load_data(flag_values.data_dir, flag_values.use_fake_data,
                      flag_values.eval_size, settings.seed)
     modes = tuple(convnet_specs.PAIRED_MODES) + GRID_MODES
@@ -488,6 +492,8 @@ def run_from_flags(flag_values=flags.FLAGS) -> Dict:
         flag_values.annealed, [float(decay) for decay in flag_values.weight_decays])
     if settings.batch_size != ConvnetSettings.batch_size:
         name += "_b{}".format(settings.batch_size)
+    if settings.seed != ConvnetSettings.seed:
+        name += "_seed{}".format(settings.seed)
     path = os.path.join(flag_values.output_dir, name + ".json")
     record = compare(specs, settings, data, path,
                      progress=comparison.Progress(max_steps=settings.max_steps,

@@ -249,15 +249,21 @@ REGULARIZED_CHANGES = (("damping=0.3", dict(damping=0.3)),
                        ("nc=1e-2", dict(norm_constraint=1e-2)))
 
 
-def regularized_specs(architecture):
+def best_weight_decay_specs(architecture):
     """The best run of each optimizer with its best weight decay
-    (`BEST_WEIGHT_DECAYS`, labels as in `weight_decay_specs`), then K-FAC's
-    with one of `REGULARIZED_CHANGES` each; all annealed (`ANNEALED`)."""
+    (`BEST_WEIGHT_DECAYS`, labels as in `weight_decay_specs`), annealed
+    (`ANNEALED`)."""
     decays = BEST_WEIGHT_DECAYS[architecture]
-    best = [dataclasses.replace(spec, weight_decay=decays[spec.name],
+    return [dataclasses.replace(spec, weight_decay=decays[spec.name],
                                 label="{} wd={:g}".format(spec.name, decays[spec.name]),
                                 **ANNEALED)
             for spec in best_specs(architecture)]
+
+
+def regularized_specs(architecture):
+    """`best_weight_decay_specs`, then its K-FAC run with one of
+    `REGULARIZED_CHANGES` each."""
+    best = best_weight_decay_specs(architecture)
     kfac = best[-1]
     return best + [dataclasses.replace(kfac, label=kfac.label + " " + label, **change)
                    for label, change in REGULARIZED_CHANGES]
@@ -394,7 +400,8 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
                      weight_decays: Sequence[float] = ()):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
-    (`best_specs`), `"regularized"` (`regularized_specs`), or (None) the
+    (`best_specs`), `"best_wd"` (`best_weight_decay_specs`), `"regularized"`
+    (`regularized_specs`), or (None) the
     architecture's grid (`kfac_only`: its SGD
     reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
     configuration, named `<architecture>_tuned`). `annealed` (the best runs
@@ -421,6 +428,10 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
     if mode == "best":
         return (architecture + "_best", best_specs(architecture),
                 "The best run of each optimizer", ("sgd", "adam"))
+    if mode == "best_wd":
+        return (architecture + "_best_wd", best_weight_decay_specs(architecture),
+                "The best runs with their best weight decays, annealed",
+                ("sgd", "adam"))
     if mode == "regularized":
         return (architecture + "_regularized", regularized_specs(architecture),
                 "The best runs with weight decay, K-FAC's retuned for it, annealed",

@@ -177,13 +177,13 @@ def test_paired_specs_differ_only_in_the_approximation(make_specs, pairs):
     assert len({spec.name for spec in specs}) == len(specs)
 
 
-def _smoke_run(tmp_path, mode_flag):
-    """`(output_dir, record)` of `run_from_flags` with `mode_flag` on 40
+def _smoke_run(tmp_path, *mode_flags):
+    """`(output_dir, record)` of `run_from_flags` with `mode_flags` on 40
     generated evaluation images, batch 8, 2 steps per run."""
     output_dir = str(tmp_path / "bench")
     flag_values = flags.FlagValues()
     bench.define_flags(flag_values)
-    flag_values(["convnet", "--use_fake_data", mode_flag, "--eval_size=40",
+    flag_values(["convnet", "--use_fake_data", *mode_flags, "--eval_size=40",
                  "--batch_size=8", "--max_steps=2", "--eval_every=1",
                  "--output_dir=" + output_dir])
     return output_dir, bench.run_from_flags(flag_values)
@@ -549,6 +549,11 @@ def test_regularized_specs_are_the_best_with_their_decays_and_kfac_changed_once(
     assert name == architecture + "_regularized" and references == ("sgd", "adam")
     decays = convnet_specs.BEST_WEIGHT_DECAYS[architecture]
     best = convnet_specs.best_specs(architecture)
+    best_name, best_wd, _, best_references = convnet_specs.comparison_specs(
+        "best_wd", architecture)
+    assert best_name == architecture + "_best_wd"
+    assert best_references == ("sgd", "adam")
+    assert specs[:3] == best_wd
     assert [spec.name for spec in specs[:3]] == [
         "{} wd={:g}".format(spec.kind, decays[spec.kind]) for spec in best]
     _assert_annealed([dataclasses.replace(spec, weight_decay=0.0, label=plain.label)
@@ -614,6 +619,28 @@ def test_best_mode_reports_like_the_grid_and_names_the_batch(tmp_path):
     # The grid's target: the final loss of the best SGD run.
     assert record["target"] == saved["runs"][0]["final_loss"]
     assert os.path.exists(os.path.join(output_dir, "convnet_best_b8.md"))
+
+
+@pytest.mark.slow
+def test_seed_changes_the_weights_and_data_and_names_the_outputs(tmp_path):
+    output_dir, record = _smoke_run(tmp_path, "--best_wd", "--seed=1")
+    with open(os.path.join(output_dir, "convnet_best_wd_b8_seed1.json")) as handle:
+        saved = json.load(handle)
+    assert saved["settings"]["seed"] == 1
+    assert [run["name"] for run in saved["runs"]] == [
+        "sgd wd=0.0001", "adam wd=0.0003", "kfac wd=0.003"]
+    losses = []
+    for seed in (0, 1):
+        _, eval_rows, _, _ = bench.load_data(None, True, 40, seed)
+        loss, _ = _numpy_loss_and_accuracy(bench.initial_weights(seed),
+                                           eval_rows[:, :784],
+                                           eval_rows[:, 784].astype(int))
+        losses.append(loss)
+    first = saved["runs"][0]["evals"][0]["loss"]
+    np.testing.assert_allclose(first, losses[1], rtol=1e-5)
+    assert abs(first - losses[0]) > 1e-3 * abs(losses[0])
+    assert record["best"] == {"sgd": "sgd wd=0.0001", "adam": "adam wd=0.0003",
+                              "kfac": "kfac wd=0.003"}
 
 
 def test_sampled_tuning_changes_one_setting_of_the_best_kfac_each():
