@@ -421,7 +421,7 @@ def summarize_grid(record: Dict, target_family: str = "sgd") -> None:
 
 
 # The modes reported like the grid (`summarize_grid`, `plot_grid`).
-GRID_MODES = ("best", "best_wd", "regularized")
+GRID_MODES = tuple(convnet_specs.BEST_MODES)
 
 
 FLAGS_TABLE = (

@@ -395,20 +395,29 @@ PAIRED_MODES = {
 }
 
 
+# mode flag: (its specs of an architecture, the report's title); reported
+# like the grid, against the best SGD and Adam runs.
+BEST_MODES = {
+    "best": (best_specs, "The best run of each optimizer"),
+    "best_wd": (best_weight_decay_specs,
+                "The best runs with their best weight decays, annealed"),
+    "regularized": (regularized_specs, "The best runs with weight decay, "
+                    "K-FAC's retuned for it, annealed"),
+}
+
+
 def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = False,
                      tuned_kfac: bool = False, annealed: bool = False,
                      weight_decays: Sequence[float] = ()):
     """`(name, specs, title, references)` of a comparison: a paired `mode`
     (`PAIRED_MODES`) against the architecture's SGD reference, `"best"`
-    (`best_specs`), `"best_wd"` (`best_weight_decay_specs`), `"regularized"`
-    (`regularized_specs`), or (None) the
-    architecture's grid (`kfac_only`: its SGD
-    reference and K-FAC runs; `tuned_kfac`: the grids and K-FAC's best
-    configuration, named `<architecture>_tuned`). `annealed` (the best runs
-    or the tuned grid only): every run with the `ANNEALED` schedule, the
-    name ending in `_annealed`. `weight_decays` (the best runs only): each
-    best run once per decay (`weight_decay_specs`), the name ending in
-    `_wd`."""
+    (`best_specs`) or another of `BEST_MODES`, or (None) the architecture's
+    grid (`kfac_only`: its SGD reference and K-FAC runs; `tuned_kfac`: the
+    grids and K-FAC's best configuration, named `<architecture>_tuned`).
+    `annealed` (the best runs or the tuned grid only): every run with the
+    `ANNEALED` schedule, the name ending in `_annealed`. `weight_decays` (the
+    best runs only): each best run once per decay (`weight_decay_specs`),
+    the name ending in `_wd`."""
     if weight_decays:
         if mode != "best":
             raise ValueError("weight_decays apply to the best runs (--best) only.")
@@ -425,16 +434,9 @@ def comparison_specs(mode: Optional[str], architecture: str, kfac_only: bool = F
         return (name + "_annealed", [dataclasses.replace(run, **ANNEALED)
                                      for run in specs],
                 title + ", annealed in the second half", references)
-    if mode == "best":
-        return (architecture + "_best", best_specs(architecture),
-                "The best run of each optimizer", ("sgd", "adam"))
-    if mode == "best_wd":
-        return (architecture + "_best_wd", best_weight_decay_specs(architecture),
-                "The best runs with their best weight decays, annealed",
-                ("sgd", "adam"))
-    if mode == "regularized":
-        return (architecture + "_regularized", regularized_specs(architecture),
-                "The best runs with weight decay, K-FAC's retuned for it, annealed",
+    if mode in BEST_MODES:
+        make_specs, title = BEST_MODES[mode]
+        return (architecture + "_" + mode, make_specs(architecture), title,
                 ("sgd", "adam"))
     if mode is not None:
         make_specs, title = PAIRED_MODES[mode]
