@@ -222,12 +222,16 @@ KFAC_REFERENCES = {"convnet": STATS_QUARTER_EVERY_STEP,
 ANNEALED = dict(decay_clock="budget", decay_start=0.5, decay_half_life=0.1)
 
 
+def decayed(spec, weight_decay):
+    """`spec` with a decoupled weight decay (`OptimizerSpec.weight_decay`),
+    labelled `"<name> wd=<decay>"`."""
+    return dataclasses.replace(spec, weight_decay=weight_decay,
+                               label="{} wd={:g}".format(spec.name, weight_decay))
+
+
 def weight_decay_specs(specs, weight_decays):
-    """Every spec with each decoupled weight decay (`OptimizerSpec.weight_decay`),
-    decay by decay, labelled `"<name> wd=<decay>"`."""
-    return [dataclasses.replace(spec, weight_decay=decay,
-                                label="{} wd={:g}".format(spec.name, decay))
-            for decay in weight_decays for spec in specs]
+    """Every spec with each weight decay (`decayed`), decay by decay."""
+    return [decayed(spec, decay) for decay in weight_decays for spec in specs]
 
 
 def best_specs(architecture):
@@ -251,12 +255,9 @@ REGULARIZED_CHANGES = (("damping=0.3", dict(damping=0.3)),
 
 def best_weight_decay_specs(architecture):
     """The best run of each optimizer with its best weight decay
-    (`BEST_WEIGHT_DECAYS`, labels as in `weight_decay_specs`), annealed
-    (`ANNEALED`)."""
+    (`BEST_WEIGHT_DECAYS`, `decayed`), annealed (`ANNEALED`)."""
     decays = BEST_WEIGHT_DECAYS[architecture]
-    return [dataclasses.replace(spec, weight_decay=decays[spec.name],
-                                label="{} wd={:g}".format(spec.name, decays[spec.name]),
-                                **ANNEALED)
+    return [decayed(dataclasses.replace(spec, **ANNEALED), decays[spec.name])
             for spec in best_specs(architecture)]
 
 

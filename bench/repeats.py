@@ -27,10 +27,10 @@ def accuracies_at(record: Dict) -> Dict[str, Dict[float, float]]:
             for run in record["runs"]}
 
 
-def shared_runs(records: Sequence[Dict], budget: float) -> List[str]:
+def shared_runs(tables: Sequence[Dict[str, Dict[float, float]]],
+                budget: float) -> List[str]:
     """The names of the runs with a test accuracy at `budget` in every
-    record, in the first record's order."""
-    tables = [accuracies_at(record) for record in records]
+    record's `accuracies_at` table, in the first table's order."""
     return [name for name in tables[0]
             if all(budget in table.get(name, {}) for table in tables)]
 
@@ -38,10 +38,10 @@ def shared_runs(records: Sequence[Dict], budget: float) -> List[str]:
 def budget_table(records: Sequence[Dict], budget: float) -> str:
     """The markdown table of one budget (see the module's docstring); ""
     when no run is shared."""
-    names = shared_runs(records, budget)
+    tables = [accuracies_at(record) for record in records]
+    names = shared_runs(tables, budget)
     if not names:
         return ""
-    tables = [accuracies_at(record) for record in records]
     values = np.array([[table[name][budget] for table in tables] for name in names])
     best = values == values.max(axis=0, keepdims=True)
     seeds = ["seed {}".format(record["settings"]["seed"]) for record in records]
