@@ -231,6 +231,16 @@ def test_fisher_is_finite_for_extreme_logits(graph):
     )
 
 
+def test_bernoulli_fisher_factor_matches_float64_over_the_logit_range(graph):
+    # √(p(1−p)) from one exp of −|l|/2: no overflow or cancellation, from
+    # logits where p(1−p) itself underflows float32 (±150) to zero logits.
+    logits = np.array([[-150.0, -40.0, -3.0, -1e-3, 0.0, 2e-4, 0.7, 17.0, 150.0]])
+    bernoulli = lf.MultiBernoulliNegativeLogProbLoss(tf.constant(logits, tf.float32))
+    factor = run(bernoulli.multiply_fisher_factor(np.ones_like(logits)))
+    p, one_minus_p = sigmoid(logits), sigmoid(-logits)
+    np.testing.assert_allclose(factor, np.sqrt(p * one_minus_p), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Shapes and insert_slice_in_zeros.
 

@@ -129,6 +129,24 @@ def test_private_math_helpers():
     np.testing.assert_allclose(solve_value, np.linalg.solve(m, c))
 
 
+def test_inner_product_list_of_a_list_with_itself_and_with_another():
+    rng = np.random.RandomState(3)
+    first = [rng.randn(4, 3), rng.randn(5)]
+    second = [rng.randn(4, 3), rng.randn(5)]
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tensors = [tf.constant(value) for value in first]
+        others = [tf.constant(value) for value in second]
+        squared, mixed, partly = sess.run([
+            optimizer._inner_product_list(tensors, tensors),
+            optimizer._inner_product_list(tensors, others),
+            optimizer._inner_product_list(tensors, [tensors[0], others[1]])])
+    assert squared == pytest.approx(sum(np.sum(a * a) for a in first), rel=1e-12)
+    assert mixed == pytest.approx(sum(np.sum(a * b) for a, b in zip(first, second)),
+                                  rel=1e-12)
+    assert partly == pytest.approx(np.sum(first[0] ** 2) + first[1] @ second[1],
+                                   rel=1e-12)
+
+
 def test_tensor_hyperparameters_are_accepted_and_used():
     with tf.Graph().as_default(), tf.Session() as sess:
         lr = tf.train.exponential_decay(0.2, tf.train.get_or_create_global_step(), 1,

@@ -27,18 +27,20 @@ from typing import Tuple
 import tensorflow.compat.v1 as tf
 
 from kfac.ops._optimizer.vectors import dense
+from kfac.ops._optimizer.vectors import inner_product
 from kfac.ops._utils.containers import ensure_sequence
 
 SCOPE = "step_statistics"
 
 
 def _products(grad: Any, direction: Any) -> List[tf.Tensor]:
-    """`[⟨g,g⟩, ⟨p,p⟩, ⟨g,p⟩]` of one variable, each read once and without a
-    temporary (`l2_loss`; a `[1, N] × [N, 1]` product of free reshapes)."""
+    """`[⟨g,g⟩, ⟨p,p⟩, ⟨g,p⟩]` of one variable (`inner_product`: the quadratic
+    model's `⟨Δ,Δ⟩` and `⟨g,Δ⟩` are the same nodes. Not a `[1, N] × [N, 1]`
+    matmul: that runs on one core and cost 3x `reduce_sum(g ∘ p)` on the
+    autoencoder's weights, 3 ms of a 48 ms step)."""
     grad, direction = dense(grad), dense(direction)
-    cross = tf.matmul(tf.reshape(grad, [1, -1]), tf.reshape(direction, [-1, 1]))
-    return [2.0 * tf.nn.l2_loss(grad), 2.0 * tf.nn.l2_loss(direction),
-            tf.reshape(cross, [])]
+    return [inner_product(grad, grad), inner_product(direction, direction),
+            inner_product(grad, direction)]
 
 
 def _block_row(grads: Sequence[Any], directions: Sequence[Any]) -> tf.Tensor:

@@ -13,6 +13,16 @@ def dense(vector: Any) -> tf.Tensor:
     return vector
 
 
+def inner_product(a: Any, b: Any) -> tf.Tensor:
+    """`⟨a, b⟩`: `reduce_sum(a ∘ b)`, or `2·l2_loss(a)` (no temporary) when
+    `b` is `a`. Built the same way everywhere, so that grappler merges the
+    products the quadratic model and the step statistics both take."""
+    a = dense(a)
+    if b is a:
+        return 2.0 * tf.nn.l2_loss(a)
+    return tf.reduce_sum(a * dense(b))
+
+
 def inner_product_list(list1: Sequence[Any], list2: Sequence[Any]) -> tf.Tensor:
-    """`Σ_i ⟨a_i, b_i⟩` = `Σ_i reduce_sum(a_i ∘ b_i)` over two aligned lists."""
-    return tf.add_n([tf.reduce_sum(dense(a) * dense(b)) for a, b in zip(list1, list2)])
+    """`Σ_i ⟨a_i, b_i⟩` over two aligned lists (`inner_product`)."""
+    return tf.add_n([inner_product(a, b) for a, b in zip(list1, list2)])
