@@ -38,6 +38,8 @@ Run:
                                      # the same for the SGD and Adam grids
   python -m bench.convnet --best --annealed --weight_decays=0,3e-5,1e-4,3e-4 \
       --batch_size=256 --budgets=60,180  # the best runs with weight decay
+  python -m bench.convnet --large_batch --batch_size=256 --max_seconds=60 \
+      --budgets=30,60                    # K-FAC also at 2x and 4x the batch
 """
 
 import dataclasses
@@ -446,6 +448,8 @@ FLAGS_TABLE = (
      "annealed (repeat them with --seed)."),
     ("bool", "regularized", False, "The best runs with their best weight decays, "
      "annealed, and K-FAC's with its damping or norm constraint changed."),
+    ("bool", "large_batch", False, "The best runs, and K-FAC's with 2x and 4x "
+     "the batch (the same examples in the same order)."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "

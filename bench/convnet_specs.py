@@ -270,6 +270,21 @@ def regularized_specs(architecture):
                    for label, change in REGULARIZED_CHANGES]
 
 
+# K-FAC's batch sizes in `large_batch_specs`, as multiples of the others'.
+BATCH_MULTIPLES = (2, 4)
+
+
+def large_batch_specs(architecture):
+    """`best_specs`, then its K-FAC run with each of `BATCH_MULTIPLES` times
+    the batch (`OptimizerSpec.batch_multiple`; Martens & Grosse 2015 gave
+    K-FAC growing batches), settings otherwise unchanged."""
+    best = best_specs(architecture)
+    kfac = best[-1]
+    return best + [dataclasses.replace(kfac, batch_multiple=multiple,
+                                       label="{} batch x{}".format(kfac.label, multiple))
+                   for multiple in BATCH_MULTIPLES]
+
+
 def sampled_tuning_specs():
     """SGD (the reference), then the convnet's best K-FAC configuration at the
     time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a time:
@@ -404,6 +419,8 @@ BEST_MODES = {
                 "The best runs with their best weight decays, annealed"),
     "regularized": (regularized_specs, "The best runs with weight decay, "
                     "K-FAC's retuned for it, annealed"),
+    "large_batch": (large_batch_specs, "The best runs, and K-FAC at 2x and 4x "
+                    "the batch"),
 }
 
 

@@ -643,6 +643,56 @@ def test_seed_changes_the_weights_and_data_and_names_the_outputs(tmp_path):
                               "kfac": "kfac wd=0.003"}
 
 
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_large_batch_specs_are_the_best_and_kfac_at_multiples_of_the_batch(
+        architecture):
+    name, specs, _, references = convnet_specs.comparison_specs(
+        "large_batch", architecture)
+    assert name == architecture + "_large_batch" and references == ("sgd", "adam")
+    best = convnet_specs.best_specs(architecture)
+    assert specs[:3] == best and all(spec.batch_multiple == 1 for spec in best)
+    assert [spec.batch_multiple for spec in specs[3:]] == [2, 4]
+    for spec in specs[3:]:
+        assert spec.name == "kfac batch x{}".format(spec.batch_multiple)
+        assert dataclasses.replace(spec, batch_multiple=1, label=best[2].label) == best[2]
+
+
+@pytest.mark.slow
+def test_large_batch_mode_trains_kfac_on_joined_batches(tmp_path):
+    output_dir, record = _smoke_run(tmp_path, "--large_batch")
+    with open(os.path.join(output_dir, "convnet_large_batch_b8.json")) as handle:
+        saved = json.load(handle)
+    runs = saved["runs"]
+    assert [run["name"] for run in runs] == ["sgd", "adam", "kfac", "kfac batch x2",
+                                             "kfac batch x4"]
+    assert [run["config"]["settings"]["batch_size"] for run in runs] == [8, 8, 8, 16, 32]
+    assert all(run["steps"] == 2 for run in runs)
+    # The same initial weights; different batches give different first steps.
+    assert len({run["evals"][0]["loss"] for run in runs}) == 1
+    assert len({run["evals"][1]["loss"] for run in runs[2:]}) == 3
+    assert record["best"]["kfac"] in ("kfac", "kfac batch x2", "kfac batch x4")
+
+
+@pytest.mark.slow
+def test_a_batch_multiple_trains_like_the_larger_batch(tmp_path):
+    # One SGD step with 2 x 8 rows is the step on the 16-row batch, which is
+    # the first two 8-row batches joined (minibatch_indices): same weights.
+    settings = bench.ConvnetSettings(batch_size=8, max_steps=1, eval_every=1)
+    train, eval_rows, test, _ = bench.load_data(None, True, 40, settings.seed)
+    spec = OptimizerSpec("sgd", 0.1, momentum=0.9)
+
+    def first_step_loss(run_spec, run_settings):
+        run = bench.train_one(run_spec, run_settings, train, eval_rows, test, None,
+                              bench.build_training_graph)
+        return run["evals"][1]["loss"]
+
+    joined = first_step_loss(dataclasses.replace(spec, batch_multiple=2), settings)
+    larger = first_step_loss(spec, dataclasses.replace(settings, batch_size=16))
+    smaller = first_step_loss(spec, settings)
+    assert joined == larger
+    assert abs(joined - smaller) > 1e-4 * abs(smaller)
+
+
 def test_sampled_tuning_changes_one_setting_of_the_best_kfac_each():
     specs = convnet_specs.sampled_tuning_specs()
     base = convnet_specs.SAMPLED_EVERY_OTHER_STEP

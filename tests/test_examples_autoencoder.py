@@ -98,6 +98,16 @@ def test_minibatches_are_epoch_permutations_in_a_fixed_order():
         next(comparison.minibatch_indices(10, 11, seed=0))
 
 
+def test_minibatches_of_a_multiple_are_consecutive_minibatches_joined():
+    # `OptimizerSpec.batch_multiple`: the same examples in the same order,
+    # but for the end of an epoch (26 = 3·8 + 2 = 1·16 + 10).
+    small = comparison.minibatch_indices(26, 8, seed=3)
+    large = comparison.minibatch_indices(26, 16, seed=3)
+    for _ in range(2):  # epochs
+        first, second, third = (next(small) for _ in range(3))
+        np.testing.assert_array_equal(next(large), np.concatenate([first, second]))
+
+
 def test_evaluation_subset_is_fixed():
     images = np.arange(50, dtype=np.float32).reshape(25, 2)
     subset = comparison.evaluation_subset(images, 10, seed=4)
@@ -318,6 +328,8 @@ def test_bad_optimizer_kind_and_interval_are_rejected():
         ae.OptimizerSpec("lbfgs", 0.1)
     with pytest.raises(ValueError, match="inv_update_every must be >= 1, got 0"):
         ae.OptimizerSpec("kfac", 0.1, inv_update_every=0)
+    with pytest.raises(ValueError, match="batch_multiple must be >= 1, got 0"):
+        ae.OptimizerSpec("kfac", 0.1, batch_multiple=0)
 
 
 def _flag_values(argv):

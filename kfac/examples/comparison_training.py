@@ -83,6 +83,12 @@ class OptimizerSpec:
     rate's schedule factor at that step (1 without a decay): the same
     shrinkage per step for every optimizer, whatever the scale of its
     learning rate.
+    With `batch_multiple` k, each step takes k consecutive mini-batches of
+    the common order at once (a batch of k · `batch_size` examples, the same
+    examples in the same order as k steps of the others, but for the end of
+    an epoch, where more of the remainder is dropped): larger batches for
+    one optimizer, as Martens & Grosse (2015) gave K-FAC; its steps then
+    count updates of k batches each.
     """
 
     kind: str
@@ -108,13 +114,14 @@ class OptimizerSpec:
     decay_clock: str = "steps"
     stats_batch_fraction: Optional[float] = None
     weight_decay: float = 0.0
+    batch_multiple: int = 1
 
     def __post_init__(self):
         if self.kind not in OPTIMIZER_KINDS:
             raise ValueError(
                 "kind must be one of {}, got {!r}.".format(OPTIMIZER_KINDS, self.kind)
             )
-        for name in ("inv_update_every", "cov_update_every"):
+        for name in ("inv_update_every", "cov_update_every", "batch_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     "{} must be >= 1, got {}.".format(name, getattr(self, name))
@@ -480,8 +487,13 @@ def train_one(
     With `budgets` (seconds, increasing) and `at_budget(sess)` (a dict of
     metrics), the record's `budgets` holds `{"budget", "step", "seconds",
     **metrics}` taken after the first step that ends at or past each budget
-    (off the clock); budgets the run did not reach are left out.
+    (off the clock); budgets the run did not reach are left out. With
+    `spec.batch_multiple` k, `settings.batch_size` is k times the given one
+    (recorded so in `config`).
     """
+    if spec.batch_multiple != 1:
+        settings = dataclasses.replace(
+            settings, batch_size=settings.batch_size * spec.batch_multiple)
     record = {
         "name": spec.name,
         "config": {
