@@ -450,6 +450,8 @@ FLAGS_TABLE = (
      "annealed, and K-FAC's with its damping or norm constraint changed."),
     ("bool", "large_batch", False, "The best runs, and K-FAC's with 2x and 4x "
      "the batch (the same examples in the same order)."),
+    ("bool", "large_batch_tune", False, "The best SGD and Adam runs, and K-FAC "
+     "at 3x the batch, or 4x with one more change each."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "

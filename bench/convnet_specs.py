@@ -281,8 +281,28 @@ def large_batch_specs(architecture):
     best = best_specs(architecture)
     kfac = best[-1]
     return best + [dataclasses.replace(kfac, batch_multiple=multiple,
-                                       label="{} batch x{}".format(kfac.label, multiple))
+                                       label="kfac batch x{}".format(multiple))
                    for multiple in BATCH_MULTIPLES]
+
+
+# K-FAC at larger batches, changed once more each: (label, change).
+LARGE_BATCH_CHANGES = (
+    ("x3", dict(batch_multiple=3)),
+    ("x4 stats 1/8", dict(batch_multiple=4, stats_batch_fraction=0.125)),
+    ("x4 nc=3e-3", dict(batch_multiple=4, norm_constraint=3e-3)),
+    ("x4 damping=0.03", dict(batch_multiple=4, damping=0.03)),
+)
+
+
+def large_batch_tuning_specs(architecture):
+    """The best SGD and Adam runs, then the best K-FAC run with each of
+    `LARGE_BATCH_CHANGES`: 3x the batch; 4x with its statistics from an
+    eighth of the batch (half a mini-batch, where a quarter is one), with a
+    looser norm constraint, or with less damping."""
+    sgd, adam, kfac = best_specs(architecture)
+    return [sgd, adam] + [dataclasses.replace(kfac, label="kfac batch " + label,
+                                              **change)
+                          for label, change in LARGE_BATCH_CHANGES]
 
 
 def sampled_tuning_specs():
@@ -421,6 +441,8 @@ BEST_MODES = {
                     "K-FAC's retuned for it, annealed"),
     "large_batch": (large_batch_specs, "The best runs, and K-FAC at 2x and 4x "
                     "the batch"),
+    "large_batch_tune": (large_batch_tuning_specs, "K-FAC at larger batches, "
+                         "one more change each"),
 }
 
 

@@ -654,7 +654,30 @@ def test_large_batch_specs_are_the_best_and_kfac_at_multiples_of_the_batch(
     assert [spec.batch_multiple for spec in specs[3:]] == [2, 4]
     for spec in specs[3:]:
         assert spec.name == "kfac batch x{}".format(spec.batch_multiple)
-        assert dataclasses.replace(spec, batch_multiple=1, label=best[2].label) == best[2]
+        unchanged = dataclasses.replace(spec, batch_multiple=1, label=best[2].label)
+        assert unchanged == best[2]
+
+
+@pytest.mark.parametrize("architecture", ["convnet", "residual"])
+def test_large_batch_tuning_changes_the_batch_and_at_most_one_more_setting(
+        architecture):
+    name, specs, _, references = convnet_specs.comparison_specs(
+        "large_batch_tune", architecture)
+    assert name == architecture + "_large_batch_tune"
+    sgd, adam, kfac = convnet_specs.best_specs(architecture)
+    assert specs[:2] == [sgd, adam]
+    fields = ("batch_multiple", "stats_batch_fraction", "norm_constraint", "damping")
+    changed = [{field for field in fields
+                if getattr(spec, field) != getattr(kfac, field)} for spec in specs[2:]]
+    assert changed == [{"batch_multiple"}, {"batch_multiple", "stats_batch_fraction"},
+                       {"batch_multiple", "norm_constraint"},
+                       {"batch_multiple", "damping"}]
+    assert [spec.batch_multiple for spec in specs[2:]] == [3, 4, 4, 4]
+    assert specs[3].stats_batch_fraction == kfac.stats_batch_fraction / 2
+    for spec in specs[2:]:
+        assert spec.name.startswith("kfac batch x{}".format(spec.batch_multiple))
+        others = {field: getattr(kfac, field) for field in fields}
+        assert dataclasses.replace(spec, label=kfac.label, **others) == kfac
 
 
 @pytest.mark.slow
@@ -665,7 +688,8 @@ def test_large_batch_mode_trains_kfac_on_joined_batches(tmp_path):
     runs = saved["runs"]
     assert [run["name"] for run in runs] == ["sgd", "adam", "kfac", "kfac batch x2",
                                              "kfac batch x4"]
-    assert [run["config"]["settings"]["batch_size"] for run in runs] == [8, 8, 8, 16, 32]
+    batch_sizes = [run["config"]["settings"]["batch_size"] for run in runs]
+    assert batch_sizes == [8, 8, 8, 16, 32]
     assert all(run["steps"] == 2 for run in runs)
     # The same initial weights; different batches give different first steps.
     assert len({run["evals"][0]["loss"] for run in runs}) == 1
