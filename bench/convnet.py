@@ -452,6 +452,8 @@ FLAGS_TABLE = (
      "the batch (the same examples in the same order)."),
     ("bool", "large_batch_tune", False, "The best SGD and Adam runs, and K-FAC "
      "at 3x the batch, or 4x with one more change each."),
+    ("bool", "large_batch_best", False, "The best SGD and Adam runs, and K-FAC "
+     "at 4x the batch with damping 0.03 (repeat with --seed)."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "

@@ -305,6 +305,22 @@ def large_batch_tuning_specs(architecture):
                           for label, change in LARGE_BATCH_CHANGES]
 
 
+# The fastest of them on the convnet (docs/benchmark/convnet_large_batch_tune_b256.md).
+LARGE_BATCH_BEST = ("x4 damping=0.03", dict(batch_multiple=4, damping=0.03))
+
+
+def large_batch_best_specs(architecture):
+    """The best SGD and Adam runs, then the best K-FAC run with
+    `LARGE_BATCH_BEST`, alone and with its statistics from an eighth of the
+    batch; for repeats with other seeds."""
+    sgd, adam, kfac = best_specs(architecture)
+    label, change = LARGE_BATCH_BEST
+    best = dataclasses.replace(kfac, label="kfac batch " + label, **change)
+    eighth = dataclasses.replace(best, label=best.label + " stats 1/8",
+                                 stats_batch_fraction=0.125)
+    return [sgd, adam, best, eighth]
+
+
 def sampled_tuning_specs():
     """SGD (the reference), then the convnet's best K-FAC configuration at the
     time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a time:
@@ -443,6 +459,7 @@ BEST_MODES = {
                     "the batch"),
     "large_batch_tune": (large_batch_tuning_specs, "K-FAC at larger batches, "
                          "one more change each"),
+    "large_batch_best": (large_batch_best_specs, "K-FAC's best at 4x the batch"),
 }
 
 

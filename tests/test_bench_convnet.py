@@ -680,6 +680,21 @@ def test_large_batch_tuning_changes_the_batch_and_at_most_one_more_setting(
         assert dataclasses.replace(spec, label=kfac.label, **others) == kfac
 
 
+def test_large_batch_best_specs_are_kfac_at_4x_with_less_damping():
+    name, specs, _, _ = convnet_specs.comparison_specs("large_batch_best", "convnet")
+    assert name == "convnet_large_batch_best"
+    sgd, adam, kfac = convnet_specs.best_specs("convnet")
+    assert specs[:2] == [sgd, adam]
+    best, eighth = specs[2:]
+    assert (best.batch_multiple, best.damping) == (4, 0.03)
+    assert best.name == "kfac batch x4 damping=0.03"
+    assert dataclasses.replace(best, batch_multiple=1, damping=kfac.damping,
+                               label=kfac.label) == kfac
+    assert eighth.name == best.name + " stats 1/8"
+    assert dataclasses.replace(eighth, stats_batch_fraction=0.25,
+                               label=best.label) == best
+
+
 @pytest.mark.slow
 def test_large_batch_mode_trains_kfac_on_joined_batches(tmp_path):
     output_dir, record = _smoke_run(tmp_path, "--large_batch")
