@@ -454,6 +454,8 @@ FLAGS_TABLE = (
      "at 3x the batch, or 4x with one more change each."),
     ("bool", "large_batch_best", False, "The best SGD and Adam runs, and K-FAC "
      "at 4x the batch with damping 0.03 (repeat with --seed)."),
+    ("bool", "large_batch_wd", False, "The best runs with their best weight "
+     "decays, and K-FAC's best at 4x the batch with decay, all annealed."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "

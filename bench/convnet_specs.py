@@ -321,6 +321,19 @@ def large_batch_best_specs(architecture):
     return [sgd, adam, best, eighth]
 
 
+def large_batch_weight_decay_specs(architecture):
+    """`best_weight_decay_specs` (each optimizer's best run with its best
+    weight decay, annealed), then K-FAC at 4x the batch (`LARGE_BATCH_BEST`),
+    annealed, with K-FAC's decay per step and with 3x it (its steps are 4x
+    fewer, so the decay per example is 4x less at equal decay per step)."""
+    best = best_weight_decay_specs(architecture)
+    kfac = best[-1]
+    label, change = LARGE_BATCH_BEST
+    return best + [dataclasses.replace(
+        kfac, label="kfac batch {} wd={:g}".format(label, decay), weight_decay=decay,
+        **change) for decay in (kfac.weight_decay, 3 * kfac.weight_decay)]
+
+
 def sampled_tuning_specs():
     """SGD (the reference), then the convnet's best K-FAC configuration at the
     time (`SAMPLED_EVERY_OTHER_STEP`) and its settings changed one at a time:
@@ -460,6 +473,8 @@ BEST_MODES = {
     "large_batch_tune": (large_batch_tuning_specs, "K-FAC at larger batches, "
                          "one more change each"),
     "large_batch_best": (large_batch_best_specs, "K-FAC's best at 4x the batch"),
+    "large_batch_wd": (large_batch_weight_decay_specs, "The best runs with weight "
+                       "decay, and K-FAC's at 4x the batch, annealed"),
 }
 
 
