@@ -17,10 +17,9 @@ def inner_product(a: Any, b: Any) -> tf.Tensor:
     """`⟨a, b⟩`: `reduce_sum(a ∘ b)`, or `2·l2_loss(a)` (no temporary) when
     `b` is `a`. Built the same way everywhere, so that grappler merges the
     products the quadratic model and the step statistics both take."""
-    a = dense(a)
     if b is a:
-        return 2.0 * tf.nn.l2_loss(a)
-    return tf.reduce_sum(a * dense(b))
+        return 2.0 * tf.nn.l2_loss(dense(a))
+    return tf.reduce_sum(dense(a) * dense(b))
 
 
 def inner_product_list(list1: Sequence[Any], list2: Sequence[Any]) -> tf.Tensor:
