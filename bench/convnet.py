@@ -456,6 +456,8 @@ FLAGS_TABLE = (
      "at 4x the batch with damping 0.03 (repeat with --seed)."),
     ("bool", "large_batch_wd", False, "The best runs with their best weight "
      "decays, and K-FAC's best at 4x the batch with decay, all annealed."),
+    ("bool", "double_batch_wd", False, "As --large_batch_wd, K-FAC at 2x the "
+     "batch with its decay per step and 2x it."),
     ("bool", "annealed", False, "With --best or --tuned_kfac: every learning rate "
      "halves every tenth of the time budget after its first half."),
     ("list", "weight_decays", [], "With --best: each run once per decoupled weight "

@@ -321,17 +321,27 @@ def large_batch_best_specs(architecture):
     return [sgd, adam, best, eighth]
 
 
-def large_batch_weight_decay_specs(architecture):
+def large_batch_weight_decay_specs(architecture, multiple=4, decay_factors=(1, 3)):
     """`best_weight_decay_specs` (each optimizer's best run with its best
-    weight decay, annealed), then K-FAC at 4x the batch (`LARGE_BATCH_BEST`),
-    annealed, with K-FAC's decay per step and with 3x it (its steps are 4x
-    fewer, so the decay per example is 4x less at equal decay per step)."""
+    weight decay, annealed), then K-FAC with `LARGE_BATCH_BEST`'s damping at
+    `multiple` times the batch, annealed, with K-FAC's decay per step times
+    each of `decay_factors` (its steps are `multiple` times fewer, so the
+    decay per example is that much less at equal decay per step)."""
     best = best_weight_decay_specs(architecture)
     kfac = best[-1]
-    label, change = LARGE_BATCH_BEST
+    _, change = LARGE_BATCH_BEST
+    change = dict(change, batch_multiple=multiple)
     return best + [dataclasses.replace(
-        kfac, label="kfac batch {} wd={:g}".format(label, decay), weight_decay=decay,
-        **change) for decay in (kfac.weight_decay, 3 * kfac.weight_decay)]
+        kfac, label="kfac batch x{} damping={:g} wd={:g}".format(
+            multiple, change["damping"], factor * kfac.weight_decay),
+        weight_decay=factor * kfac.weight_decay, **change)
+        for factor in decay_factors]
+
+
+def double_batch_weight_decay_specs(architecture):
+    """`large_batch_weight_decay_specs` at 2x the batch, K-FAC's decay per
+    step times 1 and 2."""
+    return large_batch_weight_decay_specs(architecture, 2, (1, 2))
 
 
 def sampled_tuning_specs():
@@ -475,6 +485,8 @@ BEST_MODES = {
     "large_batch_best": (large_batch_best_specs, "K-FAC's best at 4x the batch"),
     "large_batch_wd": (large_batch_weight_decay_specs, "The best runs with weight "
                        "decay, and K-FAC's at 4x the batch, annealed"),
+    "double_batch_wd": (double_batch_weight_decay_specs, "The best runs with "
+                        "weight decay, and K-FAC's at 2x the batch, annealed"),
 }
 
 

@@ -696,18 +696,20 @@ def test_large_batch_best_specs_are_kfac_at_4x_with_less_damping():
 
 
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
-def test_large_batch_weight_decay_specs_add_kfac_at_4x_with_its_decay_and_3x_it(
-        architecture):
-    _, specs, _, _ = convnet_specs.comparison_specs("large_batch_wd", architecture)
+@pytest.mark.parametrize("mode, multiple, factors", [("large_batch_wd", 4, (1, 3)),
+                                                     ("double_batch_wd", 2, (1, 2))])
+def test_large_batch_weight_decay_specs_add_kfac_at_a_multiple_with_scaled_decays(
+        architecture, mode, multiple, factors):
+    _, specs, _, _ = convnet_specs.comparison_specs(mode, architecture)
     best = convnet_specs.best_weight_decay_specs(architecture)
     assert specs[:3] == best
     kfac = best[2]
     assert [spec.weight_decay for spec in specs[3:]] == pytest.approx(
-        [kfac.weight_decay, 3 * kfac.weight_decay])
+        [factor * kfac.weight_decay for factor in factors])
     for spec in specs[3:]:
-        assert (spec.batch_multiple, spec.damping) == (4, 0.03)
-        assert spec.name == "kfac batch x4 damping=0.03 wd={:g}".format(
-            spec.weight_decay)
+        assert (spec.batch_multiple, spec.damping) == (multiple, 0.03)
+        assert spec.name == "kfac batch x{} damping=0.03 wd={:g}".format(
+            multiple, spec.weight_decay)
         assert dataclasses.replace(spec, batch_multiple=1, damping=kfac.damping,
                                    weight_decay=kfac.weight_decay,
                                    label=kfac.label) == kfac
