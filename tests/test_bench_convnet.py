@@ -727,8 +727,11 @@ def test_large_batch_mode_trains_kfac_on_joined_batches(tmp_path):
     assert batch_sizes == [8, 8, 8, 16, 32]
     assert all(run["steps"] == 2 for run in runs)
     # The same initial weights; different batches give different first steps.
-    assert len({run["evals"][0]["loss"] for run in runs}) == 1
-    assert len({run["evals"][1]["loss"] for run in runs[2:]}) == 3
+    first = [run["evals"][0]["loss"] for run in runs]
+    np.testing.assert_allclose(first, first[0], rtol=1e-6)
+    after = [run["evals"][1]["loss"] for run in runs[2:]]
+    gaps = [abs(a - b) for i, a in enumerate(after) for b in after[i + 1:]]
+    assert min(gaps) > 1e-4 * abs(first[0])
     assert record["best"]["kfac"] in ("kfac", "kfac batch x2", "kfac batch x4")
 
 
@@ -748,7 +751,7 @@ def test_a_batch_multiple_trains_like_the_larger_batch(tmp_path):
     joined = first_step_loss(dataclasses.replace(spec, batch_multiple=2), settings)
     larger = first_step_loss(spec, dataclasses.replace(settings, batch_size=16))
     smaller = first_step_loss(spec, settings)
-    assert joined == larger
+    np.testing.assert_allclose(joined, larger, rtol=1e-6)
     assert abs(joined - smaller) > 1e-4 * abs(smaller)
 
 
