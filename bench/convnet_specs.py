@@ -285,10 +285,12 @@ def large_batch_specs(architecture):
                    for multiple in BATCH_MULTIPLES]
 
 
+# K-FAC's statistics from an eighth of a 4x batch: half a mini-batch.
+STATS_EIGHTH = 0.125
 # K-FAC at larger batches, changed once more each: (label, change).
 LARGE_BATCH_CHANGES = (
     ("x3", dict(batch_multiple=3)),
-    ("x4 stats 1/8", dict(batch_multiple=4, stats_batch_fraction=0.125)),
+    ("x4 stats 1/8", dict(batch_multiple=4, stats_batch_fraction=STATS_EIGHTH)),
     ("x4 nc=3e-3", dict(batch_multiple=4, norm_constraint=3e-3)),
     ("x4 damping=0.03", dict(batch_multiple=4, damping=0.03)),
 )
@@ -317,7 +319,7 @@ def large_batch_best_specs(architecture):
     label, change = LARGE_BATCH_BEST
     best = dataclasses.replace(kfac, label="kfac batch " + label, **change)
     eighth = dataclasses.replace(best, label=best.label + " stats 1/8",
-                                 stats_batch_fraction=0.125)
+                                 stats_batch_fraction=STATS_EIGHTH)
     return [sgd, adam, best, eighth]
 
 
