@@ -448,6 +448,8 @@ FLAGS_TABLE = (
      "annealed (repeat them with --seed)."),
     ("bool", "regularized", False, "The best runs with their best weight decays, "
      "annealed, and K-FAC's with its damping or norm constraint changed."),
+    ("bool", "stronger_decay", False, "The best runs with their best weight "
+     "decays, and those whose best was the grid's largest with 6e-3 and 1e-2."),
     ("bool", "large_batch", False, "The best runs, and K-FAC's with 2x and 4x "
      "the batch (the same examples in the same order)."),
     ("bool", "large_batch_tune", False, "The best SGD and Adam runs, and K-FAC "

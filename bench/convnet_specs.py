@@ -261,6 +261,22 @@ def best_weight_decay_specs(architecture):
             for spec in best_specs(architecture)]
 
 
+# The weight decays `BEST_WEIGHT_DECAYS` were chosen from (`--best --annealed
+# --weight_decays=0,3e-4,3e-3`), and decays past the largest of them.
+WEIGHT_DECAY_GRID = (0.0, 3e-4, 3e-3)
+BEYOND_WEIGHT_DECAY_GRID = (6e-3, 1e-2)
+
+
+def stronger_decay_specs(architecture):
+    """`best_weight_decay_specs`, then each of its runs whose best decay was
+    the largest of `WEIGHT_DECAY_GRID` (the grid's edge) once with each of
+    `BEYOND_WEIGHT_DECAY_GRID`."""
+    best = best_weight_decay_specs(architecture)
+    at_edge = [spec for spec in best if spec.weight_decay == max(WEIGHT_DECAY_GRID)]
+    return best + [decayed(dataclasses.replace(spec, label=spec.kind), decay)
+                   for spec in at_edge for decay in BEYOND_WEIGHT_DECAY_GRID]
+
+
 def regularized_specs(architecture):
     """`best_weight_decay_specs`, then its K-FAC run with one of
     `REGULARIZED_CHANGES` each."""
@@ -480,6 +496,8 @@ BEST_MODES = {
                 "The best runs with their best weight decays, annealed"),
     "regularized": (regularized_specs, "The best runs with weight decay, "
                     "K-FAC's retuned for it, annealed"),
+    "stronger_decay": (stronger_decay_specs, "The best runs with weight decay, "
+                       "and those at the grid's edge with stronger decay, annealed"),
     "large_batch": (large_batch_specs, "The best runs, and K-FAC at 2x and 4x "
                     "the batch"),
     "large_batch_tune": (large_batch_tuning_specs, "K-FAC at larger batches, "

@@ -562,6 +562,22 @@ def test_regularized_specs_are_the_best_with_their_decays_and_kfac_changed_once(
                                        weight_decays=(1e-4,))
 
 
+@pytest.mark.parametrize("architecture, at_edge", [("convnet", ["kfac"]),
+                                                    ("residual", ["sgd", "kfac"])])
+def test_stronger_decay_extends_the_grid_past_the_edge_only(architecture, at_edge):
+    name, specs, _, _ = convnet_specs.comparison_specs("stronger_decay", architecture)
+    assert name == architecture + "_stronger_decay"
+    best_wd = convnet_specs.best_weight_decay_specs(architecture)
+    assert specs[:3] == best_wd
+    base = {spec.kind: spec for spec in best_wd}
+    extended = [(spec.kind, spec.weight_decay) for spec in specs[3:]]
+    assert extended == [(kind, decay) for kind in at_edge for decay in (6e-3, 1e-2)]
+    for spec in specs[3:]:
+        assert spec.name == "{} wd={:g}".format(spec.kind, spec.weight_decay)
+        assert dataclasses.replace(spec, weight_decay=3e-3,
+                                   label=base[spec.kind].label) == base[spec.kind]
+
+
 def test_weight_decays_need_the_best_runs():
     with pytest.raises(ValueError, match="weight_decays apply to the best runs"):
         convnet_specs.comparison_specs(None, "convnet", tuned_kfac=True,
