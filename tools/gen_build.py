@@ -74,7 +74,8 @@ def build_file_text():
     )
     parts.append(
         'py_library(\n    name = "test_support",\n    testonly = True,\n'
-        '    srcs = [\n{}    ],\n    data = ["README.md", "BUILD"],\n)\n'.format(
+        '    srcs = [\n{}    ],\n'
+        '    data = ["README.md", "BUILD"] + glob(["docs/**"]),\n)\n'.format(
             _list(support)
         )
     )
