@@ -52,6 +52,18 @@ def relative_links(path):
         yield resolved, fragment
 
 
+def broken_links(path):
+    """The relative links of `path` whose file is missing, or whose fragment
+    names no heading of the markdown file they point to."""
+    broken = []
+    for target, fragment in relative_links(path):
+        if not os.path.exists(os.path.join(ROOT, target)):
+            broken.append("%s (missing)" % target)
+        elif fragment and target.endswith(".md") and fragment not in anchors(target):
+            broken.append("%s#%s (no such heading)" % (target, fragment))
+    return broken
+
+
 def test_github_anchor_drops_punctuation_and_keeps_hyphens():
     assert github_anchor("Batch 256: K-FAC 4.2x faster than tuned SGD") == (
         "batch-256-k-fac-42x-faster-than-tuned-sgd")
@@ -59,7 +71,7 @@ def test_github_anchor_drops_punctuation_and_keeps_hyphens():
         "watching-the-curvature-kfachook-tensorboard")
 
 
-def test_link_checker_sees_a_missing_fragment(tmp_path, monkeypatch):
+def test_link_checker_finds_a_missing_file_and_a_missing_heading(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Title\n\n[ok](#title) [bad](#nothing) "
@@ -70,14 +82,11 @@ def test_link_checker_sees_a_missing_fragment(tmp_path, monkeypatch):
     assert links == [("docs/a.md", "title"), ("docs/a.md", "nothing"),
                      ("b.md", "b-part"), ("docs/c.md", "")]
     assert anchors("docs/a.md") == {"title"} and anchors("b.md") == {"b-part"}
+    assert broken_links("docs/a.md") == ["docs/a.md#nothing (no such heading)",
+                                         "docs/c.md (missing)"]
 
 
 @pytest.mark.parametrize("path", DOCS)
 def test_relative_links_resolve(path):
-    broken = []
-    for target, fragment in relative_links(path):
-        if not os.path.exists(os.path.join(ROOT, target)):
-            broken.append("%s (missing)" % target)
-        elif fragment and target.endswith(".md") and fragment not in anchors(target):
-            broken.append("%s#%s (no such heading)" % (target, fragment))
+    broken = broken_links(path)
     assert not broken, "%s links to %s" % (path, ", ".join(broken))
