@@ -9,6 +9,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import convnet as bench  # noqa: E402
+from bench import convnet_specs  # noqa: E402
 
 
 def smoke_run(tmp_path, *mode_flags):
@@ -21,3 +22,12 @@ def smoke_run(tmp_path, *mode_flags):
                  "--batch_size=8", "--max_steps=2", "--eval_every=1",
                  "--output_dir=" + output_dir])
     return output_dir, bench.run_from_flags(flag_values)
+
+
+def best_mode_specs(mode, architecture):
+    """The specs of `mode`, one of `convnet_specs.BEST_MODES`, on
+    `architecture`, after checking that the comparison is named
+    `<architecture>_<mode>` and reported against the best SGD and Adam runs."""
+    name, specs, _, references = convnet_specs.comparison_specs(mode, architecture)
+    assert name == architecture + "_" + mode and references == ("sgd", "adam")
+    return specs

@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 # `bench` is a top-level folder of the repository, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_convnet_helpers import best_mode_specs  # noqa: E402
 from bench_convnet_helpers import smoke_run  # noqa: E402
 from example_helpers import assert_first_sgd_step  # noqa: E402
 
@@ -465,8 +466,7 @@ def test_comparison_specs_use_the_architectures_sgd_reference(architecture):
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_best_specs_are_the_grids_best_and_kfacs_best(architecture):
     sgd_lrs, adam_lrs = convnet_specs.GRIDS[architecture]
-    name, specs, _, references = convnet_specs.comparison_specs("best", architecture)
-    assert name == architecture + "_best" and references == ("sgd", "adam")
+    specs = best_mode_specs("best", architecture)
     assert [spec.name for spec in specs] == ["sgd", "adam", "kfac"]
     sgd, adam, kfac = specs
     assert sgd == convnet_specs.SGD_REFERENCES[architecture]
@@ -532,9 +532,7 @@ def test_weight_decay_specs_repeat_the_best_runs_once_per_decay(annealed):
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_regularized_specs_are_the_best_with_their_decays_and_kfac_changed_once(
         architecture):
-    name, specs, _, references = convnet_specs.comparison_specs(
-        "regularized", architecture)
-    assert name == architecture + "_regularized" and references == ("sgd", "adam")
+    specs = best_mode_specs("regularized", architecture)
     decays = convnet_specs.BEST_WEIGHT_DECAYS[architecture]
     best = convnet_specs.best_specs(architecture)
     best_name, best_wd, _, best_references = convnet_specs.comparison_specs(
@@ -565,8 +563,7 @@ def test_regularized_specs_are_the_best_with_their_decays_and_kfac_changed_once(
 @pytest.mark.parametrize("architecture, at_edge", [("convnet", ["kfac"]),
                                                     ("residual", ["sgd", "kfac"])])
 def test_stronger_decay_extends_the_grid_past_the_edge_only(architecture, at_edge):
-    name, specs, _, _ = convnet_specs.comparison_specs("stronger_decay", architecture)
-    assert name == architecture + "_stronger_decay"
+    specs = best_mode_specs("stronger_decay", architecture)
     best_wd = convnet_specs.best_weight_decay_specs(architecture)
     assert specs[:3] == best_wd
     base = {spec.kind: spec for spec in best_wd}

@@ -13,6 +13,7 @@ import pytest
 # `bench` is a top-level folder of the repository, not an installed package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_convnet_helpers import best_mode_specs  # noqa: E402
 from bench_convnet_helpers import smoke_run  # noqa: E402
 
 from bench import convnet as bench  # noqa: E402
@@ -23,9 +24,7 @@ from kfac.examples.comparison_training import OptimizerSpec  # noqa: E402
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_large_batch_specs_are_the_best_and_kfac_at_multiples_of_the_batch(
         architecture):
-    name, specs, _, references = convnet_specs.comparison_specs(
-        "large_batch", architecture)
-    assert name == architecture + "_large_batch" and references == ("sgd", "adam")
+    specs = best_mode_specs("large_batch", architecture)
     best = convnet_specs.best_specs(architecture)
     assert specs[:3] == best and all(spec.batch_multiple == 1 for spec in best)
     assert [spec.batch_multiple for spec in specs[3:]] == [2, 4]
@@ -38,9 +37,7 @@ def test_large_batch_specs_are_the_best_and_kfac_at_multiples_of_the_batch(
 @pytest.mark.parametrize("architecture", ["convnet", "residual"])
 def test_large_batch_tuning_changes_the_batch_and_at_most_one_more_setting(
         architecture):
-    name, specs, _, references = convnet_specs.comparison_specs(
-        "large_batch_tune", architecture)
-    assert name == architecture + "_large_batch_tune"
+    specs = best_mode_specs("large_batch_tune", architecture)
     sgd, adam, kfac = convnet_specs.best_specs(architecture)
     assert specs[:2] == [sgd, adam]
     fields = ("batch_multiple", "stats_batch_fraction", "norm_constraint", "damping")
@@ -58,8 +55,7 @@ def test_large_batch_tuning_changes_the_batch_and_at_most_one_more_setting(
 
 
 def test_large_batch_best_specs_are_kfac_at_4x_with_less_damping():
-    name, specs, _, _ = convnet_specs.comparison_specs("large_batch_best", "convnet")
-    assert name == "convnet_large_batch_best"
+    specs = best_mode_specs("large_batch_best", "convnet")
     sgd, adam, kfac = convnet_specs.best_specs("convnet")
     assert specs[:2] == [sgd, adam]
     best, eighth = specs[2:]
