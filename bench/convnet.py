@@ -450,6 +450,8 @@ FLAGS_TABLE = (
      "annealed, and K-FAC's with its damping or norm constraint changed."),
     ("bool", "stronger_decay", False, "The best runs with their best weight "
      "decays, and those whose best was the grid's largest with 6e-3 and 1e-2."),
+    ("bool", "scheduled_clip", False, "The best runs with their best weight "
+     "decays, and K-FAC's with its norm constraint following the schedule."),
     ("bool", "large_batch", False, "The best runs, and K-FAC's with 2x and 4x "
      "the batch (the same examples in the same order)."),
     ("bool", "large_batch_tune", False, "The best SGD and Adam runs, and K-FAC "

@@ -277,6 +277,17 @@ def stronger_decay_specs(architecture):
                    for spec in at_edge for decay in BEYOND_WEIGHT_DECAY_GRID]
 
 
+def scheduled_clip_specs(architecture):
+    """`best_weight_decay_specs`, then its K-FAC run with the norm constraint
+    following the learning-rate schedule (`scheduled_norm_constraint`): its
+    updates are clipped for most of a run, so the annealing otherwise leaves
+    their size alone until the bound stops binding."""
+    best = best_weight_decay_specs(architecture)
+    kfac = best[-1]
+    return best + [dataclasses.replace(kfac, label=kfac.label + " scheduled nc",
+                                       scheduled_norm_constraint=True)]
+
+
 def regularized_specs(architecture):
     """`best_weight_decay_specs`, then its K-FAC run with one of
     `REGULARIZED_CHANGES` each."""
@@ -498,6 +509,8 @@ BEST_MODES = {
                     "K-FAC's retuned for it, annealed"),
     "stronger_decay": (stronger_decay_specs, "The best runs with weight decay, "
                        "and those at the grid's edge with stronger decay, annealed"),
+    "scheduled_clip": (scheduled_clip_specs, "The best runs with weight decay, "
+                       "and K-FAC's with its norm constraint annealed, annealed"),
     "large_batch": (large_batch_specs, "The best runs, and K-FAC at 2x and 4x "
                     "the batch"),
     "large_batch_tune": (large_batch_tuning_specs, "K-FAC at larger batches, "

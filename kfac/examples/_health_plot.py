@@ -3,9 +3,12 @@
 A K-FAC run's record gets a `health` list: at every evaluation, the damping
 and the damped condition number of every factor (`kfac.summaries`), keyed by
 the factor's name ("<layer>/<factor>"); None where not finite (a factor whose
-covariance is still zero has no pi split). `plot_health` draws, for each K-FAC
-run, the condition numbers against steps (log scale, one line per factor) and,
-in a last panel, every run's damping.
+covariance is still zero has no pi split). With a norm constraint it also
+holds the last step's clipping factor `κ` (below 1: the constraint bound
+that step, whose size then no longer follows the learning rate).
+`plot_health` draws, for each K-FAC run, the condition numbers against
+steps (log scale, one line per factor) and, in a last panel, every run's
+damping.
 """
 
 import math
@@ -19,14 +22,20 @@ import kfac
 
 DAMPING = "damping"
 INVERSE_UPDATES = "inverse_updates"
+CLIP_COEFFICIENT = "norm_constraint_coefficient"
+# Health entries that are not a factor's condition number.
+NOT_FACTORS = ("step", DAMPING, INVERSE_UPDATES, CLIP_COEFFICIENT)
 
 
 def health_tensors(optimizer) -> Dict[str, object]:
-    """`{"damping": λ, "<layer>/<factor>": condition number}` scalar Tensors,
-    and under the adaptive inverse schedule `"inverse_updates"`, the inverses
-    computed so far over all factors."""
+    """`{"damping": λ, "<layer>/<factor>": condition number}` scalar Tensors;
+    under the adaptive inverse schedule `"inverse_updates"`, the inverses
+    computed so far over all factors; with a norm constraint
+    `"norm_constraint_coefficient"`, the last step's clipping factor."""
     scalars = kfac.summaries.curvature_health(optimizer)
     tensors = {DAMPING: scalars["kfac/damping"]}
+    if "kfac/" + CLIP_COEFFICIENT in scalars:
+        tensors[CLIP_COEFFICIENT] = scalars["kfac/" + CLIP_COEFFICIENT]
     suffix = "/condition_number"
     counts = []
     for name, value in scalars.items():
@@ -67,8 +76,7 @@ def plot_health(records: Sequence[Dict], path: str) -> bool:
     axes = axes[0]
     for axis, record in zip(axes, runs):
         steps = [point["step"] for point in record["health"]]
-        factors = [name for name in record["health"][0] if name not in (
-            "step", DAMPING, INVERSE_UPDATES)]
+        factors = [name for name in record["health"][0] if name not in NOT_FACTORS]
         for factor in factors:
             axis.plot(steps, _series(record, factor), label=factor)
         axis.set_yscale("log")

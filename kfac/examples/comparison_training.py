@@ -61,7 +61,12 @@ class OptimizerSpec:
     With `max_drift`, inverses are refreshed by drift
     (`invert_every="adaptive"`) with `inv_update_every` as the longest period.
     `norm_constraint` bounds the squared Fisher norm of a K-FAC update (KL
-    clipping, Ba et al. 2017; None: no bound). `sub_sample_inputs` and
+    clipping, Ba et al. 2017; None: no bound). A clipped update's size is
+    `sqrt(C / pᵀF̂p)` whatever the learning rate, so a learning-rate decay
+    leaves it alone until the bound stops binding; with
+    `scheduled_norm_constraint` the bound follows the decay (`C · s²`, `s`
+    the schedule's factor, `norm_constraint_of`), so that clipped and
+    unclipped updates shrink alike. `sub_sample_inputs` and
     `sub_sample_patches` estimate every convolution's input factor from a
     random part of the examples / patches (`KfacConfig`'s fields).
     `min_damping` is the floor of the quadratic model's adapted damping.
@@ -106,6 +111,7 @@ class OptimizerSpec:
     approximation: Optional[str] = None
     max_drift: Optional[float] = None
     norm_constraint: Optional[float] = None
+    scheduled_norm_constraint: bool = False
     sub_sample_inputs: bool = False
     sub_sample_patches: bool = False
     min_damping: float = 1e-5
@@ -142,6 +148,13 @@ class OptimizerSpec:
         if not 0.0 <= self.weight_decay < 1.0:
             raise ValueError(
                 "weight_decay must be in [0, 1), got {}.".format(self.weight_decay)
+            )
+        if self.scheduled_norm_constraint and (
+                self.norm_constraint is None or self.decay_half_life is None):
+            raise ValueError(
+                "scheduled_norm_constraint needs a norm_constraint and a "
+                "learning-rate decay (decay_half_life); got {} and {}.".format(
+                    self.norm_constraint, self.decay_half_life)
             )
         if self.stats_batch_fraction is not None:
             if not self.kind.startswith("kfac"):
@@ -218,6 +231,17 @@ def learning_rate_of(spec: OptimizerSpec, global_step: tf.Tensor):
     return spec.learning_rate * tf.pow(0.5, decayed / float(spec.decay_half_life))
 
 
+def norm_constraint_of(spec: OptimizerSpec, global_step: tf.Tensor):
+    """`spec.norm_constraint`, or with `scheduled_norm_constraint` the tensor
+    `norm_constraint · s²`, `s = learning_rate_of / learning_rate`: a clipped
+    update (`η·κ·p = sqrt(C / pᵀF̂p) · p`) then shrinks by `s` as the
+    learning rate does."""
+    if not spec.scheduled_norm_constraint:
+        return spec.norm_constraint
+    factor = learning_rate_of(spec, global_step) / spec.learning_rate
+    return spec.norm_constraint * tf.square(factor)
+
+
 def budget_spent() -> tf.Tensor:
     """The default graph's scalar placeholder for the fraction of the time
     budget spent (0 unless fed), made on first use (`BUDGET_SPENT`)."""
@@ -231,12 +255,13 @@ def budget_spent() -> tf.Tensor:
 
 def _kfac_optimizer(spec: OptimizerSpec, layer_collection, periodic: bool, **kwargs):
     """The K-FAC optimizer of `spec` (keyword arguments of `KfacOptimizer`)."""
+    global_step = tf.train.get_or_create_global_step()
     kwargs.update(
-        learning_rate=learning_rate_of(spec, tf.train.get_or_create_global_step()),
+        learning_rate=learning_rate_of(spec, global_step),
         cov_ema_decay=spec.cov_ema_decay,
         damping=spec.damping,
         layer_collection=layer_collection,
-        norm_constraint=spec.norm_constraint,
+        norm_constraint=norm_constraint_of(spec, global_step),
     )
     if spec.stats_batch_fraction is not None:
         # The registered pass is not the training loss's, by design: the
