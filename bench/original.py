@@ -15,7 +15,9 @@ on 2,000 training images is evaluated every 10 steps, off the clock.
 
 Per run: steps and seconds to the target and, on one fixed batch after the
 run, the median seconds of the train op, of train + covariance ops and of
-the inverse op.
+the inverse op. With `--profile`, also where a step (train + covariances)
+spends its time (`bench.step_profile`): the share of op time in matrix
+products, their multiply-adds per step and the rate they run at.
 
 The original is not part of this repository. `--original_dir` is a folder
 holding its `kfac` package, e.g. the last release of its TF1 era:
@@ -51,6 +53,7 @@ from absl import flags
 from tensorflow.python.tpu import tpu_function
 
 from bench import autoencoder_micro
+from bench import step_profile
 from kfac.examples import autoencoder_mnist as ae
 from kfac.examples import comparison
 
@@ -81,6 +84,8 @@ FLAGS_TABLE = (
     ("bool", "use_fake_data", False, "Train on generated images instead."),
     ("bool", "quick", False, "SGD for 60 s and K-FAC for at most 90 s (else 150/300)."),
     ("list", "momentum_types", ["qmodel", "regular"], "Which K-FAC settings to run."),
+    ("bool", "profile", False, "Also trace a step: op time and arithmetic of its "
+     "matrix products."),
     ("string", "output_dir", OUTPUT_DIR, "Where the JSON and markdown go."),
     # Internal: one run, in its own process.
     ("string", "child", None, "Internal: run '<library>:<optimizer>' and exit."),
@@ -163,9 +168,11 @@ def median_seconds(run, repeats: int = TIMING_REPEATS) -> float:
 
 
 def run_loop(sess, fetches, placeholders, train_images, eval_images,
-             target, max_seconds, repeats: int = TIMING_REPEATS) -> Dict:
+             target, max_seconds, repeats: int = TIMING_REPEATS,
+             profile: bool = False) -> Dict:
     """The classic loop until the evaluated loss reaches `target` or the time
-    is up; then the per-op timings. Returns the run's record."""
+    is up; then the per-op timings (and with `profile` the traced step's
+    `step_profile.profile_step`). Returns the run's record."""
     batches = comparison.minibatch_indices(len(train_images), BATCH_SIZE, SEED + 1)
     train = [fetches["train"]] + ([fetches["cov"]] if fetches["cov"] is not None
                                   else [])
@@ -204,8 +211,11 @@ def run_loop(sess, fetches, placeholders, train_images, eval_images,
         timings["inv"] = median_seconds(lambda: sess.run(fetches["inv"], feed),
                                         repeats)
     last = evals[-1]["loss"]
-    return {"evals": evals, "steps": step, "seconds": seconds, "final_loss": last,
-            "diverged": last is None, "timings": timings}
+    record = {"evals": evals, "steps": step, "seconds": seconds, "final_loss": last,
+              "diverged": last is None, "timings": timings}
+    if profile:
+        record["profile"] = step_profile.profile_step(sess, train, feed)
+    return record
 
 
 def child_main(options) -> None:
@@ -224,7 +234,7 @@ def child_main(options) -> None:
             sess.run(tf.global_variables_initializer())
             record = run_loop(sess, fetches, placeholders, train_images, eval_images,
                               options.target, options.max_seconds,
-                              options.timing_repeats)
+                              options.timing_repeats, options.profile)
     record.update(library=library, optimizer=optimizer, data=source,
                   kfac_file=kfac_module.__file__,
                   tensorflow_module=sys.modules["tensorflow"].__name__)
@@ -240,7 +250,8 @@ def run_child(library: str, optimizer: str, options, target, max_seconds) -> Dic
                    "--child={}:{}".format(library, optimizer),
                    "--child_output=" + output, "--max_seconds={}".format(max_seconds),
                    "--use_fake_data={}".format(options.use_fake_data),
-                   "--timing_repeats={}".format(options.timing_repeats)]
+                   "--timing_repeats={}".format(options.timing_repeats),
+                   "--profile={}".format(getattr(options, "profile", False))]
         for name in ("original_dir", "data_dir"):
             if getattr(options, name):
                 command.append("--{}={}".format(name, getattr(options, name)))
@@ -299,6 +310,18 @@ def format_report(record: Dict) -> str:
         lines.append("| {} | {:.2f} | {:.2f} | {:.2f} | {} |".format(
             row["optimizer"], row["train"], row["train_and_cov"], row["inv"],
             show(row["seconds_to_target"], ".2f")))
+    profiled = [run for run in record["runs"] if "profile" in run]
+    if profiled:
+        lines += ["", "| traced step (train + covariances) | ms | op ms | matrix "
+                  "products' share of op time | G multiply-adds | GFLOP/s |",
+                  "|---|---|---|---|---|---|"]
+        for run in profiled:
+            profile = run["profile"]
+            rates = step_profile.rates(profile)
+            lines.append("| {} | {:.1f} | {:.1f} | {:.0%} | {:.2f} | {:.0f} |".format(
+                run["name"], 1e3 * profile["wall_seconds"],
+                1e3 * profile["op_seconds"], rates["matmul_share"],
+                1e-9 * profile["multiply_adds"], rates["gflops"]))
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ import types
 import pytest
 
 from bench import original as bench
+from kfac.examples import autoencoder_mnist as ae
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,20 @@ def test_an_sgd_run_stops_at_the_target(in_repo):
     assert set(record["timings"]) == {"train"}
 
 
+def test_a_profiled_sgd_step_counts_the_autoencoders_products(in_repo):
+    """An SGD step: the forward products, the weights' gradients and the
+    inputs' gradients of every layer but the first (`B·in·out` each)."""
+    record = bench.run_child("ours", "sgd", _options(profile=True), target=1e9,
+                             max_seconds=60.0)
+    sizes = [(kernel.shape[0], kernel.shape[1]) for kernel, _ in
+             ae.initial_weights(784)]
+    products = [bench.BATCH_SIZE * fan_in * fan_out for fan_in, fan_out in sizes]
+    profile = record["profile"]
+    assert profile["uncounted_products"] == 0
+    assert profile["multiply_adds"] == 2 * sum(products) + sum(products[1:])
+    assert 0 < profile["matmul_op_seconds"] <= profile["op_seconds"]
+
+
 def test_import_original_refuses_a_folder_without_kfac(tmp_path):
     with pytest.raises(SystemExit, match="no kfac package"):
         bench.import_original(str(tmp_path))
@@ -94,3 +109,9 @@ def test_speedups_divide_the_originals_seconds_by_ours_and_the_report_shows_them
     assert "| sgd | 1000 | 60.0 | 227.00 | 10.0 | — | — |" in text
     assert "| qmodel | 2.00 | 1.20 | 3.00 | 1.50 |" in text
     assert "| regular | 1.00 | 1.25 | 1.50 | — |" in text
+    assert "traced step" not in text
+    runs[1]["profile"] = {"wall_seconds": 0.1, "op_seconds": 0.2,
+                          "matmul_op_seconds": 0.15, "multiply_adds": 2e10,
+                          "uncounted_products": 0}
+    text = bench.format_report({"target": 227.0, "runs": runs, "speedups": rows})
+    assert "| original qmodel | 100.0 | 200.0 | 75% | 20.00 | 400 |" in text
