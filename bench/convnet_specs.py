@@ -277,24 +277,31 @@ def stronger_decay_specs(architecture):
                    for spec in at_edge for decay in BEYOND_WEIGHT_DECAY_GRID]
 
 
-def scheduled_clip_specs(architecture):
-    """`best_weight_decay_specs`, then its K-FAC run with the norm constraint
-    following the learning-rate schedule (`scheduled_norm_constraint`): its
-    updates are clipped for most of a run, so the annealing otherwise leaves
-    their size alone until the bound stops binding."""
+def kfac_changed_specs(architecture, changes):
+    """`best_weight_decay_specs`, then its K-FAC run once per `(label,
+    change)` of `changes`, labelled `"<its label> <label>"`."""
     best = best_weight_decay_specs(architecture)
     kfac = best[-1]
-    return best + [dataclasses.replace(kfac, label=kfac.label + " scheduled nc",
-                                       scheduled_norm_constraint=True)]
+    return best + [dataclasses.replace(kfac, label=kfac.label + " " + label, **change)
+                   for label, change in changes]
+
+
+# K-FAC's updates are clipped for most of a run, so the annealing leaves
+# their size alone until the bound stops binding, unless the bound follows
+# the schedule too.
+SCHEDULED_CLIP_CHANGES = (("scheduled nc", dict(scheduled_norm_constraint=True)),)
+
+
+def scheduled_clip_specs(architecture):
+    """`best_weight_decay_specs`, then its K-FAC run with the norm constraint
+    following the learning-rate schedule (`scheduled_norm_constraint`)."""
+    return kfac_changed_specs(architecture, SCHEDULED_CLIP_CHANGES)
 
 
 def regularized_specs(architecture):
     """`best_weight_decay_specs`, then its K-FAC run with one of
     `REGULARIZED_CHANGES` each."""
-    best = best_weight_decay_specs(architecture)
-    kfac = best[-1]
-    return best + [dataclasses.replace(kfac, label=kfac.label + " " + label, **change)
-                   for label, change in REGULARIZED_CHANGES]
+    return kfac_changed_specs(architecture, REGULARIZED_CHANGES)
 
 
 # K-FAC's batch sizes in `large_batch_specs`, as multiples of the others'.

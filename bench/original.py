@@ -251,7 +251,7 @@ def run_child(library: str, optimizer: str, options, target, max_seconds) -> Dic
                    "--child_output=" + output, "--max_seconds={}".format(max_seconds),
                    "--use_fake_data={}".format(options.use_fake_data),
                    "--timing_repeats={}".format(options.timing_repeats),
-                   "--profile={}".format(getattr(options, "profile", False))]
+                   "--profile={}".format(options.profile)]
         for name in ("original_dir", "data_dir"):
             if getattr(options, name):
                 command.append("--{}={}".format(name, getattr(options, name)))

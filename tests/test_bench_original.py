@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _options(**changes):
     values = dict(original_dir=None, data_dir=None, use_fake_data=True,
-                  timing_repeats=1)
+                  timing_repeats=1, profile=False)
     values.update(changes)
     return types.SimpleNamespace(**values)
 

@@ -216,30 +216,35 @@ def layer_collection_for(spec: OptimizerSpec) -> Optional[kfac.LayerCollection]:
     return layer_collection
 
 
-def learning_rate_of(spec: OptimizerSpec, global_step: tf.Tensor):
-    """`spec.learning_rate`, or with `decay_half_life` the tensor
-    `learning_rate · 0.5^(max(0, t − decay_start) / decay_half_life)`, `t`
-    the global step or (`decay_clock="budget"`) the fraction of the time
-    budget spent, fed to the placeholder of `budget_spent()`."""
+def schedule_factor(spec: OptimizerSpec, global_step: tf.Tensor):
+    """The learning rate's schedule factor `s`: 1, or with `decay_half_life`
+    the tensor `0.5^(max(0, t − decay_start) / decay_half_life)`, `t` the
+    global step or (`decay_clock="budget"`) the fraction of the time budget
+    spent, fed to the placeholder of `budget_spent()`."""
     if spec.decay_half_life is None:
-        return spec.learning_rate
+        return 1.0
     if spec.decay_clock == "budget":
         clock = budget_spent()
     else:
         clock = tf.cast(global_step, tf.float32)
     decayed = tf.maximum(clock - float(spec.decay_start), 0.0)
-    return spec.learning_rate * tf.pow(0.5, decayed / float(spec.decay_half_life))
+    return tf.pow(0.5, decayed / float(spec.decay_half_life))
+
+
+def learning_rate_of(spec: OptimizerSpec, global_step: tf.Tensor):
+    """`learning_rate · s` (`schedule_factor`): the number
+    `spec.learning_rate` without a decay, else a tensor."""
+    return spec.learning_rate * schedule_factor(spec, global_step)
 
 
 def norm_constraint_of(spec: OptimizerSpec, global_step: tf.Tensor):
     """`spec.norm_constraint`, or with `scheduled_norm_constraint` the tensor
-    `norm_constraint · s²`, `s = learning_rate_of / learning_rate`: a clipped
-    update (`η·κ·p = sqrt(C / pᵀF̂p) · p`) then shrinks by `s` as the
-    learning rate does."""
+    `norm_constraint · s²` (`schedule_factor`): a clipped update
+    (`η·κ·p = sqrt(C / pᵀF̂p) · p`) then shrinks by `s` as the learning rate
+    does."""
     if not spec.scheduled_norm_constraint:
         return spec.norm_constraint
-    factor = learning_rate_of(spec, global_step) / spec.learning_rate
-    return spec.norm_constraint * tf.square(factor)
+    return spec.norm_constraint * tf.square(schedule_factor(spec, global_step))
 
 
 def budget_spent() -> tf.Tensor:
@@ -302,15 +307,14 @@ def with_weight_decay(spec: OptimizerSpec, train_op: tf.Operation) -> tf.Operati
     """`train_op`, or with `spec.weight_decay` an op that runs it and then
     multiplies every trainable variable of rank >= 2 by
     `1 − weight_decay · s`, `s` the learning-rate schedule's factor
-    (`learning_rate_of / learning_rate`) at the step just taken."""
+    (`schedule_factor`) at the step just taken."""
     if not spec.weight_decay:
         return train_op
     weights = [var for var in tf.trainable_variables() if var.shape.ndims >= 2]
     with tf.control_dependencies([train_op]):
         # The training op has counted its step: the one taken is one less.
         step_taken = tf.train.get_global_step().read_value() - 1
-        factor = learning_rate_of(spec, step_taken) / spec.learning_rate
-        keep = 1.0 - spec.weight_decay * factor
+        keep = 1.0 - spec.weight_decay * schedule_factor(spec, step_taken)
         decays = [var.assign(var.read_value() * keep) for var in weights]
     return tf.group(*decays, name="train_with_weight_decay")
 
